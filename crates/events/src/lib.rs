@@ -1,0 +1,207 @@
+//! The contract between accounts and everything that listens to it.
+//!
+//! Every message on the `accounts.events` exchange is an [`Envelope`] serialized as JSON. The routing
+//! key is the event type. Payloads carry what a consumer needs to act (the mailer: who, and which link),
+//! never secrets other than the single-purpose links themselves.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The topic exchange accounts publishes to. Durable.
+pub const EXCHANGE: &str = "accounts.events";
+
+/// The schema version this crate writes. See the crate README for the versioning rule.
+pub const VERSION: u32 = 1;
+
+/// An event as it travels on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: Uuid,
+    #[serde(flatten)]
+    pub event: Event,
+    pub version: u32,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// What happened. Serialized as `"type": "<routing key>", "data": {...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "kebab-case")]
+pub enum Event {
+    UserRegistered(UserRegistered),
+    EmailConfirmationRequested(EmailConfirmationRequested),
+    PasswordResetRequested(PasswordResetRequested),
+    PasswordChanged(PasswordChanged),
+}
+
+/// A new account exists; the mail welcomes the user and carries the confirmation link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRegistered {
+    pub user_id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    pub confirmation_url: String,
+    pub confirmation_expires_at: DateTime<Utc>,
+}
+
+/// The user asked for a new confirmation link, or changed their email.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmailConfirmationRequested {
+    pub user_id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    pub confirmation_url: String,
+    pub confirmation_expires_at: DateTime<Utc>,
+}
+
+/// The user asked to reset a forgotten password; the link works once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasswordResetRequested {
+    pub user_id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    pub reset_url: String,
+    pub reset_expires_at: DateTime<Utc>,
+}
+
+/// The password changed (through a reset or a change); a security notice to the user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasswordChanged {
+    pub user_id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    pub changed_at: DateTime<Utc>,
+}
+
+impl Event {
+    /// Every routing key, for consumers that bind to all of them.
+    pub const TYPES: [&'static str; 4] = [
+        "user-registered",
+        "email-confirmation-requested",
+        "password-reset-requested",
+        "password-changed",
+    ];
+
+    /// The event type, which is also the routing key.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::UserRegistered(_) => Self::TYPES[0],
+            Event::EmailConfirmationRequested(_) => Self::TYPES[1],
+            Event::PasswordResetRequested(_) => Self::TYPES[2],
+            Event::PasswordChanged(_) => Self::TYPES[3],
+        }
+    }
+
+    /// The address the event concerns.
+    pub fn recipient(&self) -> &str {
+        match self {
+            Event::UserRegistered(e) => &e.email,
+            Event::EmailConfirmationRequested(e) => &e.email,
+            Event::PasswordResetRequested(e) => &e.email,
+            Event::PasswordChanged(e) => &e.email,
+        }
+    }
+}
+
+impl Envelope {
+    /// Wraps an event with a fresh, time-ordered id.
+    pub fn new(event: Event) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            event,
+            version: VERSION,
+            occurred_at: Utc::now(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.event.kind()
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an envelope always serializes")
+    }
+
+    /// Parses a message body. Unknown fields are ignored (forward compatibility); an unknown type
+    /// or a missing field is an error.
+    pub fn from_json(body: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn registered() -> Envelope {
+        Envelope::new(Event::UserRegistered(UserRegistered {
+            user_id: Uuid::new_v4(),
+            email: "ada@example.com".into(),
+            username: Some("ada".into()),
+            confirmation_url: "http://localhost:8080/api/users/confirm?token=t".into(),
+            confirmation_expires_at: Utc::now(),
+        }))
+    }
+
+    #[test]
+    fn envelope_has_the_documented_shape() {
+        let envelope = registered();
+        let value: serde_json::Value = serde_json::from_slice(&envelope.to_json()).unwrap();
+        assert_eq!(value["type"], "user-registered");
+        assert_eq!(value["version"], 1);
+        assert_eq!(value["id"], envelope.id.to_string());
+        assert!(value["occurred_at"].as_str().unwrap().contains('T'));
+        assert_eq!(value["data"]["email"], "ada@example.com");
+        assert_eq!(value["data"]["username"], "ada");
+        let keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys.len(), 5, "{keys:?}");
+    }
+
+    #[test]
+    fn every_event_round_trips() {
+        let now = Utc::now();
+        let user_id = Uuid::new_v4();
+        let events = [
+            registered().event,
+            Event::EmailConfirmationRequested(EmailConfirmationRequested {
+                user_id,
+                email: "b@example.com".into(),
+                username: None,
+                confirmation_url: "u".into(),
+                confirmation_expires_at: now,
+            }),
+            Event::PasswordResetRequested(PasswordResetRequested {
+                user_id,
+                email: "c@example.com".into(),
+                username: None,
+                reset_url: "r".into(),
+                reset_expires_at: now,
+            }),
+            Event::PasswordChanged(PasswordChanged {
+                user_id,
+                email: "d@example.com".into(),
+                username: Some("d".into()),
+                changed_at: now,
+            }),
+        ];
+        for (event, kind) in events.into_iter().zip(Event::TYPES) {
+            let envelope = Envelope::new(event);
+            assert_eq!(envelope.kind(), kind);
+            let back = Envelope::from_json(&envelope.to_json()).unwrap();
+            assert_eq!(back, envelope);
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_unknown_types_rejected() {
+        let mut value = serde_json::to_value(registered()).unwrap();
+        value["data"]["added_later"] = json!(true);
+        value["trace"] = json!("x");
+        assert!(Envelope::from_json(value.to_string().as_bytes()).is_ok());
+
+        value["type"] = json!("user-exploded");
+        assert!(Envelope::from_json(value.to_string().as_bytes()).is_err());
+        assert!(Envelope::from_json(b"{not json").is_err());
+    }
+}

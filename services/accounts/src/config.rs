@@ -1,0 +1,241 @@
+//! Settings from the environment (and `.env`). Every bad value fails startup with a message that
+//! names the variable and says what it should look like.
+
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use anyhow::{Context, anyhow};
+use secrecy::SecretString;
+use url::Url;
+
+pub const DEFAULT_JWT_KEY_FILE: &str = "var/dev-jwt-key.pem";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: SecretString,
+    pub amqp_url: SecretString,
+    pub addr: SocketAddr,
+    pub public_url: Url,
+    pub bcrypt_cost: u32,
+    /// Hashes running at once; defaults to cores - 1 (at least 1).
+    pub hash_concurrency: usize,
+    /// Hash requests allowed to wait for a worker before new ones get 429.
+    pub hash_queue: usize,
+    pub jwt_key_file: PathBuf,
+    /// Whether `jwt_key_file` is the default path, where a missing file means "create a dev key".
+    pub jwt_key_is_default: bool,
+    /// Public (or private) keys that still verify tokens during a rotation.
+    pub jwt_previous_key_files: Vec<PathBuf>,
+    pub confirm_success_url: Option<Url>,
+    pub confirm_failure_url: Option<Url>,
+    pub reset_password_url: Option<Url>,
+    pub require_verified_email: bool,
+    pub lockout: Duration,
+    pub outbox_poll_interval: Duration,
+    pub outbox_retention: Duration,
+}
+
+impl Settings {
+    /// Reads the process environment, after loading `.env` when there is one.
+    pub fn from_env() -> anyhow::Result<Self> {
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => return Err(anyhow!("could not read .env: {e}")),
+        }
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds settings from any variable source; tests pass a map.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let var = |name: &str, default: &str| get(name).unwrap_or_else(|| default.to_string());
+        let parsed = |name: &str, default: &str, hint: &str| -> anyhow::Result<String> {
+            let value = var(name, default);
+            if value.trim().is_empty() {
+                return Err(anyhow!("{name} is empty; expected {hint}"));
+            }
+            Ok(value)
+        };
+        fn parse<T: FromStr>(name: &str, value: &str, hint: &str) -> anyhow::Result<T> {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| anyhow!("{name}={value:?} is not valid; expected {hint}"))
+        }
+        let url = |name: &str, default: &str, schemes: &[&str]| -> anyhow::Result<Url> {
+            let hint = format!("a URL starting with {}", schemes.join("://, ") + "://");
+            let value = parsed(name, default, &hint)?;
+            let url: Url = parse(name, &value, &hint)?;
+            if !schemes.contains(&url.scheme()) {
+                return Err(anyhow!(
+                    "{name} has scheme {:?}; expected {hint}",
+                    url.scheme()
+                ));
+            }
+            Ok(url)
+        };
+        let optional_url = |name: &str| -> anyhow::Result<Option<Url>> {
+            get(name)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| parse(name, &v, "an absolute http(s) URL"))
+                .transpose()
+        };
+        let seconds = |name: &str, default: &str| -> anyhow::Result<Duration> {
+            let value = var(name, default);
+            let secs: u64 = parse(name, &value, "a whole number of seconds")?;
+            Ok(Duration::from_secs(secs))
+        };
+
+        let database_url = url(
+            "ACCOUNTS_DATABASE_URL",
+            "postgres://postgres@localhost:5432/accounts",
+            &["postgres", "postgresql"],
+        )?;
+        let amqp_url = url(
+            "AMQP_URL",
+            "amqp://guest:guest@localhost:5672/%2f",
+            &["amqp", "amqps"],
+        )?;
+        let addr = parse(
+            "ACCOUNTS_ADDR",
+            &var("ACCOUNTS_ADDR", "127.0.0.1:8080"),
+            "host:port, such as 127.0.0.1:8080",
+        )?;
+        let mut public_url = url(
+            "ACCOUNTS_PUBLIC_URL",
+            "http://localhost:8080",
+            &["http", "https"],
+        )?;
+        if !public_url.path().ends_with('/') {
+            public_url.set_path(&format!("{}/", public_url.path()));
+        }
+
+        let bcrypt_cost: u32 = parse(
+            "ACCOUNTS_BCRYPT_COST",
+            &var("ACCOUNTS_BCRYPT_COST", "12"),
+            "an integer from 4 to 31",
+        )?;
+        if !(4..=31).contains(&bcrypt_cost) {
+            return Err(anyhow!(
+                "ACCOUNTS_BCRYPT_COST={bcrypt_cost} is out of range; expected an integer from 4 to 31"
+            ));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let default_concurrency = cores.saturating_sub(1).max(1).to_string();
+        let hash_concurrency: usize = parse(
+            "ACCOUNTS_HASH_CONCURRENCY",
+            &var("ACCOUNTS_HASH_CONCURRENCY", &default_concurrency),
+            "a positive integer",
+        )?;
+        let hash_queue: usize = parse(
+            "ACCOUNTS_HASH_QUEUE",
+            &var("ACCOUNTS_HASH_QUEUE", &(hash_concurrency * 8).to_string()),
+            "a non-negative integer",
+        )?;
+        if hash_concurrency == 0 {
+            return Err(anyhow!(
+                "ACCOUNTS_HASH_CONCURRENCY=0 would never hash; expected a positive integer"
+            ));
+        }
+
+        let jwt_key_file = get("ACCOUNTS_JWT_KEY_FILE").filter(|v| !v.trim().is_empty());
+        let jwt_key_is_default = jwt_key_file.is_none();
+        let jwt_key_file =
+            PathBuf::from(jwt_key_file.unwrap_or_else(|| DEFAULT_JWT_KEY_FILE.into()));
+        let jwt_previous_key_files = var("ACCOUNTS_JWT_PREVIOUS_KEY_FILES", "")
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect();
+
+        let require_verified_email = match var("ACCOUNTS_REQUIRE_VERIFIED_EMAIL", "false")
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" | "" => false,
+            other => {
+                return Err(anyhow!(
+                    "ACCOUNTS_REQUIRE_VERIFIED_EMAIL={other:?} is not valid; expected true or false"
+                ));
+            }
+        };
+
+        Ok(Self {
+            database_url: SecretString::from(database_url.to_string()),
+            amqp_url: SecretString::from(amqp_url.to_string()),
+            addr,
+            public_url,
+            bcrypt_cost,
+            hash_concurrency,
+            hash_queue,
+            jwt_key_file,
+            jwt_key_is_default,
+            jwt_previous_key_files,
+            confirm_success_url: optional_url("ACCOUNTS_CONFIRM_SUCCESS_URL")?,
+            confirm_failure_url: optional_url("ACCOUNTS_CONFIRM_FAILURE_URL")?,
+            reset_password_url: optional_url("ACCOUNTS_RESET_PASSWORD_URL")?,
+            require_verified_email,
+            lockout: seconds("ACCOUNTS_LOCKOUT_SECONDS", "900")?,
+            outbox_poll_interval: Duration::from_millis(
+                parse::<u64>(
+                    "ACCOUNTS_OUTBOX_POLL_MS",
+                    &var("ACCOUNTS_OUTBOX_POLL_MS", "1000"),
+                    "milliseconds",
+                )
+                .context("outbox poll interval")?,
+            ),
+            outbox_retention: seconds("ACCOUNTS_OUTBOX_RETENTION_SECONDS", "604800")?,
+        })
+    }
+
+    /// An absolute URL under the public base, such as `api/users/confirm`.
+    pub fn public_link(&self, path: &str) -> Url {
+        self.public_url
+            .join(path.trim_start_matches('/'))
+            .expect("a relative path joins onto an http URL")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.bcrypt_cost, 12);
+        assert!(s.jwt_key_is_default);
+        assert_eq!(
+            s.public_link("api/users/confirm").as_str(),
+            "http://localhost:8080/api/users/confirm"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (name, value) in [
+            ("ACCOUNTS_BCRYPT_COST", "lots"),
+            ("ACCOUNTS_BCRYPT_COST", "99"),
+            ("ACCOUNTS_ADDR", "localhost"),
+            ("ACCOUNTS_DATABASE_URL", "mysql://x"),
+            ("AMQP_URL", "not a url"),
+            ("ACCOUNTS_PUBLIC_URL", ""),
+            ("ACCOUNTS_REQUIRE_VERIFIED_EMAIL", "maybe"),
+        ] {
+            let err = settings(&[(name, value)]).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+    }
+}

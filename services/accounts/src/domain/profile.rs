@@ -1,0 +1,100 @@
+//! Free-text profile fields and usernames: bounded, printable, and never markup-significant for
+//! the mail and pages that show them (those escape anyway; these limits keep storage sane).
+
+use super::{FieldErrors, push_error};
+
+pub const USERNAME_INVALID: &str = "Enter a valid username. This value may contain only letters, numbers, and @/./+/-/_ characters.";
+
+/// The limits of each free-text field, in characters.
+pub fn max_len(field: &str) -> usize {
+    match field {
+        "username" | "first_name" | "last_name" => 150,
+        "phone_number" => 32,
+        "address" => 500,
+        "bio" => 2000,
+        "image" => 2048,
+        _ => 255,
+    }
+}
+
+/// Trims `value` and checks its length and characters; records a message under `field` when wrong.
+pub fn text(errors: &mut FieldErrors, field: &str, value: &str) -> String {
+    let value = value.trim();
+    let max = max_len(field);
+    if value.chars().count() > max {
+        push_error(
+            errors,
+            field,
+            format!("Ensure this field has no more than {max} characters."),
+        );
+    }
+    // Newlines are fine in an address or bio; other control characters are not.
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+    {
+        push_error(errors, field, "This field contains control characters.");
+    }
+    value.to_string()
+}
+
+/// Django's username rule: letters, digits and @ . + - _ only.
+pub fn username(errors: &mut FieldErrors, value: &str) -> Option<String> {
+    let value = text(errors, "username", value);
+    if value.is_empty() {
+        return None;
+    }
+    if !value
+        .chars()
+        .all(|c| c.is_alphanumeric() || "@.+-_".contains(c))
+    {
+        push_error(errors, "username", USERNAME_INVALID);
+    }
+    Some(value)
+}
+
+/// An image is a link to an http(s) resource, or nothing.
+pub fn image(errors: &mut FieldErrors, value: &str) -> Option<String> {
+    let value = text(errors, "image", value);
+    if value.is_empty() {
+        return None;
+    }
+    match url::Url::parse(&value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Some(value),
+        _ => {
+            push_error(errors, "image", "Enter a valid URL.");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_follow_django() {
+        let mut errors = FieldErrors::new();
+        assert_eq!(
+            username(&mut errors, " ada.l+1@x_y-z "),
+            Some("ada.l+1@x_y-z".into())
+        );
+        assert!(errors.is_empty());
+        username(&mut errors, "<script>");
+        assert_eq!(errors["username"], [USERNAME_INVALID]);
+    }
+
+    #[test]
+    fn lengths_and_control_characters() {
+        let mut errors = FieldErrors::new();
+        text(&mut errors, "phone_number", &"1".repeat(33));
+        text(&mut errors, "address", "line 1\nline 2");
+        text(&mut errors, "first_name", "nul\u{0}");
+        assert_eq!(errors.len(), 2);
+        assert!(errors.contains_key("phone_number"));
+        assert!(errors.contains_key("first_name"));
+        let mut errors = FieldErrors::new();
+        assert_eq!(image(&mut errors, "javascript:alert(1)"), None);
+        assert_eq!(errors["image"], ["Enter a valid URL."]);
+    }
+}

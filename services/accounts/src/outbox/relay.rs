@@ -1,0 +1,290 @@
+//! Publishes outbox rows to RabbitMQ.
+//!
+//! Any number of relays (one per replica) can run: each claims a batch with
+//! `FOR UPDATE SKIP LOCKED`, publishes it with confirms, and marks rows published only after the
+//! broker's ack, all inside one transaction. A row whose publish failed gets a later
+//! `next_attempt_at`. Rows are selected by state, never by a high-water mark on ids, because ids
+//! commit out of order. The relay wakes on `NOTIFY outbox` and polls as a fallback.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use amqp::{Backoff, PublishError, Publisher};
+use chrono::Utc;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use futures_util::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{db::Pool, schema::outbox};
+
+const BATCH: i64 = 500;
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] diesel::result::Error),
+    #[error("database pool: {0}")]
+    Pool(#[from] crate::db::PoolError),
+    #[error("broker: {0}")]
+    Broker(lapin::Error),
+}
+
+pub struct OutboxRelay {
+    pub pool: Pool,
+    pub database_url: SecretString,
+    pub amqp_url: SecretString,
+    pub poll_interval: Duration,
+    pub retention: Duration,
+    /// Whether the relay holds a broker connection right now (for metrics; not for readiness).
+    pub connected: Arc<AtomicBool>,
+}
+
+impl OutboxRelay {
+    /// Runs until `shutdown` fires, finishing the batch in flight first (a diesel-async
+    /// transaction must not be dropped half-way).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let wake = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(
+            self.database_url.clone(),
+            wake.clone(),
+            shutdown.clone(),
+        ));
+        let mut reconnect = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let mut last_housekeeping: Option<Instant> = None;
+        'connect: while !shutdown.is_cancelled() {
+            let publisher = match self.connect().await {
+                Ok(publisher) => {
+                    reconnect.reset();
+                    self.connected.store(true, Ordering::Relaxed);
+                    metrics::gauge!("accounts_amqp_connected").set(1.0);
+                    tracing::info!("outbox relay connected to the broker");
+                    publisher
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay cannot reach the broker; events wait in the outbox");
+                    tokio::select! {
+                        () = reconnect.wait() => continue 'connect,
+                        () = shutdown.cancelled() => break 'connect,
+                    }
+                }
+            };
+            let mut database_backoff =
+                Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+            loop {
+                if shutdown.is_cancelled() {
+                    break 'connect;
+                }
+                match self.publish_batch(&publisher).await {
+                    Ok(count) => {
+                        database_backoff.reset();
+                        if count == BATCH as usize {
+                            continue;
+                        }
+                    }
+                    Err(RelayError::Broker(e)) => {
+                        tracing::warn!(error = %e, "lost the broker; reconnecting");
+                        self.connected.store(false, Ordering::Relaxed);
+                        metrics::gauge!("accounts_amqp_connected").set(0.0);
+                        tokio::select! {
+                            () = reconnect.wait() => continue 'connect,
+                            () = shutdown.cancelled() => break 'connect,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbox relay database error; retrying");
+                        tokio::select! {
+                            () = database_backoff.wait() => continue,
+                            () = shutdown.cancelled() => break 'connect,
+                        }
+                    }
+                }
+                if last_housekeeping.is_none_or(|at| at.elapsed() >= HOUSEKEEPING_EVERY) {
+                    if let Err(e) = self.housekeeping().await {
+                        tracing::warn!(error = %e, "outbox housekeeping failed");
+                    }
+                    last_housekeeping = Some(Instant::now());
+                }
+                if let Err(e) = self.record_backlog().await {
+                    tracing::debug!(error = %e, "could not measure the outbox backlog");
+                }
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(self.poll_interval) => {}
+                    () = shutdown.cancelled() => break 'connect,
+                }
+            }
+        }
+        self.connected.store(false, Ordering::Relaxed);
+        listener.abort();
+        tracing::info!("outbox relay stopped");
+    }
+
+    async fn connect(&self) -> Result<Publisher, lapin::Error> {
+        let connection = amqp::connect(self.amqp_url.expose_secret(), "accounts-relay").await?;
+        Publisher::open(&connection).await
+    }
+
+    /// Claims, publishes and settles one batch. Returns how many rows it claimed.
+    async fn publish_batch(&self, publisher: &Publisher) -> Result<usize, RelayError> {
+        let mut conn = self.pool.get().await?;
+        // A broker failure half-way still commits: acked rows stay published, the rest are
+        // rescheduled, and the error is reported after the commit.
+        let (claimed, broker_error) = conn
+            .transaction::<_, RelayError, _>(async move |conn| {
+                let rows: Vec<(i64, Uuid, String, serde_json::Value, i32)> = outbox::table
+                    .filter(outbox::published_at.is_null())
+                    .filter(outbox::next_attempt_at.le(Utc::now()))
+                    .order(outbox::id)
+                    .limit(BATCH)
+                    .for_update()
+                    .skip_locked()
+                    .select((
+                        outbox::id,
+                        outbox::event_id,
+                        outbox::event_type,
+                        outbox::envelope,
+                        outbox::attempts,
+                    ))
+                    .load(conn)
+                    .await?;
+                if rows.is_empty() {
+                    return Ok((0, None));
+                }
+                let bodies: Vec<(String, Vec<u8>)> = rows
+                    .iter()
+                    .map(|(_, id, _, envelope, _)| {
+                        let body = serde_json::to_vec(envelope).expect("JSON values serialize");
+                        (id.to_string(), body)
+                    })
+                    .collect();
+                let messages: Vec<(&str, &str, &[u8])> = rows
+                    .iter()
+                    .zip(&bodies)
+                    .map(|((_, _, kind, _, _), (id, body))| (kind.as_str(), id.as_str(), body.as_slice()))
+                    .collect();
+                let results = publisher.publish_batch(&messages).await;
+
+                let mut published = Vec::new();
+                let mut broker_error = None;
+                for ((id, event_id, kind, _, attempts), result) in rows.iter().zip(results) {
+                    match result {
+                        Ok(()) => published.push(*id),
+                        Err(error) => {
+                            let delay = retry_delay(*attempts);
+                            diesel::update(outbox::table.find(id))
+                                .set((
+                                    outbox::attempts.eq(outbox::attempts + 1),
+                                    outbox::next_attempt_at.eq(Utc::now() + delay),
+                                    outbox::last_error.eq(error.to_string()),
+                                ))
+                                .execute(conn)
+                                .await?;
+                            tracing::warn!(%event_id, event_type = %kind, error = %error, "event not published; will retry");
+                            if let PublishError::Broker(e) = error {
+                                broker_error.get_or_insert(e);
+                            }
+                        }
+                    }
+                }
+                diesel::update(outbox::table.filter(outbox::id.eq_any(&published)))
+                    .set(outbox::published_at.eq(Utc::now()))
+                    .execute(conn)
+                    .await?;
+                metrics::counter!("accounts_outbox_published_total").increment(published.len() as u64);
+                Ok((rows.len(), broker_error))
+            })
+        .await?;
+        match broker_error {
+            Some(e) => Err(RelayError::Broker(e)),
+            None => Ok(claimed),
+        }
+    }
+
+    async fn housekeeping(&self) -> Result<(), RelayError> {
+        let mut conn = self.pool.get().await?;
+        let cutoff = Utc::now() - chrono::Duration::from_std(self.retention).unwrap_or_default();
+        let deleted = diesel::delete(
+            outbox::table
+                .filter(outbox::published_at.is_not_null())
+                .filter(outbox::published_at.lt(cutoff)),
+        )
+        .execute(&mut conn)
+        .await?;
+        if deleted > 0 {
+            tracing::info!(deleted, "removed published outbox rows past retention");
+        }
+        Ok(())
+    }
+
+    async fn record_backlog(&self) -> Result<(), RelayError> {
+        let mut conn = self.pool.get().await?;
+        let (count, oldest): (i64, Option<chrono::DateTime<Utc>>) = outbox::table
+            .filter(outbox::published_at.is_null())
+            .select((
+                diesel::dsl::count_star(),
+                diesel::dsl::min(outbox::created_at),
+            ))
+            .first(&mut conn)
+            .await?;
+        let age = oldest.map_or(0.0, |at| {
+            (Utc::now() - at).num_milliseconds() as f64 / 1000.0
+        });
+        metrics::gauge!("accounts_outbox_backlog").set(count as f64);
+        metrics::gauge!("accounts_outbox_oldest_age_seconds").set(age.max(0.0));
+        Ok(())
+    }
+}
+
+/// A per-row retry delay for events the broker refused: 1 s, 2 s, 4 s ... capped at 5 minutes.
+fn retry_delay(attempts: i32) -> chrono::Duration {
+    chrono::Duration::seconds(1i64 << attempts.clamp(0, 8)).min(chrono::Duration::minutes(5))
+}
+
+/// Holds a dedicated connection that `LISTEN`s on `outbox` and wakes the relay on each notification.
+async fn listen(database_url: SecretString, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    while !shutdown.is_cancelled() {
+        match AsyncPgConnection::establish(database_url.expose_secret()).await {
+            Ok(mut conn) => {
+                if let Err(e) = diesel::sql_query("LISTEN outbox").execute(&mut conn).await {
+                    tracing::warn!(error = %e, "LISTEN outbox failed");
+                } else {
+                    backoff.reset();
+                    // Anything committed while we were not listening is picked up by this wake.
+                    wake.notify_one();
+                    let mut notifications = std::pin::pin!(conn.notifications_stream());
+                    loop {
+                        tokio::select! {
+                            next = notifications.next() => match next {
+                                Some(Ok(_)) => wake.notify_one(),
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, "outbox listener lost its connection");
+                                    break;
+                                }
+                                None => break,
+                            },
+                            () = shutdown.cancelled() => return,
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox listener cannot connect; polling meanwhile")
+            }
+        }
+        tokio::select! {
+            () = backoff.wait() => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Email confirmation: the link from the mail, and asking for a new one.
+
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use diesel_async::AsyncConnection;
+use events::{EmailConfirmationRequested, Envelope, Event};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{UserEnvelope, users::confirmation_link};
+use crate::{
+    domain::{EmailAddress, REQUIRED},
+    error::ApiError,
+    outbox,
+    state::AppState,
+    throttle,
+    tokens::Purpose,
+    users::{self, UserBody},
+};
+
+pub const BAD_LINK: &str = "The confirmation link is invalid or has expired.";
+
+#[derive(Debug, Deserialize)]
+pub struct TokenQuery {
+    token: Option<String>,
+}
+
+fn wants_json(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
+fn redirect(to: &str) -> HttpResponse {
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, to))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+/// `GET /api/users/confirm?token=`: 302 to the success or "request a new link" page, or JSON.
+pub async fn confirm(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<TokenQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let settings = &state.settings;
+    let success = settings
+        .confirm_success_url
+        .clone()
+        .unwrap_or_else(|| settings.public_link("account/email-confirmed"));
+    let failure = settings
+        .confirm_failure_url
+        .clone()
+        .unwrap_or_else(|| settings.public_link("account/confirm-email"));
+    let claims = query
+        .token
+        .as_deref()
+        .and_then(|token| state.tokens.verify(token, Purpose::EmailConfirmation).ok());
+    let confirmed = match claims {
+        Some(claims) => {
+            let email = claims.email.unwrap_or_default();
+            let mut conn = state.pool.get().await?;
+            users::mark_verified(&mut conn, claims.sub, &email).await?
+        }
+        None => None,
+    };
+    match (confirmed, wants_json(&req)) {
+        (Some(user), true) => Ok(HttpResponse::Ok().json(json!({ "user": UserBody::from(user) }))),
+        (Some(user), false) => {
+            tracing::info!(user_id = %user.id, "confirmed an email address");
+            Ok(redirect(success.as_str()))
+        }
+        (None, true) => Err(ApiError::field("token", BAD_LINK)),
+        (None, false) => Ok(redirect(failure.as_str())),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EmailOnly {
+    email: Option<String>,
+}
+
+impl EmailOnly {
+    pub fn email(self) -> Option<String> {
+        self.email
+    }
+}
+
+/// `POST /api/users/confirm/resend`: 202 for any address; mails only a real, unverified account.
+pub async fn resend(
+    state: web::Data<AppState>,
+    body: web::Json<UserEnvelope<EmailOnly>>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = body.into_inner().into_inner()?.email().unwrap_or_default();
+    if raw.trim().is_empty() {
+        return Err(ApiError::field("email", REQUIRED));
+    }
+    let email = EmailAddress::parse(&raw).map_err(|m| ApiError::field("email", m))?;
+    let mut conn = state.pool.get().await?;
+    if let Some(retry_after) = throttle::mail_request(&mut conn, "confirm", email.as_str()).await? {
+        return Err(ApiError::Throttled {
+            message: "Too many requests for this address. Try again later.",
+            retry_after,
+        });
+    }
+    let tx_state = state.clone();
+    conn.transaction::<_, diesel::result::Error, _>(async move |conn| {
+        let Some(user) = users::find_by_email(conn, email.as_str()).await? else {
+            return Ok(());
+        };
+        if user.verified || !user.active {
+            return Ok(());
+        }
+        let (confirmation_url, confirmation_expires_at) = confirmation_link(&tx_state, &user);
+        let event = Event::EmailConfirmationRequested(EmailConfirmationRequested {
+            user_id: user.id,
+            email: user.email,
+            username: user.username,
+            confirmation_url,
+            confirmation_expires_at,
+        });
+        outbox::enqueue(conn, &Envelope::new(event)).await
+    })
+    .await?;
+    Ok(HttpResponse::Accepted().json(json!({})))
+}
+
+pub async fn success_page(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    page(&state, "email_confirmed.html", &[])
+}
+
+pub async fn request_page(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    page(&state, "confirm_email.html", &[])
+}
+
+pub fn page(
+    state: &AppState,
+    name: &str,
+    values: &[(&str, &str)],
+) -> Result<HttpResponse, ApiError> {
+    let api_base = state.settings.public_url.to_string();
+    let mut values = values.to_vec();
+    values.push(("api_base", &api_base));
+    let html = state
+        .pages
+        .render(name, &values)
+        .map_err(|e| ApiError::Unexpected(e.into()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("Referrer-Policy", "no-referrer"))
+        .body(html))
+}

@@ -1,0 +1,66 @@
+//! HTTP routes. One module per resource; `configure` is the whole route table.
+
+mod confirm;
+mod health;
+mod password;
+mod user;
+mod users;
+
+use actix_web::web;
+use serde::Deserialize;
+
+use crate::{domain::REQUIRED, error::ApiError};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/api/users").route(web::post().to(users::register)))
+        .service(resource("/api/users/login").route(web::post().to(users::login)))
+        .service(resource("/api/users/token/refresh").route(web::post().to(users::refresh)))
+        .service(resource("/api/users/logout").route(web::post().to(users::logout)))
+        .service(resource("/api/users/confirm").route(web::get().to(confirm::confirm)))
+        .service(resource("/api/users/confirm/resend").route(web::post().to(confirm::resend)))
+        .service(resource("/api/users/password/forgot").route(web::post().to(password::forgot)))
+        .service(resource("/api/users/password/reset").route(web::post().to(password::reset)))
+        .service(
+            resource("/api/user")
+                .route(web::get().to(user::current))
+                .route(web::put().to(user::update)),
+        )
+        .service(resource("/account/email-confirmed").route(web::get().to(confirm::success_page)))
+        .service(resource("/account/confirm-email").route(web::get().to(confirm::request_page)))
+        .service(resource("/account/reset-password").route(web::get().to(password::reset_page)))
+        .service(resource("/.well-known/jwks.json").route(web::get().to(health::jwks)))
+        .service(resource("/healthz").route(web::get().to(health::healthz)))
+        .service(resource("/readyz").route(web::get().to(health::readyz)))
+        .service(resource("/metrics").route(web::get().to(health::metrics)));
+}
+
+/// A resource whose unsupported methods get 405 in the error envelope.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(|| async {
+        actix_web::HttpResponse::MethodNotAllowed()
+            .json(serde_json::json!({ "errors": { "method": ["Method not allowed."] } }))
+    }))
+}
+
+/// Anything no route matches.
+pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+/// Conduit's `{"user": {...}}` request envelope.
+#[derive(Debug, Deserialize)]
+pub struct UserEnvelope<T> {
+    user: Option<T>,
+}
+
+impl<T> UserEnvelope<T> {
+    pub fn into_inner(self) -> Result<T, ApiError> {
+        self.user.ok_or_else(|| ApiError::field("user", REQUIRED))
+    }
+}
+
+/// The client's address for throttling: the TCP peer, which a client cannot forge.
+pub fn client_ip(req: &actix_web::HttpRequest) -> String {
+    req.peer_addr()
+        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string())
+}

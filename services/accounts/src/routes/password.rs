@@ -1,0 +1,174 @@
+//! Forgotten passwords: request a single-use link, open its page, set a new password.
+
+use actix_web::{HttpResponse, web};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::Utc;
+use diesel_async::AsyncConnection;
+use events::{Envelope, Event, PasswordChanged, PasswordResetRequested};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{
+    UserEnvelope,
+    confirm::{EmailOnly, page},
+};
+use crate::{
+    domain::{self, EmailAddress, FieldErrors, REQUIRED, push_error},
+    error::ApiError,
+    outbox, sessions,
+    state::AppState,
+    throttle,
+    tokens::Purpose,
+    users::{self, User, UserChanges},
+};
+
+pub const BAD_RESET_LINK: &str = "The reset link is invalid, expired or already used.";
+
+/// Ties a reset token to the password it replaces: once the password changes, the token is void.
+fn password_fingerprint(user: &User) -> String {
+    URL_SAFE_NO_PAD.encode(&Sha256::digest(user.password_hash.as_bytes())[..12])
+}
+
+/// `POST /api/users/password/forgot`: always 202; mails a reset link to a real, active account.
+pub async fn forgot(
+    state: web::Data<AppState>,
+    body: web::Json<UserEnvelope<EmailOnly>>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = body.into_inner().into_inner()?.email().unwrap_or_default();
+    if raw.trim().is_empty() {
+        return Err(ApiError::field("email", REQUIRED));
+    }
+    let email = EmailAddress::parse(&raw).map_err(|m| ApiError::field("email", m))?;
+    let mut conn = state.pool.get().await?;
+    if let Some(retry_after) = throttle::mail_request(&mut conn, "reset", email.as_str()).await? {
+        return Err(ApiError::Throttled {
+            message: "Too many requests for this address. Try again later.",
+            retry_after,
+        });
+    }
+    let tx_state = state.clone();
+    // Both paths do the same lookup inside a transaction; only a real account adds one insert.
+    conn.transaction::<_, diesel::result::Error, _>(async move |conn| {
+        let Some(user) = users::find_by_email(conn, email.as_str()).await? else {
+            return Ok(());
+        };
+        if !user.active {
+            return Ok(());
+        }
+        let mut claims = tx_state.tokens.claims(Purpose::PasswordReset, user.id);
+        claims.pwd = Some(password_fingerprint(&user));
+        let signed = tx_state.tokens.sign(&claims);
+        let mut url = tx_state
+            .settings
+            .reset_password_url
+            .clone()
+            .unwrap_or_else(|| tx_state.settings.public_link("account/reset-password"));
+        url.query_pairs_mut().append_pair("token", &signed.token);
+        let event = Event::PasswordResetRequested(PasswordResetRequested {
+            user_id: user.id,
+            email: user.email,
+            username: user.username,
+            reset_url: url.to_string(),
+            reset_expires_at: signed.expires_at,
+        });
+        outbox::enqueue(conn, &Envelope::new(event)).await
+    })
+    .await?;
+    Ok(HttpResponse::Accepted().json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResetRequest {
+    token: Option<String>,
+    password: Option<String>,
+    confirm_password: Option<String>,
+}
+
+/// `POST /api/users/password/reset`: sets the password, ends every session, emits password-changed.
+pub async fn reset(
+    state: web::Data<AppState>,
+    body: web::Json<ResetRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let input = body.into_inner();
+    let mut errors = FieldErrors::new();
+    let token = input.token.unwrap_or_default();
+    if token.trim().is_empty() {
+        push_error(&mut errors, "token", REQUIRED);
+    }
+    let password = input.password.unwrap_or_default();
+    if password.is_empty() {
+        push_error(&mut errors, "password", REQUIRED);
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let claims = state
+        .tokens
+        .verify(token.trim(), Purpose::PasswordReset)
+        .map_err(|_| ApiError::field("token", BAD_RESET_LINK))?;
+    let mut conn = state.pool.get().await?;
+    let user = users::find(&mut conn, claims.sub)
+        .await?
+        .filter(|u| u.active && claims.pwd.as_deref() == Some(password_fingerprint(u).as_str()))
+        .ok_or_else(|| ApiError::field("token", BAD_RESET_LINK))?;
+    let new_password = domain::new_password(
+        &mut errors,
+        &password,
+        input.confirm_password.as_deref(),
+        Some(&user.email),
+        user.username.as_deref(),
+    );
+    let Some(new_password) = new_password else {
+        return Err(ApiError::Validation(errors));
+    };
+    let hash = state.hasher.hash(new_password.secret()).await?;
+    let fingerprint = password_fingerprint(&user);
+    let used = conn
+        .transaction::<_, diesel::result::Error, _>(async move |conn| {
+            // Re-read under a row lock: two concurrent submissions of one link cannot both win.
+            let Some(current) = users::find_for_update(conn, user.id).await? else {
+                return Ok(false);
+            };
+            if password_fingerprint(&current) != fingerprint {
+                return Ok(false);
+            }
+            let changes = UserChanges {
+                password_hash: Some(hash),
+                updated_at: Some(Utc::now()),
+                ..UserChanges::default()
+            };
+            let updated = users::update(conn, user.id, &changes).await?;
+            users::revoke_access_tokens(conn, user.id).await?;
+            sessions::end_all(conn, user.id).await?;
+            let event = Event::PasswordChanged(PasswordChanged {
+                user_id: updated.id,
+                email: updated.email,
+                username: updated.username,
+                changed_at: Utc::now(),
+            });
+            outbox::enqueue(conn, &Envelope::new(event)).await?;
+            Ok(true)
+        })
+        .await?;
+    if !used {
+        return Err(ApiError::field("token", BAD_RESET_LINK));
+    }
+    tracing::info!(user_id = %claims.sub, "reset a password");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResetPageQuery {
+    token: Option<String>,
+}
+
+/// The page the mailed link opens. It does not consume the token (mail scanners prefetch links);
+/// only the form's POST does.
+pub async fn reset_page(
+    state: web::Data<AppState>,
+    query: web::Query<ResetPageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let token = query.into_inner().token.unwrap_or_default();
+    page(&state, "reset_password.html", &[("token", &token)])
+}

@@ -1,0 +1,331 @@
+//! Registration, login, token refresh and logout.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::Utc;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use events::{Envelope, Event, UserRegistered};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{UserEnvelope, client_ip};
+use crate::{
+    auth::{Authenticated, DEACTIVATED},
+    db,
+    domain::{self, EmailAddress, FieldErrors, REQUIRED, profile, push_error},
+    error::{ApiError, BAD_LOGIN},
+    outbox, sessions,
+    state::AppState,
+    throttle,
+    tokens::Purpose,
+    users::{self, NewUser, User, UserBody},
+};
+
+pub const EMAIL_TAKEN: &str = "user with this email already exists.";
+pub const USERNAME_TAKEN: &str = "user with this username already exists.";
+pub const UNVERIFIED: &str = "Confirm your email address before logging in.";
+
+#[derive(Debug, Deserialize)]
+pub struct Registration {
+    email: Option<String>,
+    password: Option<String>,
+    confirm_password: Option<String>,
+    username: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    phone_number: Option<String>,
+    address: Option<String>,
+    terms_accepted: Option<bool>,
+}
+
+pub async fn register(
+    state: web::Data<AppState>,
+    body: web::Json<UserEnvelope<Registration>>,
+) -> Result<HttpResponse, ApiError> {
+    let input = body.into_inner().into_inner()?;
+    let mut errors = FieldErrors::new();
+    let email = match input.email.as_deref().map(str::trim) {
+        None | Some("") => {
+            push_error(&mut errors, "email", REQUIRED);
+            None
+        }
+        Some(raw) => EmailAddress::parse(raw)
+            .map_err(|message| push_error(&mut errors, "email", message))
+            .ok(),
+    };
+    let username = input
+        .username
+        .as_deref()
+        .and_then(|u| profile::username(&mut errors, u));
+    let password = match input.password.as_deref() {
+        None | Some("") => {
+            push_error(&mut errors, "password", REQUIRED);
+            None
+        }
+        Some(password) => domain::new_password(
+            &mut errors,
+            password,
+            input.confirm_password.as_deref(),
+            input.email.as_deref(),
+            username.as_deref(),
+        ),
+    };
+    let mut text = |field: &str, value: &Option<String>| {
+        profile::text(&mut errors, field, value.as_deref().unwrap_or_default())
+    };
+    let first_name = text("first_name", &input.first_name);
+    let last_name = text("last_name", &input.last_name);
+    let phone_number = text("phone_number", &input.phone_number);
+    let address = text("address", &input.address);
+
+    let mut conn = state.pool.get().await?;
+    if let Some(email) = &email
+        && users::find_by_email(&mut conn, email.as_str())
+            .await?
+            .is_some()
+    {
+        // Checked before hashing so a duplicate costs no bcrypt; the unique index still decides races.
+        push_error(&mut errors, "email", EMAIL_TAKEN);
+    }
+    let (Some(email), Some(password), true) = (email, password, errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let password_hash = state.hasher.hash(password.secret()).await?;
+
+    let new_user = NewUser {
+        id: Uuid::now_v7(),
+        email: email.as_str(),
+        username: username.as_deref(),
+        password_hash: &password_hash,
+        first_name: &first_name,
+        last_name: &last_name,
+        phone_number: &phone_number,
+        address: &address,
+        terms_accepted_at: input.terms_accepted.unwrap_or(false).then(Utc::now),
+    };
+    let issue_tokens = !state.settings.require_verified_email;
+    let tx_state = state.clone();
+    let result = conn
+        .transaction::<_, diesel::result::Error, _>(async move |conn| {
+            let user = users::insert(conn, &new_user).await?;
+            let confirmation = confirmation_link(&tx_state, &user);
+            let event = Event::UserRegistered(UserRegistered {
+                user_id: user.id,
+                email: user.email.clone(),
+                username: user.username.clone(),
+                confirmation_url: confirmation.0,
+                confirmation_expires_at: confirmation.1,
+            });
+            outbox::enqueue(conn, &Envelope::new(event)).await?;
+            let refresh = match issue_tokens {
+                true => Some(sessions::start(conn, user.id).await?),
+                false => None,
+            };
+            Ok((user, refresh))
+        })
+        .await;
+    let (user, refresh_token) = match result {
+        Ok(created) => created,
+        Err(e) if db::violates(&e, users::EMAIL_KEY) => {
+            return Err(ApiError::field("email", EMAIL_TAKEN));
+        }
+        Err(e) if db::violates(&e, users::USERNAME_KEY) => {
+            return Err(ApiError::field("username", USERNAME_TAKEN));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    metrics::counter!("accounts_registrations_total").increment(1);
+    tracing::info!(user_id = %user.id, "registered a user");
+    let token = issue_tokens.then(|| access_token(&state, &user));
+    let mut body = UserBody::from(user);
+    body.token = token;
+    body.refresh_token = refresh_token;
+    Ok(HttpResponse::Created().json(json!({ "user": body })))
+}
+
+/// The signed confirmation link for `user`'s current address, and when it expires.
+pub fn confirmation_link(state: &AppState, user: &User) -> (String, chrono::DateTime<Utc>) {
+    let mut claims = state.tokens.claims(Purpose::EmailConfirmation, user.id);
+    claims.email = Some(user.email.clone());
+    let signed = state.tokens.sign(&claims);
+    let mut url = state.settings.public_link("api/users/confirm");
+    url.query_pairs_mut().append_pair("token", &signed.token);
+    (url.to_string(), signed.expires_at)
+}
+
+pub fn access_token(state: &AppState, user: &User) -> String {
+    let mut claims = state.tokens.claims(Purpose::Access, user.id);
+    claims.ver = Some(user.token_version);
+    state.tokens.sign(&claims).token
+}
+
+/// Starts a session and returns the user with a fresh access token and refresh token.
+pub async fn with_new_session(
+    state: &AppState,
+    conn: &mut AsyncPgConnection,
+    user: User,
+) -> Result<UserBody, ApiError> {
+    let refresh_token = sessions::start(conn, user.id).await?;
+    let token = access_token(state, &user);
+    let mut body = UserBody::from(user);
+    body.token = Some(token);
+    body.refresh_token = Some(refresh_token);
+    Ok(body)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Credentials {
+    email: Option<String>,
+    password: Option<String>,
+}
+
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<UserEnvelope<Credentials>>,
+) -> Result<HttpResponse, ApiError> {
+    let input = body.into_inner().into_inner()?;
+    let mut errors = FieldErrors::new();
+    let email = input.email.as_deref().map(str::trim).unwrap_or_default();
+    let password = input.password.unwrap_or_default();
+    if email.is_empty() {
+        push_error(&mut errors, "email", REQUIRED);
+    }
+    if password.is_empty() {
+        push_error(&mut errors, "password", REQUIRED);
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let email = email.to_lowercase();
+    let ip = client_ip(&req);
+    let mut conn = state.pool.get().await?;
+    if let Some(retry_after) =
+        throttle::login_locked(&mut conn, &email, &ip, state.settings.lockout).await?
+    {
+        metrics::counter!("accounts_logins_total", "outcome" => "locked").increment(1);
+        return Err(ApiError::Throttled {
+            message: "Too many failed login attempts. Try again later.",
+            retry_after,
+        });
+    }
+    // Unknown (or syntactically invalid) addresses verify against a dummy hash: same cost.
+    let user = match EmailAddress::parse(&email) {
+        Ok(address) => users::find_by_email(&mut conn, address.as_str()).await?,
+        Err(_) => None,
+    };
+    let password = SecretString::from(password);
+    let matched = state
+        .hasher
+        .verify(&password, user.as_ref().map(|u| u.password_hash.clone()))
+        .await?;
+    let user = match (matched, user) {
+        (true, Some(user)) => user,
+        _ => {
+            throttle::record_login_failure(&mut conn, &email, &ip).await?;
+            metrics::counter!("accounts_logins_total", "outcome" => "failed").increment(1);
+            return Err(ApiError::Unauthorized {
+                field: "credentials",
+                message: BAD_LOGIN,
+            });
+        }
+    };
+    if !user.active {
+        return Err(ApiError::Forbidden(DEACTIVATED));
+    }
+    if state.settings.require_verified_email && !user.verified {
+        return Err(ApiError::Forbidden(UNVERIFIED));
+    }
+    throttle::clear_login_failures(&mut conn, &email, &ip).await?;
+    users::record_login(&mut conn, user.id).await?;
+    metrics::counter!("accounts_logins_total", "outcome" => "ok").increment(1);
+    let body = with_new_session(&state, &mut conn, user).await?;
+    Ok(HttpResponse::Ok().json(json!({ "user": body })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RefreshRequest {
+    refresh_token: Option<String>,
+}
+
+pub const BAD_REFRESH: &str = "The refresh token is invalid, expired or revoked.";
+
+pub async fn refresh(
+    state: web::Data<AppState>,
+    body: web::Json<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let presented = body
+        .into_inner()
+        .refresh_token
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| ApiError::field("refresh_token", REQUIRED))?;
+    let mut conn = state.pool.get().await?;
+    let rotation = conn
+        .transaction::<_, diesel::result::Error, _>(async move |conn| {
+            sessions::rotate(conn, presented.trim()).await
+        })
+        .await?;
+    let invalid = ApiError::Unauthorized {
+        field: "refresh_token",
+        message: BAD_REFRESH,
+    };
+    let (user_id, refresh_token) = match rotation {
+        sessions::Rotation::Rotated {
+            user_id,
+            refresh_token,
+        } => (user_id, refresh_token),
+        sessions::Rotation::Reused => {
+            tracing::warn!("a rotated refresh token was presented again; revoked its family");
+            return Err(invalid);
+        }
+        sessions::Rotation::Invalid => return Err(invalid),
+    };
+    let user = users::find(&mut conn, user_id).await?.ok_or(invalid)?;
+    if !user.active {
+        sessions::end_all(&mut conn, user.id).await?;
+        return Err(ApiError::Forbidden(DEACTIVATED));
+    }
+    let token = access_token(&state, &user);
+    let mut body = UserBody::from(user);
+    body.token = Some(token);
+    body.refresh_token = Some(refresh_token);
+    Ok(HttpResponse::Ok().json(json!({ "user": body })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LogoutRequest {
+    refresh_token: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+pub async fn logout(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    // The body is optional: an empty one means "this session", with nothing more to revoke.
+    let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        LogoutRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|_| {
+            ApiError::field(
+                "body",
+                "Expected {\"refresh_token\": \"...\"} or {\"all\": true}.",
+            )
+        })?
+    };
+    let mut conn = state.pool.get().await?;
+    let user_id = auth.user.id;
+    if request.all {
+        conn.transaction::<_, diesel::result::Error, _>(async move |conn| {
+            sessions::end_all(conn, user_id).await?;
+            users::revoke_access_tokens(conn, user_id).await
+        })
+        .await?;
+    } else if let Some(token) = request.refresh_token.filter(|t| !t.trim().is_empty()) {
+        sessions::end(&mut conn, user_id, token.trim()).await?;
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

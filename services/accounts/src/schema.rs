@@ -1,0 +1,74 @@
+// Mirrors migrations/accounts; keep the two in step.
+
+diesel::table! {
+    users (id) {
+        id -> Uuid,
+        email -> Text,
+        username -> Nullable<Text>,
+        password_hash -> Text,
+        first_name -> Text,
+        last_name -> Text,
+        phone_number -> Text,
+        address -> Text,
+        bio -> Nullable<Text>,
+        image -> Nullable<Text>,
+        terms_accepted_at -> Nullable<Timestamptz>,
+        verified -> Bool,
+        active -> Bool,
+        is_staff -> Bool,
+        is_superuser -> Bool,
+        token_version -> Int4,
+        last_login -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Int8,
+        event_id -> Uuid,
+        event_type -> Text,
+        envelope -> Jsonb,
+        created_at -> Timestamptz,
+        published_at -> Nullable<Timestamptz>,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (id) {
+        id -> Uuid,
+        family_id -> Uuid,
+        user_id -> Uuid,
+        token_hash -> Bytea,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        family_expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    login_failures (id) {
+        id -> Int8,
+        email -> Text,
+        ip -> Text,
+        failed_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    mail_requests (id) {
+        id -> Int8,
+        kind -> Text,
+        email -> Text,
+        requested_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(refresh_tokens -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(users, refresh_tokens);

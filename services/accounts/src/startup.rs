@@ -1,0 +1,125 @@
+//! Builds the application from settings: database, keys, hashing budget, HTTP server and relay.
+
+use std::{
+    net::TcpListener,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+
+use actix_web::{App, HttpServer, dev::Server, middleware::from_fn, web};
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Settings,
+    db,
+    error::{json_error, query_error},
+    hashing::PasswordHasher,
+    outbox::relay::OutboxRelay,
+    pages::Pages,
+    routes,
+    state::AppState,
+    telemetry,
+    tokens::{SigningKeys, TokenIssuer},
+};
+
+/// Request bodies larger than this get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    relay: OutboxRelay,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let database_url = settings.database_url.expose_secret().to_string();
+        db::migrate(&database_url).await?;
+        let pool = db::pool(&database_url, 16)?;
+        let keys = SigningKeys::load(
+            &settings.jwt_key_file,
+            settings.jwt_key_is_default,
+            &settings.jwt_previous_key_files,
+        )
+        .context("loading the JWT signing key (ACCOUNTS_JWT_KEY_FILE)")?;
+        let hasher = PasswordHasher::new(
+            settings.bcrypt_cost,
+            settings.hash_concurrency,
+            settings.hash_queue,
+        )
+        .await
+        .context("measuring bcrypt")?;
+        let issuer = settings
+            .public_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_string();
+        let relay = OutboxRelay {
+            pool: pool.clone(),
+            database_url: settings.database_url.clone(),
+            amqp_url: settings.amqp_url.clone(),
+            poll_interval: settings.outbox_poll_interval,
+            retention: settings.outbox_retention,
+            connected: Arc::new(AtomicBool::new(false)),
+        };
+        let listener = TcpListener::bind(settings.addr).with_context(|| {
+            format!(
+                "cannot listen on {} (ACCOUNTS_ADDR); is another process using it?",
+                settings.addr
+            )
+        })?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            settings,
+            pool,
+            hasher,
+            tokens: TokenIssuer::new(keys, issuer),
+            pages: Pages::new(),
+            metrics: telemetry::metrics_handle(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(telemetry::observe))
+                .app_data(state.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(MAX_BODY_BYTES)
+                        .error_handler(json_error),
+                )
+                .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES))
+                .app_data(web::QueryConfig::default().error_handler(query_error))
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .shutdown_timeout(10)
+        .listen(listener)?
+        .run();
+        Ok(Self {
+            port,
+            server,
+            relay,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the server stops (SIGINT/SIGTERM stop it gracefully), then lets the relay
+    /// finish its batch.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let shutdown = CancellationToken::new();
+        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let served = self.server.await;
+        shutdown.cancel();
+        if tokio::time::timeout(Duration::from_secs(15), relay)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the outbox relay did not stop in time");
+        }
+        served.context("the HTTP server failed")
+    }
+}

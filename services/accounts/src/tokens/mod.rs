@@ -1,0 +1,154 @@
+//! Signed tokens (access JWTs, confirmation and reset links) and opaque refresh tokens.
+
+mod keys;
+pub mod refresh;
+
+pub use keys::{KeyError, SigningKeys};
+
+use chrono::{DateTime, Duration, Utc};
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// What a signed token is for. Each purpose has its own audience and `typ`, so a token minted for
+/// one purpose is rejected everywhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Access,
+    EmailConfirmation,
+    PasswordReset,
+}
+
+impl Purpose {
+    fn typ(self) -> &'static str {
+        match self {
+            Purpose::Access => "access",
+            Purpose::EmailConfirmation => "email-confirmation",
+            Purpose::PasswordReset => "password-reset",
+        }
+    }
+
+    fn audience(self) -> &'static str {
+        match self {
+            Purpose::Access => "accounts-api",
+            Purpose::EmailConfirmation => "accounts:email-confirmation",
+            Purpose::PasswordReset => "accounts:password-reset",
+        }
+    }
+
+    pub fn lifetime(self) -> Duration {
+        match self {
+            Purpose::Access => Duration::minutes(15),
+            // The seed's CONFIRMATION_LINK_TIMEOUT = 3600.
+            Purpose::EmailConfirmation | Purpose::PasswordReset => Duration::hours(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: Uuid,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: Uuid,
+    pub typ: String,
+    /// Access: the user's token version when issued (logout-all, resets and deactivation move it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ver: Option<i32>,
+    /// Email confirmation: the address being confirmed, so a link for an old address is void.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Password reset: a fingerprint of the current hash, so the link dies once the password changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pwd: Option<String>,
+}
+
+/// A freshly signed token and when it stops working.
+#[derive(Debug)]
+pub struct SignedToken {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid token: {0}")]
+pub struct InvalidToken(String);
+
+/// Signs and verifies every JWT accounts issues.
+pub struct TokenIssuer {
+    keys: SigningKeys,
+    issuer: String,
+}
+
+impl TokenIssuer {
+    pub fn new(keys: SigningKeys, issuer: String) -> Self {
+        Self { keys, issuer }
+    }
+
+    pub fn keys(&self) -> &SigningKeys {
+        &self.keys
+    }
+
+    /// Claims with the standard fields filled in for `purpose`; callers add purpose-specific ones.
+    pub fn claims(&self, purpose: Purpose, user_id: Uuid) -> Claims {
+        let now = Utc::now();
+        Claims {
+            iss: self.issuer.clone(),
+            aud: purpose.audience().into(),
+            sub: user_id,
+            iat: now.timestamp(),
+            exp: (now + purpose.lifetime()).timestamp(),
+            jti: Uuid::new_v4(),
+            typ: purpose.typ().into(),
+            ver: None,
+            email: None,
+            pwd: None,
+        }
+    }
+
+    pub fn sign(&self, claims: &Claims) -> SignedToken {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.keys.current_kid().to_string());
+        header.typ = Some("JWT".into());
+        let token = jsonwebtoken::encode(&header, claims, self.keys.encoding_key())
+            .expect("signing with a loaded Ed25519 key cannot fail");
+        SignedToken {
+            token,
+            expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_default(),
+        }
+    }
+
+    /// Verifies signature, algorithm, issuer, audience, expiry and `typ` for `purpose`.
+    pub fn verify(&self, token: &str, purpose: Purpose) -> Result<Claims, InvalidToken> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| InvalidToken(e.to_string()))?;
+        let kid = header
+            .kid
+            .ok_or_else(|| InvalidToken("no kid in header".into()))?;
+        let key = self
+            .keys
+            .decoding_key(&kid)
+            .ok_or_else(|| InvalidToken("unknown kid".into()))?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&[purpose.audience()]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.leeway = 5;
+        validation.validate_nbf = true;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map_err(|e| InvalidToken(e.to_string()))?
+            .claims;
+        if claims.typ != purpose.typ() {
+            return Err(InvalidToken(format!(
+                "typ {} is not {}",
+                claims.typ,
+                purpose.typ()
+            )));
+        }
+        if claims.iat > Utc::now().timestamp() + 5 {
+            return Err(InvalidToken("issued in the future".into()));
+        }
+        Ok(claims)
+    }
+}

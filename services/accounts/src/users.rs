@@ -1,0 +1,203 @@
+//! The `users` table: the model, its insert and change sets, and the queries handlers need.
+//! Query functions take the connection; the caller owns the transaction.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::schema::users;
+
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = users)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    pub password_hash: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub phone_number: String,
+    pub address: String,
+    pub bio: Option<String>,
+    pub image: Option<String>,
+    pub terms_accepted_at: Option<DateTime<Utc>>,
+    pub verified: bool,
+    pub active: bool,
+    pub is_staff: bool,
+    pub is_superuser: bool,
+    pub token_version: i32,
+    pub last_login: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = users)]
+pub struct NewUser<'a> {
+    pub id: Uuid,
+    pub email: &'a str,
+    pub username: Option<&'a str>,
+    pub password_hash: &'a str,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub phone_number: &'a str,
+    pub address: &'a str,
+    pub terms_accepted_at: Option<DateTime<Utc>>,
+}
+
+/// A profile update; `None` leaves a column alone, `Some(None)` clears a nullable one.
+#[derive(Debug, Default, AsChangeset)]
+#[diesel(table_name = users)]
+pub struct UserChanges {
+    pub email: Option<String>,
+    pub username: Option<Option<String>>,
+    pub password_hash: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub phone_number: Option<String>,
+    pub address: Option<String>,
+    pub bio: Option<Option<String>>,
+    pub image: Option<Option<String>>,
+    pub verified: Option<bool>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// The user as clients see it: never the hash, never internal flags.
+#[derive(Debug, Serialize)]
+pub struct UserBody {
+    pub id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    pub bio: Option<String>,
+    pub image: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    pub phone_number: String,
+    pub address: String,
+    pub verified: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+impl From<User> for UserBody {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            email: user.email,
+            username: user.username,
+            bio: user.bio,
+            image: user.image,
+            first_name: user.first_name,
+            last_name: user.last_name,
+            phone_number: user.phone_number,
+            address: user.address,
+            verified: user.verified,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+            token: None,
+            refresh_token: None,
+        }
+    }
+}
+
+pub const EMAIL_KEY: &str = "users_email_key";
+pub const USERNAME_KEY: &str = "users_username_key";
+
+pub async fn insert(conn: &mut AsyncPgConnection, new: &NewUser<'_>) -> QueryResult<User> {
+    diesel::insert_into(users::table)
+        .values(new)
+        .returning(User::as_returning())
+        .get_result(conn)
+        .await
+}
+
+pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<User>> {
+    users::table
+        .find(id)
+        .select(User::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Reads the user and locks the row until the transaction ends.
+pub async fn find_for_update(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<User>> {
+    users::table
+        .find(id)
+        .select(User::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn find_by_email(conn: &mut AsyncPgConnection, email: &str) -> QueryResult<Option<User>> {
+    users::table
+        .filter(users::email.eq(email))
+        .select(User::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn update(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    changes: &UserChanges,
+) -> QueryResult<User> {
+    diesel::update(users::table.find(id))
+        .set(changes)
+        .returning(User::as_returning())
+        .get_result(conn)
+        .await
+}
+
+pub async fn record_login(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<()> {
+    diesel::update(users::table.find(id))
+        .set(users::last_login.eq(Utc::now()))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+pub async fn mark_verified(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    email: &str,
+) -> QueryResult<Option<User>> {
+    diesel::update(users::table.find(id).filter(users::email.eq(email)))
+        .set((users::verified.eq(true), users::updated_at.eq(Utc::now())))
+        .returning(User::as_returning())
+        .get_result(conn)
+        .await
+        .optional()
+}
+
+/// Moves the user's token version, so every access token issued before now stops working.
+pub async fn revoke_access_tokens(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<()> {
+    diesel::update(users::table.find(id))
+        .set(users::token_version.eq(users::token_version + 1))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+pub async fn set_active(
+    conn: &mut AsyncPgConnection,
+    email: &str,
+    active: bool,
+) -> QueryResult<usize> {
+    diesel::update(users::table.filter(users::email.eq(email)))
+        .set((
+            users::active.eq(active),
+            users::token_version.eq(users::token_version + 1),
+        ))
+        .execute(conn)
+        .await
+}
