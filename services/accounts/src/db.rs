@@ -1,116 +1,15 @@
-//! The accounts database: the pool, creating the database when it is missing, and embedded
-//! migrations run under an advisory lock so replicas starting together don't race.
+//! The accounts database: its embedded migrations, and the shared bootstrap re-exported.
 
-use anyhow::{Context, anyhow};
-use diesel::{connection::SimpleConnection, sql_types::Text};
-use diesel_async::{
-    AsyncConnection, AsyncPgConnection, RunQueryDsl,
-    async_connection_wrapper::AsyncConnectionWrapper,
-    pooled_connection::{AsyncDieselConnectionManager, deadpool},
-};
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use url::Url;
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
-pub type Pool = deadpool::Pool<AsyncPgConnection>;
-pub type PooledConnection = deadpool::Object<AsyncPgConnection>;
+pub use database::{Pool, PoolError, PooledConnection, pool, violates};
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/accounts");
 
-/// An arbitrary constant that identifies "accounts migrations" among advisory locks.
+/// Identifies "accounts migrations" among advisory locks ("accounts" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x6163_636f_756e_7473;
 
-pub fn pool(database_url: &str, max_size: usize) -> anyhow::Result<Pool> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
-    deadpool::Pool::builder(manager)
-        .max_size(max_size)
-        .wait_timeout(Some(std::time::Duration::from_secs(5)))
-        .create_timeout(Some(std::time::Duration::from_secs(5)))
-        .runtime(::deadpool::Runtime::Tokio1)
-        .build()
-        .context("building the database pool")
-}
-
-/// Creates the database named in `database_url` when it does not exist yet.
-pub async fn ensure_database(database_url: &str) -> anyhow::Result<()> {
-    let url = Url::parse(database_url).context("parsing the database URL")?;
-    let name = url.path().trim_start_matches('/').to_string();
-    if name.is_empty() {
-        return Err(anyhow!("the database URL names no database"));
-    }
-    let mut server = url.clone();
-    server.set_path("/postgres");
-    let mut conn = AsyncPgConnection::establish(server.as_str())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach PostgreSQL at {}:{}; start it (make services) or fix the database URL",
-                url.host_str().unwrap_or("?"),
-                url.port().unwrap_or(5432)
-            )
-        })?;
-    if database_exists(&mut conn, &name).await? {
-        return Ok(());
-    }
-    let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-    if let Err(e) = diesel::sql_query(create).execute(&mut conn).await {
-        // Another replica may have created it in the meantime.
-        if !database_exists(&mut conn, &name).await? {
-            return Err(e).context(format!("creating database {name}"));
-        }
-    }
-    tracing::info!(database = %name, "created the database");
-    Ok(())
-}
-
-async fn database_exists(conn: &mut AsyncPgConnection, name: &str) -> anyhow::Result<bool> {
-    #[derive(diesel::QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = diesel::sql_types::Integer)]
-        #[allow(dead_code)]
-        one: i32,
-    }
-    let found: Vec<Found> =
-        diesel::sql_query("SELECT 1 AS one FROM pg_database WHERE datname = $1")
-            .bind::<Text, _>(name)
-            .load(conn)
-            .await
-            .context("looking up the database")?;
-    Ok(!found.is_empty())
-}
-
-/// Creates the database if needed and applies pending migrations, holding an advisory lock.
-///
-/// Runs the synchronous migration harness on the blocking pool (diesel-async's async harness panics
-/// on a current-thread runtime, which is what actix and tests use).
+/// Creates the database if needed and applies pending migrations under the advisory lock.
 pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    ensure_database(database_url).await?;
-    let conn = AsyncPgConnection::establish(database_url)
-        .await
-        .context("connecting to run migrations")?;
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut conn: AsyncConnectionWrapper<AsyncPgConnection> = conn.into();
-        conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
-        let applied: anyhow::Result<Vec<String>> = conn
-            .run_pending_migrations(MIGRATIONS)
-            .map(|versions| versions.iter().map(ToString::to_string).collect())
-            .map_err(|e| anyhow!("running migrations: {e}"));
-        conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))?;
-        for version in applied? {
-            tracing::info!(%version, "applied migration");
-        }
-        Ok(())
-    })
-    .await
-    .context("the migration task panicked")?
-}
-
-pub type PoolError = deadpool::PoolError;
-
-/// Whether a diesel error is a unique violation of the named index.
-pub fn violates(error: &diesel::result::Error, constraint: &str) -> bool {
-    matches!(
-        error,
-        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info)
-            if info.constraint_name() == Some(constraint)
-    )
+    database::migrate(database_url, MIGRATIONS, MIGRATION_LOCK_KEY).await
 }
