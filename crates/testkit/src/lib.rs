@@ -5,6 +5,10 @@
 //! `TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672`). Vhosts are managed with
 //! `rabbitmqctl`, which must be on the PATH and allowed to talk to the broker.
 
+mod smtp;
+
+pub use smtp::{ReceivedMail, SmtpServer};
+
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -30,6 +34,7 @@ fn unique_name(prefix: &str) -> String {
 pub struct TestDatabase {
     name: String,
     url: String,
+    owned: bool,
 }
 
 impl TestDatabase {
@@ -37,7 +42,20 @@ impl TestDatabase {
     pub fn new(prefix: &str) -> Self {
         let name = unique_name(&format!("test_{prefix}"));
         let url = format!("{}/{name}", postgres_server().trim_end_matches('/'));
-        Self { name, url }
+        Self {
+            name,
+            url,
+            owned: true,
+        }
+    }
+
+    /// Another handle on `other`'s database (a second replica in a test); only the original drops it.
+    pub fn shared(other: &TestDatabase) -> Self {
+        Self {
+            name: other.name.clone(),
+            url: other.url.clone(),
+            owned: false,
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -58,6 +76,9 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let server = format!("{}/postgres", postgres_server().trim_end_matches('/'));
         let name = self.name.clone();
         // Drop runs outside any async context we can rely on; use a private runtime on a thread.
@@ -111,12 +132,24 @@ pub struct TestVhost {
 
 impl TestVhost {
     pub fn create() -> anyhow::Result<Self> {
+        let vhost = Self::planned();
+        vhost.open()?;
+        Ok(vhost)
+    }
+
+    /// A vhost name and URL that do not exist yet: connections to it fail, as if the broker were
+    /// down, until [`Self::open`].
+    pub fn planned() -> Self {
         let name = unique_name("test");
-        rabbitmqctl(&["add_vhost", &name])?;
-        let user = url::Url::parse(&amqp_server())?.username().to_string();
-        rabbitmqctl(&["set_permissions", "-p", &name, &user, ".*", ".*", ".*"])?;
         let url = format!("{}/{name}", amqp_server().trim_end_matches('/'));
-        Ok(Self { name, url })
+        Self { name, url }
+    }
+
+    /// Creates the vhost and grants the test user everything on it.
+    pub fn open(&self) -> anyhow::Result<()> {
+        rabbitmqctl(&["add_vhost", &self.name])?;
+        let user = url::Url::parse(&amqp_server())?.username().to_string();
+        rabbitmqctl(&["set_permissions", "-p", &self.name, &user, ".*", ".*", ".*"])
     }
 
     pub fn url(&self) -> &str {
@@ -140,7 +173,9 @@ impl TestVhost {
 
 impl Drop for TestVhost {
     fn drop(&mut self) {
-        if let Err(e) = rabbitmqctl(&["delete_vhost", &self.name]) {
+        if let Err(e) = rabbitmqctl(&["delete_vhost", &self.name])
+            && !e.to_string().contains("does not exist")
+        {
             eprintln!("testkit: could not delete vhost {}: {e:#}", self.name);
         }
     }
@@ -153,9 +188,10 @@ fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
         .context("running rabbitmqctl (install rabbitmq-server, or put rabbitmqctl on the PATH)")?;
     if !output.status.success() {
         bail!(
-            "rabbitmqctl {} failed: {}",
+            "rabbitmqctl {} failed: {} {}",
             args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
+            String::from_utf8_lossy(&output.stdout).trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
         );
     }
     Ok(())

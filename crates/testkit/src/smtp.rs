@@ -1,0 +1,311 @@
+//! A scriptable SMTP server on loopback, for tests of code that sends mail.
+//!
+//! It speaks enough SMTP for lettre and most clients (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT),
+//! keeps every accepted message with its envelope, can be told to answer the next DATA or a given
+//! recipient with any reply (`451 ...`, `550 ...`), and can be stopped and resumed on the same port
+//! to simulate an outage.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpStream},
+    sync::Notify,
+};
+use tokio_util::sync::CancellationToken;
+
+/// A message the server accepted.
+#[derive(Debug, Clone)]
+pub struct ReceivedMail {
+    /// The envelope sender (MAIL FROM), without angle brackets.
+    pub mail_from: String,
+    /// The envelope recipients (RCPT TO), without angle brackets.
+    pub recipients: Vec<String>,
+    /// The message as transmitted, dot-unstuffed, without the final `.` line.
+    pub data: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Script {
+    messages: Vec<ReceivedMail>,
+    /// Replies to use instead of `250` for the next DATA terminations, in order.
+    data_replies: VecDeque<String>,
+    /// Replies to RCPT TO for specific (lower-cased) addresses, every time.
+    recipient_replies: HashMap<String, String>,
+    /// How many DATA transactions were answered (accepted or not).
+    data_attempts: usize,
+}
+
+struct Shared {
+    script: Mutex<Script>,
+    received: Notify,
+}
+
+pub struct SmtpServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    running: Mutex<Option<CancellationToken>>,
+}
+
+impl SmtpServer {
+    /// Starts a server on `127.0.0.1` and an ephemeral port. Needs a Tokio runtime.
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the test SMTP server")?;
+        let server = Self {
+            addr: listener.local_addr()?,
+            shared: Arc::new(Shared {
+                script: Mutex::new(Script::default()),
+                received: Notify::new(),
+            }),
+            running: Mutex::new(None),
+        };
+        server.serve(listener);
+        Ok(server)
+    }
+
+    /// `smtp://127.0.0.1:<port>` (plain SMTP, no TLS, no authentication).
+    pub fn url(&self) -> String {
+        format!("smtp://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Answers the next `n` messages with `reply` (such as `451 4.3.0 Try again later`) at the end
+    /// of DATA, instead of accepting them.
+    pub fn reply_to_next_data(&self, n: usize, reply: &str) {
+        let mut script = self.shared.script.lock().unwrap();
+        script
+            .data_replies
+            .extend(std::iter::repeat_n(reply.to_string(), n));
+    }
+
+    /// Answers every RCPT TO for `address` with `reply` (such as `550 5.1.1 No such user`).
+    pub fn reply_to_recipient(&self, address: &str, reply: &str) {
+        let mut script = self.shared.script.lock().unwrap();
+        script
+            .recipient_replies
+            .insert(address.to_lowercase(), reply.to_string());
+    }
+
+    /// Every message accepted so far.
+    pub fn messages(&self) -> Vec<ReceivedMail> {
+        self.shared.script.lock().unwrap().messages.clone()
+    }
+
+    /// How many messages reached the end of DATA, whatever the reply.
+    pub fn data_attempts(&self) -> usize {
+        self.shared.script.lock().unwrap().data_attempts
+    }
+
+    /// Waits until at least `n` messages were accepted, or fails after `timeout`.
+    pub async fn wait_for_messages(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<ReceivedMail>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.received.notified();
+            let messages = self.messages();
+            if messages.len() >= n {
+                return Ok(messages);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                bail!(
+                    "the SMTP server received {} message(s) within {timeout:?}; expected {n}",
+                    self.messages().len()
+                );
+            }
+        }
+    }
+
+    /// Stops listening and drops every open connection, as a crashed server would.
+    pub fn stop(&self) {
+        if let Some(token) = self.running.lock().unwrap().take() {
+            token.cancel();
+        }
+    }
+
+    /// Listens again on the same port after [`Self::stop`].
+    pub async fn resume(&self) -> anyhow::Result<()> {
+        self.stop();
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e).context("re-binding the test SMTP server"),
+            }
+        };
+        self.serve(listener);
+        Ok(())
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let token = CancellationToken::new();
+        *self.running.lock().unwrap() = Some(token.clone());
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let (shared, token) = (shared.clone(), token.clone());
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                () = token.cancelled() => {}
+                                _ = session(stream, &shared) => {}
+                            }
+                        });
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One SMTP session. Returns when the client quits or disconnects.
+async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    write.write_all(b"220 testkit ESMTP ready\r\n").await?;
+    let mut mail_from: Option<String> = None;
+    let mut recipients: Vec<String> = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(());
+        }
+        let command = String::from_utf8_lossy(&line).trim_end().to_string();
+        let verb = command
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        let reply: String = match verb.as_str() {
+            "EHLO" => "250-testkit greets you\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 OK".into(),
+            "HELO" => "250 testkit".into(),
+            "MAIL" => match path_argument(&command, "FROM:") {
+                Some(from) => {
+                    mail_from = Some(from);
+                    recipients.clear();
+                    "250 2.1.0 OK".into()
+                }
+                None => "501 5.5.4 Syntax: MAIL FROM:<address>".into(),
+            },
+            "RCPT" => match (mail_from.is_some(), path_argument(&command, "TO:")) {
+                (false, _) => "503 5.5.1 MAIL first".into(),
+                (true, None) => "501 5.5.4 Syntax: RCPT TO:<address>".into(),
+                (true, Some(to)) => {
+                    let scripted = shared
+                        .script
+                        .lock()
+                        .unwrap()
+                        .recipient_replies
+                        .get(&to.to_lowercase())
+                        .cloned();
+                    match scripted {
+                        Some(reply) => reply,
+                        None => {
+                            recipients.push(to);
+                            "250 2.1.5 OK".into()
+                        }
+                    }
+                }
+            },
+            "DATA" if recipients.is_empty() => "503 5.5.1 RCPT first".into(),
+            "DATA" => {
+                write
+                    .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                    .await?;
+                let data = read_data(&mut reader).await?;
+                let mail = ReceivedMail {
+                    mail_from: mail_from.take().unwrap_or_default(),
+                    recipients: std::mem::take(&mut recipients),
+                    data,
+                };
+                let mut script = shared.script.lock().unwrap();
+                script.data_attempts += 1;
+                match script.data_replies.pop_front() {
+                    Some(reply) => reply,
+                    None => {
+                        script.messages.push(mail);
+                        drop(script);
+                        shared.received.notify_waiters();
+                        "250 2.0.0 OK: queued".into()
+                    }
+                }
+            }
+            "RSET" => {
+                mail_from = None;
+                recipients.clear();
+                "250 2.0.0 OK".into()
+            }
+            "NOOP" => "250 2.0.0 OK".into(),
+            "QUIT" => {
+                write.write_all(b"221 2.0.0 Bye\r\n").await?;
+                return Ok(());
+            }
+            _ => "502 5.5.2 Command not recognized".into(),
+        };
+        write.write_all(reply.as_bytes()).await?;
+        write.write_all(b"\r\n").await?;
+    }
+}
+
+/// The address in `MAIL FROM:<a@b> ...` / `RCPT TO:<a@b>`.
+fn path_argument(command: &str, keyword: &str) -> Option<String> {
+    let rest = command.get(5..)?.trim_start();
+    if !rest.to_ascii_uppercase().starts_with(keyword) {
+        return None;
+    }
+    let rest = rest[keyword.len()..].trim_start();
+    let path = rest.split_whitespace().next()?;
+    Some(
+        path.trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string(),
+    )
+}
+
+async fn read_data(reader: &mut (impl AsyncBufReadExt + Unpin)) -> std::io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if line == b".\r\n" || line == b".\n" {
+            return Ok(data);
+        }
+        let unstuffed = if line.starts_with(b"..") {
+            &line[1..]
+        } else {
+            &line[..]
+        };
+        data.extend_from_slice(unstuffed);
+    }
+}

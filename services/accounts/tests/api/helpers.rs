@@ -1,0 +1,234 @@
+//! `spawn_app()`: the real service on a random port, with its own database (and vhost when asked).
+
+use std::{collections::HashMap, net::IpAddr, path::PathBuf, time::Duration};
+
+use accounts::{config::Settings, startup::Application};
+use diesel_async::AsyncPgConnection;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use testkit::{TestDatabase, TestVhost};
+
+pub const PASSWORD: &str = "tutad1234";
+
+pub struct TestApp {
+    pub address: String,
+    pub db: TestDatabase,
+    pub client: reqwest::Client,
+    pub key_file: PathBuf,
+    _key_dir: TempDir,
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Default)]
+pub struct Options<'a> {
+    pub vhost: Option<&'a TestVhost>,
+    pub amqp_url: Option<String>,
+    pub database: Option<&'a TestDatabase>,
+    pub key_file: Option<PathBuf>,
+    pub vars: Vec<(&'static str, String)>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Options::default()).await
+}
+
+pub async fn spawn_with_vhost(vhost: &TestVhost) -> TestApp {
+    spawn_with(Options {
+        vhost: Some(vhost),
+        ..Options::default()
+    })
+    .await
+}
+
+pub async fn spawn_with(options: Options<'_>) -> TestApp {
+    let db = match options.database {
+        // A second replica over the same database: share the name, don't own the drop.
+        Some(shared) => TestDatabase::shared(shared),
+        None => TestDatabase::new("accounts"),
+    };
+    let amqp_url = match (options.vhost, options.amqp_url) {
+        (Some(vhost), _) => vhost.url().to_string(),
+        (None, Some(url)) => url,
+        (None, None) => testkit::unreachable_amqp_url(),
+    };
+    let key_dir =
+        TempDir(std::env::temp_dir().join(format!("accounts-test-{}", uuid::Uuid::new_v4())));
+    let key_file = options
+        .key_file
+        .clone()
+        .unwrap_or_else(|| key_dir.0.join("jwt.pem"));
+    let mut vars: HashMap<&str, String> = HashMap::from([
+        ("ACCOUNTS_DATABASE_URL", db.url().to_string()),
+        ("AMQP_URL", amqp_url.clone()),
+        ("ACCOUNTS_ADDR", "127.0.0.1:0".into()),
+        ("ACCOUNTS_BCRYPT_COST", "4".into()),
+        ("ACCOUNTS_OUTBOX_POLL_MS", "200".into()),
+    ]);
+    vars.extend(options.vars.iter().map(|(k, v)| (*k, v.clone())));
+    let mut settings =
+        Settings::from_lookup(|name| vars.get(name).cloned()).expect("valid test settings");
+    settings.jwt_key_file = key_file.clone();
+    settings.jwt_key_is_default = true;
+    let app = Application::build(settings).await.expect("the app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        db,
+        client: client(None),
+        key_file,
+        _key_dir: key_dir,
+    }
+}
+
+/// An HTTP client that does not follow redirects, optionally bound to a local address
+/// (127.0.0.x) to look like a different client IP.
+pub fn client(local: Option<IpAddr>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(local)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a client")
+}
+
+pub fn registration(email: &str, password: &str) -> Value {
+    json!({ "user": {
+        "email": email,
+        "password": password,
+        "confirm_password": password,
+        "username": null,
+        "first_name": "Tutu",
+        "last_name": "Tester",
+        "address": "1 Test Street",
+        "terms_accepted": true,
+    }})
+}
+
+pub fn unique_email() -> String {
+    format!(
+        "user{}@example.com",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post_authed(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .header("Authorization", format!("Token {token}"))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn register(&self, body: &Value) -> Response {
+        self.post("/api/users", body).await
+    }
+
+    /// Registers a fresh user and returns (email, response body).
+    pub async fn register_user(&self) -> (String, Value) {
+        let email = unique_email();
+        let response = self.register(&registration(&email, PASSWORD)).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        (email, response.json().await.expect("json"))
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.post(
+            "/api/users/login",
+            &json!({ "user": { "email": email, "password": password } }),
+        )
+        .await
+    }
+
+    pub async fn current_user(&self, token: &str) -> Response {
+        self.client
+            .get(self.url("/api/user"))
+            .header("Authorization", format!("Token {token}"))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn update_user(&self, token: &str, user: Value) -> Response {
+        self.client
+            .put(self.url("/api/user"))
+            .header("Authorization", format!("Bearer {token}"))
+            .json(&json!({ "user": user }))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn conn(&self) -> AsyncPgConnection {
+        self.db.connect().await.expect("a database connection")
+    }
+
+    /// The `data` of every outbox event of `kind`, oldest first.
+    pub async fn outbox_events(&self, kind: &str) -> Vec<Value> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Jsonb)]
+            envelope: Value,
+        }
+        use diesel_async::RunQueryDsl;
+        let rows: Vec<Row> =
+            diesel::sql_query("SELECT envelope FROM outbox WHERE event_type = $1 ORDER BY id")
+                .bind::<diesel::sql_types::Text, _>(kind)
+                .load(&mut self.conn().await)
+                .await
+                .expect("outbox rows");
+        rows.into_iter()
+            .map(|r| r.envelope["data"].clone())
+            .collect()
+    }
+
+    /// Signs arbitrary claims with the app's own key, for hostile-token tests.
+    pub fn sign(&self, header: jsonwebtoken::Header, claims: &Value) -> String {
+        let pem = std::fs::read(&self.key_file).expect("key file");
+        let key = jsonwebtoken::EncodingKey::from_ed_pem(&pem).expect("ed key");
+        jsonwebtoken::encode(&header, claims, &key).expect("sign")
+    }
+
+    /// The kid the app signs with, read from its JWKS.
+    pub async fn kid(&self) -> String {
+        let jwks: Value = self
+            .client
+            .get(self.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .expect("jwks")
+            .json()
+            .await
+            .expect("json");
+        jwks["keys"][0]["kid"].as_str().expect("kid").to_string()
+    }
+}
+
+pub async fn errors(response: Response) -> Value {
+    let body: Value = response.json().await.expect("a JSON error body");
+    body["errors"].clone()
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the accounts service over HTTP, against real Postgres and RabbitMQ.
+
+mod auth;
+mod bad_input;
+mod confirm;
+mod events;
+mod helpers;
+mod register;
+mod sessions;
