@@ -1,0 +1,25 @@
+# The commands that matter: `make run` (the whole stack) and `make test` (the whole suite).
+.PHONY: run test services lint fmt bench chaos up migrate validate
+
+run: ## Start Postgres/RabbitMQ if needed, a mail catcher, accounts and mailer
+	scripts/run.sh
+
+test: services ## The whole test suite against real Postgres, RabbitMQ and SMTP
+	cargo test --workspace --locked
+
+services: ## Make sure PostgreSQL and RabbitMQ answer (installs/starts them on Debian)
+	scripts/services.sh
+
+lint: ## Formatting and clippy, as CI wants them
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+migrate: services ## Create the databases and apply migrations, without serving
+	cargo run -q -p accounts -- migrate
+	cargo run -q -p mailer -- migrate
+
+up: ## The stack in Docker (needs a Docker engine)
+	docker compose up --build
