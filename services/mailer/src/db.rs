@@ -1,0 +1,15 @@
+//! The mailer database: its embedded migrations, and the shared bootstrap re-exported.
+
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+
+pub use database::{Pool, PoolError, PooledConnection, pool};
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/mailer");
+
+/// Identifies "mailer migrations" among advisory locks ("mailer" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x6d61_696c_6572;
+
+/// Creates the database if needed and applies pending migrations under the advisory lock.
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    database::migrate(database_url, MIGRATIONS, MIGRATION_LOCK_KEY).await
+}

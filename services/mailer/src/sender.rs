@@ -1,0 +1,333 @@
+//! The sender: claims due deliveries, renders and sends them with bounded concurrency, and settles
+//! each one (sent, rescheduled with backoff, or failed into `failed_sends`).
+//!
+//! Any number of senders (one per replica) can run: rows are claimed with `FOR UPDATE SKIP LOCKED`
+//! and a lease. The sender wakes on `NOTIFY mailer_deliveries`, on its own consumer's inserts, and
+//! when the earliest scheduled retry falls due, with polling as a fallback.
+
+use std::{sync::Arc, time::Duration};
+
+use amqp::Backoff;
+use chrono::Utc;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use events::Envelope;
+use futures_util::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::{
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    db::Pool,
+    deliveries::{self, ClaimedDelivery},
+    failed_sends::{self, NewFailedSend},
+    smtp::{SendError, SmtpSender},
+    telemetry::mask_address,
+    templates::Templates,
+};
+
+/// The Postgres channel the `deliveries` insert trigger notifies.
+pub const CHANNEL: &str = "mailer_deliveries";
+
+/// How long a claim keeps other senders away. Longer than any send can take (the SMTP timeout
+/// applies per command), so only a crashed sender's rows come back.
+const LEASE: Duration = Duration::from_secs(300);
+
+/// Rows claimed per round trip at most.
+const MAX_BATCH: usize = 64;
+
+/// Renders and sends the mail for `envelope`. Returns the Message-ID.
+pub async fn send_envelope(
+    templates: &Templates,
+    smtp: &SmtpSender,
+    envelope: &Envelope,
+) -> Result<String, SendError> {
+    let mail = templates
+        .render(&envelope.event)
+        .map_err(|e| SendError::Permanent(e.to_string()))?;
+    let message = smtp.compose(envelope.id, envelope.event.recipient(), &mail)?;
+    let message_id = message
+        .headers()
+        .get_raw("Message-ID")
+        .unwrap_or_default()
+        .to_string();
+    smtp.send(message).await?;
+    Ok(message_id)
+}
+
+/// The retry schedule: `base * 2^(attempts-1)`, capped, with jitter in the upper half so that
+/// mail that failed together does not retry together.
+pub fn retry_delay(base: Duration, cap: Duration, attempts: u32) -> Duration {
+    let ceiling = base
+        .saturating_mul(1u32 << attempts.saturating_sub(1).min(20))
+        .min(cap);
+    let half = ceiling / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
+
+/// What a sender needs to process deliveries; cheap to clone into each send task.
+#[derive(Clone)]
+pub struct SendContext {
+    pub pool: Pool,
+    pub templates: Arc<Templates>,
+    pub smtp: SmtpSender,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+}
+
+pub struct DeliveryWorker {
+    pub context: SendContext,
+    pub database_url: SecretString,
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    /// Woken by the consumer after it records an event, and by settled retries.
+    pub wake: Arc<Notify>,
+}
+
+impl DeliveryWorker {
+    /// Runs until `shutdown` fires, then waits for the sends in flight to finish and settle.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let listener = tokio::spawn(listen(
+            self.database_url.clone(),
+            self.wake.clone(),
+            shutdown.clone(),
+        ));
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let mut in_flight = JoinSet::new();
+        let mut database_backoff =
+            Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        loop {
+            while in_flight.try_join_next().is_some() {}
+            let first = tokio::select! {
+                permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                () = shutdown.cancelled() => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => batch.push(permit),
+                    Err(_) => break,
+                }
+            }
+            match self.claim(batch.len()).await {
+                Ok(rows) if !rows.is_empty() => {
+                    database_backoff.reset();
+                    for (row, permit) in rows.into_iter().zip(batch) {
+                        let context = self.context.clone();
+                        let wake = self.wake.clone();
+                        in_flight.spawn(process(context, row, permit, wake));
+                    }
+                }
+                Ok(_) => {
+                    drop(batch);
+                    let idle = self.idle_for().await;
+                    tokio::select! {
+                        () = self.wake.notified() => {}
+                        () = tokio::time::sleep(idle) => {}
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+                Err(e) => {
+                    drop(batch);
+                    tracing::warn!(error = %e, "the sender cannot claim deliveries; retrying");
+                    tokio::select! {
+                        () = database_backoff.wait() => {}
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+        let remaining = in_flight.len();
+        if remaining > 0 {
+            tracing::info!(remaining, "waiting for mail in flight");
+        }
+        while in_flight.join_next().await.is_some() {}
+        listener.abort();
+        tracing::info!("sender stopped");
+    }
+
+    async fn claim(&self, limit: usize) -> anyhow::Result<Vec<ClaimedDelivery>> {
+        let mut conn = self.context.pool.get().await?;
+        let lease = chrono::Duration::from_std(LEASE).expect("the lease fits");
+        Ok(deliveries::claim_due(&mut conn, limit as i64, lease).await?)
+    }
+
+    /// How long to sleep when nothing is due: until the earliest scheduled retry, at most the
+    /// poll interval.
+    async fn idle_for(&self) -> Duration {
+        let next = match self.context.pool.get().await {
+            Ok(mut conn) => deliveries::next_due(&mut conn).await.ok().flatten(),
+            Err(_) => None,
+        };
+        next.and_then(|at| (at - Utc::now()).to_std().ok())
+            .map_or(self.poll_interval, |until| {
+                until.min(self.poll_interval) + Duration::from_millis(5)
+            })
+    }
+}
+
+/// Sends one claimed delivery and settles it. Errors settling are logged; the lease brings the
+/// row back later.
+async fn process(
+    context: SendContext,
+    row: ClaimedDelivery,
+    _permit: OwnedSemaphorePermit,
+    wake: Arc<Notify>,
+) {
+    let attempts = row.attempts + 1;
+    let result = match Envelope::from_json(row.envelope.to_string().as_bytes()) {
+        Ok(envelope) => send_envelope(&context.templates, &context.smtp, &envelope).await,
+        Err(e) => Err(SendError::Permanent(format!(
+            "the stored event is unreadable: {e}"
+        ))),
+    };
+    let recipient = mask_address(&row.recipient);
+    let settled = match &result {
+        Ok(message_id) => {
+            metrics::counter!("mailer_sent_total", "type" => row.event_type.clone()).increment(1);
+            tracing::info!(event_id = %row.event_id, event_type = %row.event_type, %recipient, attempts, "mail sent");
+            match context.pool.get().await {
+                Ok(mut conn) => {
+                    deliveries::mark_sent(&mut conn, row.event_id, attempts, message_id)
+                        .await
+                        .map_err(anyhow::Error::from)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(SendError::Transient(error)) if (attempts as u32) < context.max_attempts => {
+            let delay = retry_delay(context.retry_base, context.retry_cap, attempts as u32);
+            metrics::counter!("mailer_retried_total", "type" => row.event_type.clone())
+                .increment(1);
+            tracing::warn!(
+                event_id = %row.event_id, event_type = %row.event_type, %recipient, attempts,
+                retry_in_ms = delay.as_millis() as u64, error = %error,
+                "mail not sent; will retry"
+            );
+            let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            let rescheduled = match context.pool.get().await {
+                Ok(mut conn) => {
+                    deliveries::reschedule(&mut conn, row.event_id, attempts, next, error)
+                        .await
+                        .map_err(anyhow::Error::from)
+                }
+                Err(e) => Err(e.into()),
+            };
+            // The sender may be sleeping on an older "next due" time.
+            wake.notify_one();
+            rescheduled
+        }
+        Err(error) => {
+            let reason = if error.is_permanent() {
+                "permanent"
+            } else {
+                "attempts exhausted"
+            };
+            metrics::counter!("mailer_failed_total", "type" => row.event_type.clone(), "reason" => reason)
+                .increment(1);
+            tracing::error!(
+                event_id = %row.event_id, event_type = %row.event_type, %recipient, attempts,
+                error = %error, reason, "mail not sent; recorded in failed_sends"
+            );
+            record_failure(&context.pool, &row, attempts, &error.to_string()).await
+        }
+    };
+    if let Err(e) = settled {
+        tracing::error!(event_id = %row.event_id, error = %e, "could not record the outcome of a send");
+    }
+}
+
+/// Writes the `failed_sends` row and marks the delivery failed, in one transaction.
+async fn record_failure(
+    pool: &Pool,
+    row: &ClaimedDelivery,
+    attempts: i32,
+    error: &str,
+) -> anyhow::Result<()> {
+    let mut conn = pool.get().await?;
+    let row = row.clone();
+    let error = error.to_string();
+    conn.transaction::<_, diesel::result::Error, _>(async move |conn| {
+        failed_sends::insert(
+            conn,
+            &NewFailedSend {
+                event_id: Some(row.event_id),
+                event_type: Some(&row.event_type),
+                recipient: Some(&row.recipient),
+                template: Some(&row.event_type),
+                payload: &row.envelope,
+                error: &error,
+                attempts,
+            },
+        )
+        .await?;
+        deliveries::mark_failed(conn, row.event_id, attempts, &error).await
+    })
+    .await?;
+    Ok(())
+}
+
+/// Holds a dedicated connection that `LISTEN`s for new deliveries and wakes the sender.
+async fn listen(database_url: SecretString, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    while !shutdown.is_cancelled() {
+        match AsyncPgConnection::establish(database_url.expose_secret()).await {
+            Ok(mut conn) => {
+                match diesel::sql_query(format!("LISTEN {CHANNEL}"))
+                    .execute(&mut conn)
+                    .await
+                {
+                    Err(e) => tracing::warn!(error = %e, "LISTEN {CHANNEL} failed"),
+                    Ok(_) => {
+                        backoff.reset();
+                        // Anything committed while we were not listening is picked up by this wake.
+                        wake.notify_one();
+                        let mut notifications = std::pin::pin!(conn.notifications_stream());
+                        loop {
+                            tokio::select! {
+                                next = notifications.next() => match next {
+                                    Some(Ok(_)) => wake.notify_one(),
+                                    Some(Err(e)) => {
+                                        tracing::warn!(error = %e, "the delivery listener lost its connection");
+                                        break;
+                                    }
+                                    None => break,
+                                },
+                                () = shutdown.cancelled() => return,
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the delivery listener cannot connect; polling meanwhile")
+            }
+        }
+        tokio::select! {
+            () = backoff.wait() => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_and_is_capped() {
+        let base = Duration::from_millis(1000);
+        let cap = Duration::from_millis(5000);
+        let first = retry_delay(base, cap, 1);
+        assert!(
+            first >= Duration::from_millis(500) && first <= base,
+            "{first:?}"
+        );
+        let third = retry_delay(base, cap, 3);
+        assert!(third >= Duration::from_millis(2000), "{third:?}");
+        assert!(retry_delay(base, cap, 30) <= cap);
+    }
+}

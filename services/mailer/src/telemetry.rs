@@ -1,0 +1,64 @@
+//! JSON logs, the Prometheus recorder, and masking of addresses for log lines.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// JSON logs unless `LOG_FORMAT=pretty`; level from `RUST_LOG` (default info).
+pub fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "pretty") {
+        registry.with(fmt::layer()).try_init()
+    } else {
+        registry
+            .with(fmt::layer().json().flatten_event(true))
+            .try_init()
+    };
+    // A second init (tests) keeps the first subscriber.
+    drop(result);
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    ],
+                )
+                .expect("the bucket list is not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
+}
+
+/// An address as it may appear in logs: the first character of the local part and the domain,
+/// `a***@example.com`.
+pub fn mask_address(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_address;
+
+    #[test]
+    fn masks_the_local_part() {
+        assert_eq!(mask_address("ada@example.com"), "a***@example.com");
+        assert_eq!(mask_address("@example.com"), "***@example.com");
+        assert_eq!(mask_address("nonsense"), "***");
+    }
+}

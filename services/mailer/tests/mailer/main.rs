@@ -1,0 +1,8 @@
+//! The mailer's integration tests: real Postgres (a database per test), real RabbitMQ (a vhost per
+//! test) and a real SMTP server on loopback (testkit's scriptable one).
+
+mod delivery;
+mod health;
+mod helpers;
+mod poison;
+mod templates;
