@@ -6,6 +6,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod hashing;
+pub mod openapi;
 pub mod outbox;
 pub mod pages;
 pub mod routes;

@@ -65,7 +65,7 @@ pub struct UserChanges {
 }
 
 /// The user as clients see it: never the hash, never internal flags.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserBody {
     pub id: Uuid,
     pub email: String,

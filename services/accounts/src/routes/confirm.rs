@@ -39,6 +39,10 @@ fn redirect(to: &str) -> HttpResponse {
 }
 
 /// `GET /api/users/confirm?token=`: 302 to the success or "request a new link" page, or JSON.
+#[utoipa::path(get, path = "/api/users/confirm", tag = "confirmation", params(("token" = Option<String>, Query, description = "The token from the mailed link")),
+    responses((status = 302, description = "To the success page, or to the request-a-new-link page"),
+        (status = 200, description = "With Accept: application/json, the confirmed user", body = crate::openapi::UserResponse),
+        (status = 400, description = "With Accept: application/json, an invalid or expired link", body = crate::openapi::ErrorBody)))]
 pub async fn confirm(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -76,7 +80,7 @@ pub async fn confirm(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct EmailOnly {
     email: Option<String>,
 }
@@ -88,6 +92,10 @@ impl EmailOnly {
 }
 
 /// `POST /api/users/confirm/resend`: 202 for any address; mails only a real, unverified account.
+#[utoipa::path(post, path = "/api/users/confirm/resend", tag = "confirmation", request_body = crate::openapi::EmailRequest,
+    responses((status = 202, description = "Accepted for any address"),
+        (status = 400, description = "Not an email address", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many requests for this address", body = crate::openapi::ErrorBody)))]
 pub async fn resend(
     state: web::Data<AppState>,
     body: web::Json<UserEnvelope<EmailOnly>>,
@@ -126,10 +134,12 @@ pub async fn resend(
     Ok(HttpResponse::Accepted().json(json!({})))
 }
 
+#[utoipa::path(get, path = "/account/email-confirmed", tag = "pages", responses((status = 200, description = "HTML page", content_type = "text/html")))]
 pub async fn success_page(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     page(&state, "email_confirmed.html", &[])
 }
 
+#[utoipa::path(get, path = "/account/confirm-email", tag = "pages", responses((status = 200, description = "HTML page with a resend form", content_type = "text/html")))]
 pub async fn request_page(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     page(&state, "confirm_email.html", &[])
 }

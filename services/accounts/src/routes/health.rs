@@ -6,11 +6,13 @@ use serde_json::json;
 
 use crate::state::AppState;
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
 /// Ready when the database answers. A broker outage does not count: the outbox holds events.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "The database answers"), (status = 503, description = "The database is unreachable")))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = match state.pool.get().await {
         Ok(mut conn) => diesel::sql_query("SELECT 1")
@@ -30,6 +32,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     metrics::gauge!("accounts_hashing_queue_depth").set(state.hasher.queue_depth() as f64);
     let status = state.pool.status();
@@ -40,8 +43,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations", responses((status = 200, description = "The public keys that verify access tokens")))]
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .json(state.tokens.keys().jwks())
+}
+
+/// The OpenAPI document of this service.
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(crate::openapi::document())
 }

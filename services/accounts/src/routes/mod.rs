@@ -1,10 +1,10 @@
 //! HTTP routes. One module per resource; `configure` is the whole route table.
 
-mod confirm;
-mod health;
-mod password;
-mod user;
-mod users;
+pub(crate) mod confirm;
+pub(crate) mod health;
+pub(crate) mod password;
+pub(crate) mod user;
+pub(crate) mod users;
 
 use actix_web::web;
 use serde::Deserialize;
@@ -31,7 +31,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/.well-known/jwks.json").route(web::get().to(health::jwks)))
         .service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))
-        .service(resource("/metrics").route(web::get().to(health::metrics)));
+        .service(resource("/metrics").route(web::get().to(health::metrics)))
+        .service(resource("/openapi.json").route(web::get().to(health::openapi)))
+        .service(
+            utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+                .url("/docs/openapi.json", crate::openapi::document()),
+        )
+        .service(resource("/docs").route(web::get().to(|| async {
+            actix_web::HttpResponse::Found()
+                .insert_header(("Location", "/docs/"))
+                .finish()
+        })));
 }
 
 /// A resource whose unsupported methods get 405 in the error envelope.

@@ -31,6 +31,10 @@ fn password_fingerprint(user: &User) -> String {
 }
 
 /// `POST /api/users/password/forgot`: always 202; mails a reset link to a real, active account.
+#[utoipa::path(post, path = "/api/users/password/forgot", tag = "password", request_body = crate::openapi::EmailRequest,
+    responses((status = 202, description = "Accepted for any address"),
+        (status = 400, description = "Not an email address", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many requests for this address", body = crate::openapi::ErrorBody)))]
 pub async fn forgot(
     state: web::Data<AppState>,
     body: web::Json<UserEnvelope<EmailOnly>>,
@@ -78,7 +82,7 @@ pub async fn forgot(
     Ok(HttpResponse::Accepted().json(json!({})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ResetRequest {
     token: Option<String>,
     password: Option<String>,
@@ -86,6 +90,8 @@ pub struct ResetRequest {
 }
 
 /// `POST /api/users/password/reset`: sets the password, ends every session, emits password-changed.
+#[utoipa::path(post, path = "/api/users/password/reset", tag = "password", request_body = ResetRequest,
+    responses((status = 204, description = "Password set; every session ended"), (status = 400, description = "Validation failed or malformed body", body = crate::openapi::ErrorBody)))]
 pub async fn reset(
     state: web::Data<AppState>,
     body: web::Json<ResetRequest>,
@@ -165,6 +171,8 @@ pub struct ResetPageQuery {
 
 /// The page the mailed link opens. It does not consume the token (mail scanners prefetch links);
 /// only the form's POST does.
+#[utoipa::path(get, path = "/account/reset-password", tag = "pages", params(("token" = Option<String>, Query, description = "The token from the mailed link")),
+    responses((status = 200, description = "HTML form that posts to /api/users/password/reset", content_type = "text/html")))]
 pub async fn reset_page(
     state: web::Data<AppState>,
     query: web::Query<ResetPageQuery>,

@@ -24,6 +24,10 @@ use crate::{
 
 pub const WRONG_CURRENT_PASSWORD: &str = "Your current password was entered incorrectly.";
 
+#[utoipa::path(get, path = "/api/user", tag = "user", security(("token" = [])),
+    responses((status = 200, description = "The current user", body = crate::openapi::UserResponse),
+        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Deactivated", body = crate::openapi::ErrorBody)))]
 pub async fn current(auth: Authenticated, state: web::Data<AppState>) -> HttpResponse {
     let token = access_token(&state, &auth.user);
     let mut body = UserBody::from(auth.user);
@@ -36,7 +40,7 @@ fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D
     Option::<String>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ProfileUpdate {
     email: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
@@ -54,6 +58,9 @@ pub struct ProfileUpdate {
     current_password: Option<String>,
 }
 
+#[utoipa::path(put, path = "/api/user", tag = "user", security(("token" = [])), request_body = crate::openapi::ProfileRequest,
+    responses((status = 200, description = "The updated user (with fresh tokens after a password change)", body = crate::openapi::UserResponse), (status = 400, description = "Validation failed or malformed body", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody)))]
 pub async fn update(
     auth: Authenticated,
     state: web::Data<AppState>,

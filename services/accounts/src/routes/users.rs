@@ -26,7 +26,7 @@ pub const EMAIL_TAKEN: &str = "user with this email already exists.";
 pub const USERNAME_TAKEN: &str = "user with this username already exists.";
 pub const UNVERIFIED: &str = "Confirm your email address before logging in.";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Registration {
     email: Option<String>,
     password: Option<String>,
@@ -39,6 +39,10 @@ pub struct Registration {
     terms_accepted: Option<bool>,
 }
 
+#[utoipa::path(post, path = "/api/users", tag = "users", request_body = crate::openapi::RegisterRequest,
+    responses((status = 201, description = "Registered; a user-registered event is in the outbox", body = crate::openapi::UserResponse),
+        (status = 400, description = "Validation failed or malformed body", body = crate::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Password hashing is saturated; see Retry-After", body = crate::openapi::ErrorBody)))]
 pub async fn register(
     state: web::Data<AppState>,
     body: web::Json<UserEnvelope<Registration>>,
@@ -174,12 +178,17 @@ pub async fn with_new_session(
     Ok(body)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Credentials {
     email: Option<String>,
     password: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/users/login", tag = "users", request_body = crate::openapi::LoginRequest,
+    responses((status = 200, description = "Logged in", body = crate::openapi::UserResponse), (status = 400, description = "Validation failed or malformed body", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Incorrect email or password", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Deactivated, or unverified when verification is mandatory", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Locked out or hashing saturated; see Retry-After", body = crate::openapi::ErrorBody)))]
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -244,13 +253,17 @@ pub async fn login(
     Ok(HttpResponse::Ok().json(json!({ "user": body })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RefreshRequest {
     refresh_token: Option<String>,
 }
 
 pub const BAD_REFRESH: &str = "The refresh token is invalid, expired or revoked.";
 
+#[utoipa::path(post, path = "/api/users/token/refresh", tag = "sessions", request_body = RefreshRequest,
+    responses((status = 200, description = "A new access token and a rotated refresh token", body = crate::openapi::UserResponse), (status = 400, description = "Validation failed or malformed body", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Invalid, expired, revoked or reused refresh token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Deactivated", body = crate::openapi::ErrorBody)))]
 pub async fn refresh(
     state: web::Data<AppState>,
     body: web::Json<RefreshRequest>,
@@ -293,13 +306,17 @@ pub async fn refresh(
     Ok(HttpResponse::Ok().json(json!({ "user": body })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct LogoutRequest {
     refresh_token: Option<String>,
     #[serde(default)]
     all: bool,
 }
 
+#[utoipa::path(post, path = "/api/users/logout", tag = "sessions", request_body(content = LogoutRequest, description = "Optional"),
+    security(("token" = [])),
+    responses((status = 204, description = "Logged out"), (status = 400, description = "Validation failed or malformed body", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody)))]
 pub async fn logout(
     state: web::Data<AppState>,
     auth: Authenticated,

@@ -5,5 +5,6 @@ mod bad_input;
 mod confirm;
 mod events;
 mod helpers;
+mod openapi;
 mod register;
 mod sessions;

@@ -1,0 +1,127 @@
+use std::collections::BTreeSet;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::helpers::{PASSWORD, spawn_app};
+
+/// Every route of the contract (DESIGN.md) plus the pages the mail links open.
+const ROUTES: &[(&str, &str)] = &[
+    ("post", "/api/users"),
+    ("post", "/api/users/login"),
+    ("get", "/api/user"),
+    ("put", "/api/user"),
+    ("post", "/api/users/token/refresh"),
+    ("post", "/api/users/logout"),
+    ("get", "/api/users/confirm"),
+    ("post", "/api/users/confirm/resend"),
+    ("post", "/api/users/password/forgot"),
+    ("post", "/api/users/password/reset"),
+    ("get", "/.well-known/jwks.json"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/account/email-confirmed"),
+    ("get", "/account/confirm-email"),
+    ("get", "/account/reset-password"),
+];
+
+#[tokio::test]
+async fn the_document_covers_every_route_and_every_documented_route_exists() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.clone(), path.clone()))
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, expected);
+
+    for (method, path) in &documented {
+        let response = app
+            .client
+            .request(
+                Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+                app.url(path),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(response.status(), StatusCode::NOT_FOUND, "{method} {path}");
+        assert_ne!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+    }
+
+    // The docs page is served from the binary (no CDN).
+    let docs = app.client.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(docs.status(), StatusCode::OK);
+    let html = docs.text().await.unwrap();
+    assert!(html.contains("swagger"), "{html}");
+    assert!(!html.contains("cdn."), "the docs page must work offline");
+}
+
+#[tokio::test]
+async fn user_schema_matches_real_responses() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schema = &doc["components"]["schemas"]["UserBody"];
+    let properties: BTreeSet<String> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let required: BTreeSet<String> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+
+    let (email, registered) = app.register_user().await;
+    let logged_in: Value = app.login(&email, PASSWORD).await.json().await.unwrap();
+    let token = logged_in["user"]["token"].as_str().unwrap().to_string();
+    let me: Value = app.current_user(&token).await.json().await.unwrap();
+    for (name, body) in [("register", registered), ("login", logged_in), ("me", me)] {
+        let keys: BTreeSet<String> = body["user"].as_object().unwrap().keys().cloned().collect();
+        assert!(
+            keys.is_subset(&properties),
+            "{name}: undocumented {:?}",
+            keys.difference(&properties)
+        );
+        assert!(
+            required.is_subset(&keys),
+            "{name}: missing {:?}",
+            required.difference(&keys)
+        );
+    }
+}
