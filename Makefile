@@ -4,8 +4,12 @@
 run: ## Start Postgres/RabbitMQ if needed, a mail catcher, accounts and mailer
 	scripts/run.sh
 
-test: services ## The whole test suite against real Postgres, RabbitMQ and SMTP
+test: services ## The whole test suite against real Postgres, RabbitMQ and SMTP, plus deploy/ validation
 	cargo test --workspace --locked
+	scripts/validate-deploy.sh
+
+validate: ## Validate docker-compose.yml and deploy/k8s offline
+	scripts/validate-deploy.sh
 
 services: ## Make sure PostgreSQL and RabbitMQ answer (installs/starts them on Debian)
 	scripts/services.sh
