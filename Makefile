@@ -25,5 +25,11 @@ migrate: services ## Create the databases and apply migrations, without serving
 	cargo run -q -p accounts -- migrate
 	cargo run -q -p mailer -- migrate
 
+bench: services ## Benchmarks against the targets (release builds, wrk); writes var/bench/results.{json,svg}
+	command -v wrk >/dev/null || scripts/install-packages.sh wrk
+	test -x var/venv/bin/python || python3 -m venv var/venv
+	var/venv/bin/pip install -q --disable-pip-version-check 'aiosmtpd==1.4.*'
+	var/venv/bin/python scripts/bench.py
+
 up: ## The stack in Docker (needs a Docker engine)
 	docker compose up --build
