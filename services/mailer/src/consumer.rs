@@ -70,10 +70,15 @@ impl Consumer {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         while !shutdown.is_cancelled() {
+            let started = std::time::Instant::now();
             match self.consume(&shutdown, &mut backoff).await {
                 Ok(()) => break,
                 Err(e) => {
                     self.set_connected(false);
+                    // A connection that held for a while was healthy: start the backoff over.
+                    if started.elapsed() > Duration::from_secs(30) {
+                        backoff.reset();
+                    }
                     tracing::warn!(error = %e, "the consumer stopped; reconnecting");
                 }
             }
@@ -111,14 +116,17 @@ impl Consumer {
             )
             .await?;
         self.set_connected(true);
-        backoff.reset();
         tracing::info!("consuming from the {QUEUE} queue");
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 next = deliveries.next() => match next {
-                    Some(Ok(delivery)) => self.handle(delivery).await?,
+                    Some(Ok(delivery)) => {
+                        self.handle(delivery).await?;
+                        // Only a handled message proves the database is there too.
+                        backoff.reset();
+                    }
                     Some(Err(e)) => return Err(e.into()),
                     None => return Err(ConsumeError::Ended),
                 },
