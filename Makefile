@@ -29,7 +29,12 @@ bench: services ## Benchmarks against the targets (release builds, wrk); writes 
 	command -v wrk >/dev/null || scripts/install-packages.sh wrk
 	test -x var/venv/bin/python || python3 -m venv var/venv
 	var/venv/bin/pip install -q --disable-pip-version-check 'aiosmtpd==1.4.*'
-	var/venv/bin/python scripts/bench.py
+	cd scripts && ../var/venv/bin/python bench.py
+
+chaos: services ## Failure scenarios (stops and restarts the local RabbitMQ and PostgreSQL); PASS/FAIL each
+	test -x var/venv/bin/python || python3 -m venv var/venv
+	var/venv/bin/pip install -q --disable-pip-version-check 'aiosmtpd==1.4.*' 'pika==1.3.*'
+	cd scripts && ../var/venv/bin/python chaos.py $(SCENARIOS)
 
 up: ## The stack in Docker (needs a Docker engine)
 	docker compose up --build

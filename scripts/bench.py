@@ -6,94 +6,11 @@ so read ratios and medians, not absolutes.
 
 BENCH_E2E_SECONDS (default 120) sets the length of the register-to-mail run.
 """
-import html, json, os, re, signal, statistics, subprocess, sys, tempfile, threading, time, urllib.request, uuid
-from pathlib import Path
+import html, json, os, re, statistics, subprocess, threading, time
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "var" / "bench"
-PG = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
-AMQP = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
+from stack import ACCOUNTS, OUT, PASSWORD, ROOT, Stack, http, psql, rss_mib, sh
+
 E2E_SECONDS = int(os.environ.get("BENCH_E2E_SECONDS", "120"))
-ACCOUNTS = "127.0.0.1:18080"
-MAILER = "127.0.0.1:18081"
-SMTP_PORT = 12525
-PASSWORD = "bench-pass-1234"
-
-
-def sh(*args, **kw):
-    return subprocess.run(args, check=True, text=True, capture_output=True, **kw).stdout
-
-
-def psql(db, sql):
-    return sh("psql", f"{PG}/{db}", "-Atc", sql).strip()
-
-
-def http(method, path, body=None, token=None, base=ACCOUNTS):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://{base}{path}", data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Token {token}")
-    started = time.perf_counter()
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read() or b"null"), time.perf_counter() - started
-    except urllib.error.HTTPError as e:
-        return e.code, None, time.perf_counter() - started
-
-
-def rss_mib(pid):
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        k, _, v = line.partition(":")
-        fields[k] = v.strip()
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-class SmtpSink:
-    """A loopback SMTP server that timestamps every accepted message by recipient (aiosmtpd)."""
-
-    def __init__(self, port):
-        from aiosmtpd.controller import Controller
-
-        self.arrivals = {}
-        sink = self
-
-        class Handler:
-            async def handle_DATA(self, server, session, envelope):
-                now = time.time()
-                for rcpt in envelope.rcpt_tos:
-                    sink.arrivals.setdefault(rcpt.lower(), now)
-                return "250 OK"
-
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=port)
-        self.controller.start()
-
-    def stop(self):
-        self.controller.stop()
-
-
-class Service:
-    def __init__(self, name, env, health):
-        self.name, self.env, self.health = name, env, health
-        self.proc = None
-
-    def start(self):
-        started = time.perf_counter()
-        self.proc = subprocess.Popen([str(ROOT / "target/release" / self.name)], env={**os.environ, **self.env},
-                                     stdout=subprocess.DEVNULL, stderr=open(OUT / f"{self.name}.log", "a"))
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{self.health}/healthz", timeout=1):
-                    return time.perf_counter() - started
-            except Exception:
-                if self.proc.poll() is not None:
-                    sys.exit(f"{self.name} exited during startup; see {OUT / (self.name + '.log')}")
-                time.sleep(0.01)
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
 
 
 def wrk(path, connections, seconds, script=None, token=None):
@@ -123,19 +40,8 @@ def main():
     cores = os.cpu_count() or 1
     k = max(1, cores - 1)
 
-    tag = uuid.uuid4().hex[:8]
-    vhost, accounts_db, mailer_db = f"bench_{tag}", f"bench_accounts_{tag}", f"bench_mailer_{tag}"
-    sh("rabbitmqctl", "add_vhost", vhost)
-    sh("rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    keydir = tempfile.mkdtemp()
-    sink = SmtpSink(SMTP_PORT)
-    common = {"AMQP_URL": f"{AMQP}/{vhost}", "RUST_LOG": "warn", "LOG_FORMAT": "json"}
-    accounts = Service("accounts", {**common, "ACCOUNTS_DATABASE_URL": f"{PG}/{accounts_db}", "ACCOUNTS_ADDR": ACCOUNTS,
-                                    "ACCOUNTS_PUBLIC_URL": f"http://{ACCOUNTS}", "ACCOUNTS_JWT_KEY_FILE": f"{keydir}/k.pem",
-                                    "ACCOUNTS_OUTBOX_POLL_MS": "1000"}, ACCOUNTS)
-    mailer = Service("mailer", {**common, "MAILER_DATABASE_URL": f"{PG}/{mailer_db}", "MAILER_ADDR": MAILER,
-                                "MAILER_SMTP_URL": f"smtp://127.0.0.1:{SMTP_PORT}", "MAILER_CONCURRENCY": "32"}, MAILER)
-    sh("openssl", "genpkey", "-algorithm", "ed25519", "-out", f"{keydir}/k.pem")
+    stack = Stack()
+    accounts, mailer, sink, accounts_db, tag = stack.accounts, stack.mailer, stack.sink, stack.accounts_db, stack.vhost
     results = {"machine": {"cores": cores, "hash_concurrency": k}, "primitives": primitives}
     try:
         # Startup: the first start creates the database; the second finds migrations up to date.
@@ -215,13 +121,7 @@ def main():
                           "p50_ms": statistics.median(latencies), "p99_ms": latencies[int(len(latencies) * 0.99) - 1]}
         results["memory_peak_mib"] = {"accounts": rss_mib(accounts.proc.pid)[1], "mailer": rss_mib(mailer.proc.pid)[1]}
     finally:
-        for s in (accounts, mailer):
-            if s.proc and s.proc.poll() is None:
-                s.stop()
-        sink.stop()
-        subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True)
-        for db in (accounts_db, mailer_db):
-            subprocess.run(["psql", f"{PG}/postgres", "-qc", f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'], capture_output=True)
+        stack.close()
     report(results)
 
 

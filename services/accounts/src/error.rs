@@ -58,12 +58,27 @@ impl ApiError {
 
 impl From<diesel::result::Error> for ApiError {
     fn from(e: diesel::result::Error) -> Self {
-        use diesel::result::Error;
-        match e {
-            // The connection broke mid-query: the database went away, not a bug of ours.
-            Error::DatabaseError(diesel::result::DatabaseErrorKind::ClosedConnection, _)
-            | Error::BrokenTransactionManager => Self::Unavailable(e.into()),
-            other => Self::Unexpected(other.into()),
+        use diesel::result::{DatabaseErrorKind, Error};
+        let unavailable = match &e {
+            // The connection broke mid-query, or the server is shutting down or starting up: the
+            // database went away, which is not a bug of ours. 503, and the pool reconnects.
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            )
+            | Error::BrokenTransactionManager => true,
+            Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+                let message = info.message();
+                message.contains("terminating connection")
+                    || message.contains("shutting down")
+                    || message.contains("starting up")
+            }
+            _ => false,
+        };
+        if unavailable {
+            Self::Unavailable(e.into())
+        } else {
+            Self::Unexpected(e.into())
         }
     }
 }

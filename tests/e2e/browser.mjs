@@ -1,0 +1,74 @@
+// Headless Chromium against the running stack: the confirm link and the reset link from real mail
+// captured by MailDev, the pages they open, the reset form, and a login with the new password.
+// Usage: node tests/e2e/browser.mjs <accounts base URL> <MailDev base URL>
+import { createRequire } from "node:module";
+import assert from "node:assert/strict";
+
+const require = createRequire(new URL("../../var/tools/", import.meta.url));
+const { chromium } = require("playwright-core");
+
+const [api, maildev] = process.argv.slice(2);
+const email = `browser-${Date.now()}@example.com`;
+const password = "first-pass-1234";
+const newPassword = "second-pass-5678";
+
+async function post(path, body) {
+  const response = await fetch(`${api}${path}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, body: await response.text() };
+}
+
+/** Waits for a mail to `email` whose subject matches, and returns the first link starting with `prefix`. */
+async function linkFromMail(subject, prefix) {
+  for (let i = 0; i < 150; i++) {
+    const mails = await (await fetch(`${maildev}/email`)).json();
+    const mail = mails.find((m) => m.to.some((t) => t.address === email) && subject.test(m.subject));
+    if (mail) {
+      const links = [...mail.html.matchAll(/href="([^"]+)"/g)].map((m) => m[1].replaceAll("&amp;", "&"));
+      const link = links.find((l) => l.startsWith(prefix));
+      assert.ok(link, `no ${prefix} link in ${mail.subject}`);
+      assert.ok(mail.text.includes(link), "the plain-text part carries the same link");
+      return link;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`no mail matching ${subject} for ${email}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"],
+});
+try {
+  const registered = await post("/api/users", { user: { email, password, confirm_password: password } });
+  assert.equal(registered.status, 201, registered.body);
+
+  const page = await browser.newPage();
+  const confirm = await linkFromMail(/welcome|confirm/i, `${api}/api/users/confirm?token=`);
+  await page.goto(confirm);
+  assert.equal(new URL(page.url()).pathname, "/account/email-confirmed");
+  assert.match(await page.textContent("#result"), /confirmed/);
+
+  assert.equal((await post("/api/users/password/forgot", { user: { email } })).status, 202);
+  const reset = await linkFromMail(/reset/i, `${api}/account/reset-password?token=`);
+  await page.goto(reset);
+  await page.fill("#password", newPassword);
+  await page.fill("#confirm_password", newPassword);
+  await page.click("#submit");
+  await page.waitForSelector("#message.ok");
+  assert.match(await page.textContent("#message"), /changed/);
+
+  const oldLogin = await post("/api/users/login", { user: { email, password } });
+  assert.equal(oldLogin.status, 401, oldLogin.body);
+  const newLogin = await post("/api/users/login", { user: { email, password: newPassword } });
+  assert.equal(newLogin.status, 200, newLogin.body);
+  const me = JSON.parse(newLogin.body).user;
+  assert.equal(me.verified, true);
+  console.log("browser e2e: confirm page, reset form and new login all passed");
+} finally {
+  await browser.close();
+}
