@@ -1,6 +1,10 @@
 //! Postgres bootstrap: the pool, creating the database when it is missing, and embedded
 //! migrations run under an advisory lock so replicas starting together don't race.
 
+mod listener;
+
+pub use listener::listen;
+
 use anyhow::{Context, anyhow};
 use diesel::{connection::SimpleConnection, sql_types::Text};
 use diesel_async::{

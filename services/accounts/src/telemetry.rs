@@ -1,6 +1,8 @@
-//! Logs (JSON or pretty), Prometheus metrics and the per-request log line.
+//! The per-request log line and latency histogram; logs and the recorder come from `telemetry`.
 
-use std::{sync::OnceLock, time::Instant};
+pub use telemetry::{init_logging, metrics_handle};
+
+use std::time::Instant;
 
 use actix_web::{
     Error, HttpMessage,
@@ -9,43 +11,7 @@ use actix_web::{
     http::header::{HeaderName, HeaderValue},
     middleware::Next,
 };
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 use uuid::Uuid;
-
-/// JSON logs unless `LOG_FORMAT=pretty`; level from `RUST_LOG` (default info).
-pub fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "pretty") {
-        registry.with(fmt::layer()).try_init()
-    } else {
-        registry
-            .with(fmt::layer().json().flatten_event(true))
-            .try_init()
-    };
-    // A second init (tests) keeps the first subscriber.
-    drop(result);
-}
-
-/// The process-wide Prometheus recorder, installed on first use.
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Suffix("_seconds".into()),
-                    &[
-                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    ],
-                )
-                .expect("the bucket list is not empty")
-                .install_recorder()
-                .expect("no other metrics recorder is installed")
-        })
-        .clone()
-}
 
 /// The request id of the current request, for handlers that pass it on (events, logs).
 #[derive(Clone, Debug)]

@@ -117,7 +117,7 @@ impl Settings {
         }
         let concurrency = positive("MAILER_CONCURRENCY", "16")?;
         let prefetch = positive("MAILER_PREFETCH", "64")?;
-        let max_attempts = positive("MAILER_MAX_ATTEMPTS", "5")?;
+        let max_attempts = positive("MAILER_MAX_ATTEMPTS", "10")?;
         let retry_base = positive("MAILER_RETRY_BASE_MS", "2000")?;
         let retry_cap = positive("MAILER_RETRY_MAX_MS", "600000")?;
         let poll = positive("MAILER_POLL_MS", "5000")?;
@@ -159,7 +159,7 @@ mod tests {
         let s = settings(&[]).unwrap();
         assert_eq!(s.addr.to_string(), "127.0.0.1:8081");
         assert_eq!(s.from.email.to_string(), "noreply@localhost");
-        assert_eq!(s.max_attempts, 5);
+        assert_eq!(s.max_attempts, 10);
         assert_eq!(s.retry_base, Duration::from_secs(2));
         assert_eq!(s.concurrency, 16);
         assert!(s.templates_dir.is_none());

@@ -33,8 +33,8 @@ use crate::{
     db::Pool,
     deliveries,
     failed_sends::{self, NewFailedSend},
-    telemetry::mask_address,
 };
+use telemetry::mask_address;
 
 /// The mailer's work queue, bound to every event type.
 pub const QUEUE: &str = "mailer";

@@ -12,5 +12,4 @@ pub mod schema;
 pub mod sender;
 pub mod smtp;
 pub mod startup;
-pub mod telemetry;
 pub mod templates;

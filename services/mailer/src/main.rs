@@ -7,7 +7,6 @@ use mailer::{
     failed_sends::FailedSend,
     operator::{self, Selection},
     startup::Application,
-    telemetry,
 };
 use secrecy::ExposeSecret;
 

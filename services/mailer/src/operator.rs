@@ -13,9 +13,9 @@ use crate::{
     failed_sends::{self, FailedSend},
     sender::send_envelope,
     smtp::SmtpSender,
-    telemetry::mask_address,
     templates::Templates,
 };
+use telemetry::mask_address;
 
 /// Which failed sends to resend.
 #[derive(Debug, Clone, Copy)]

@@ -9,9 +9,8 @@ use std::{sync::Arc, time::Duration};
 
 use amqp::Backoff;
 use chrono::Utc;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::AsyncConnection;
 use events::Envelope;
-use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::{
     sync::{Notify, OwnedSemaphorePermit, Semaphore},
@@ -24,9 +23,9 @@ use crate::{
     deliveries::{self, ClaimedDelivery},
     failed_sends::{self, NewFailedSend},
     smtp::{SendError, SmtpSender},
-    telemetry::mask_address,
     templates::Templates,
 };
+use telemetry::mask_address;
 
 /// The Postgres channel the `deliveries` insert trigger notifies.
 pub const CHANNEL: &str = "mailer_deliveries";
@@ -90,8 +89,9 @@ pub struct DeliveryWorker {
 impl DeliveryWorker {
     /// Runs until `shutdown` fires, then waits for the sends in flight to finish and settle.
     pub async fn run(self, shutdown: CancellationToken) {
-        let listener = tokio::spawn(listen(
-            self.database_url.clone(),
+        let listener = tokio::spawn(database::listen(
+            self.database_url.expose_secret().to_string(),
+            CHANNEL,
             self.wake.clone(),
             shutdown.clone(),
         ));
@@ -268,49 +268,6 @@ async fn record_failure(
     })
     .await?;
     Ok(())
-}
-
-/// Holds a dedicated connection that `LISTEN`s for new deliveries and wakes the sender.
-async fn listen(database_url: SecretString, wake: Arc<Notify>, shutdown: CancellationToken) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-    while !shutdown.is_cancelled() {
-        match AsyncPgConnection::establish(database_url.expose_secret()).await {
-            Ok(mut conn) => {
-                match diesel::sql_query(format!("LISTEN {CHANNEL}"))
-                    .execute(&mut conn)
-                    .await
-                {
-                    Err(e) => tracing::warn!(error = %e, "LISTEN {CHANNEL} failed"),
-                    Ok(_) => {
-                        backoff.reset();
-                        // Anything committed while we were not listening is picked up by this wake.
-                        wake.notify_one();
-                        let mut notifications = std::pin::pin!(conn.notifications_stream());
-                        loop {
-                            tokio::select! {
-                                next = notifications.next() => match next {
-                                    Some(Ok(_)) => wake.notify_one(),
-                                    Some(Err(e)) => {
-                                        tracing::warn!(error = %e, "the delivery listener lost its connection");
-                                        break;
-                                    }
-                                    None => break,
-                                },
-                                () = shutdown.cancelled() => return,
-                            }
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the delivery listener cannot connect; polling meanwhile")
-            }
-        }
-        tokio::select! {
-            () = backoff.wait() => {}
-            () = shutdown.cancelled() => return,
-        }
-    }
 }
 
 #[cfg(test)]

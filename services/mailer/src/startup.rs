@@ -20,7 +20,6 @@ use crate::{
     routes::{self, HealthState},
     sender::{DeliveryWorker, SendContext},
     smtp::SmtpSender,
-    telemetry,
     templates::Templates,
 };
 

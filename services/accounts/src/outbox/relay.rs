@@ -17,8 +17,7 @@ use std::{
 use amqp::{Backoff, PublishError, Publisher};
 use chrono::Utc;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use futures_util::StreamExt;
+use diesel_async::{AsyncConnection, RunQueryDsl};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -54,8 +53,9 @@ impl OutboxRelay {
     /// transaction must not be dropped half-way).
     pub async fn run(self, shutdown: CancellationToken) {
         let wake = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(
-            self.database_url.clone(),
+        let listener = tokio::spawn(database::listen(
+            self.database_url.expose_secret().to_string(),
+            "outbox",
             wake.clone(),
             shutdown.clone(),
         ));
@@ -248,43 +248,4 @@ impl OutboxRelay {
 /// A per-row retry delay for events the broker refused: 1 s, 2 s, 4 s ... capped at 5 minutes.
 fn retry_delay(attempts: i32) -> chrono::Duration {
     chrono::Duration::seconds(1i64 << attempts.clamp(0, 8)).min(chrono::Duration::minutes(5))
-}
-
-/// Holds a dedicated connection that `LISTEN`s on `outbox` and wakes the relay on each notification.
-async fn listen(database_url: SecretString, wake: Arc<Notify>, shutdown: CancellationToken) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-    while !shutdown.is_cancelled() {
-        match AsyncPgConnection::establish(database_url.expose_secret()).await {
-            Ok(mut conn) => {
-                if let Err(e) = diesel::sql_query("LISTEN outbox").execute(&mut conn).await {
-                    tracing::warn!(error = %e, "LISTEN outbox failed");
-                } else {
-                    backoff.reset();
-                    // Anything committed while we were not listening is picked up by this wake.
-                    wake.notify_one();
-                    let mut notifications = std::pin::pin!(conn.notifications_stream());
-                    loop {
-                        tokio::select! {
-                            next = notifications.next() => match next {
-                                Some(Ok(_)) => wake.notify_one(),
-                                Some(Err(e)) => {
-                                    tracing::warn!(error = %e, "outbox listener lost its connection");
-                                    break;
-                                }
-                                None => break,
-                            },
-                            () = shutdown.cancelled() => return,
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "outbox listener cannot connect; polling meanwhile")
-            }
-        }
-        tokio::select! {
-            () = backoff.wait() => {}
-            () = shutdown.cancelled() => return,
-        }
-    }
 }

@@ -38,7 +38,7 @@ pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
 
 /// The fixtures and settings, without a running mailer.
 pub async fn configure(overrides: &[(&str, &str)]) -> TestApp {
-    mailer::telemetry::init_logging();
+    telemetry::init_logging();
     let db = TestDatabase::new("mailer");
     let vhost = TestVhost::create().expect("creating a RabbitMQ vhost");
     let smtp = SmtpServer::start().await.expect("starting the SMTP server");

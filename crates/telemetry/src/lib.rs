@@ -1,4 +1,4 @@
-//! JSON logs, the Prometheus recorder, and masking of addresses for log lines.
+//! JSON logs, the Prometheus recorder, and masking of addresses for log lines, shared by the services.
 
 use std::sync::OnceLock;
 
@@ -29,7 +29,8 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .set_buckets_for_metric(
                     Matcher::Suffix("_seconds".into()),
                     &[
-                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        10.0, 30.0,
                     ],
                 )
                 .expect("the bucket list is not empty")

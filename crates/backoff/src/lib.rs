@@ -1,3 +1,5 @@
+//! Capped exponential backoff with jitter for reconnect and retry loops.
+
 use std::time::Duration;
 
 /// Capped exponential backoff with full jitter, for reconnect and retry loops.

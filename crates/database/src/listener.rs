@@ -1,0 +1,61 @@
+//! A dedicated connection that `LISTEN`s on a channel and wakes a worker on every notification,
+//! reconnecting with backoff. Workers also poll, so a lost notification only costs latency.
+
+use std::{sync::Arc, time::Duration};
+
+use backoff::Backoff;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Runs until `shutdown`. `channel` must be a plain identifier (it is interpolated into `LISTEN`).
+pub async fn listen(
+    database_url: String,
+    channel: &'static str,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    debug_assert!(
+        channel
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    );
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    while !shutdown.is_cancelled() {
+        match AsyncPgConnection::establish(&database_url).await {
+            Ok(mut conn) => match diesel::sql_query(format!("LISTEN {channel}"))
+                .execute(&mut conn)
+                .await
+            {
+                Err(e) => tracing::warn!(error = %e, channel, "LISTEN failed"),
+                Ok(_) => {
+                    backoff.reset();
+                    // Anything committed while nobody listened is picked up by this wake.
+                    wake.notify_one();
+                    let mut notifications = std::pin::pin!(conn.notifications_stream());
+                    loop {
+                        tokio::select! {
+                            next = notifications.next() => match next {
+                                Some(Ok(_)) => wake.notify_one(),
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, channel, "the listener lost its connection");
+                                    break;
+                                }
+                                None => break,
+                            },
+                            () = shutdown.cancelled() => return,
+                        }
+                    }
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, channel, "the listener cannot connect; polling meanwhile")
+            }
+        }
+        tokio::select! {
+            () = backoff.wait() => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
