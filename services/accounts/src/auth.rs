@@ -17,6 +17,8 @@ pub const DEACTIVATED: &str = "This account is deactivated.";
 pub struct Authenticated {
     pub user: User,
     pub claims: Claims,
+    /// The access token as presented.
+    pub token: String,
 }
 
 impl FromRequest for Authenticated {
@@ -43,7 +45,11 @@ impl FromRequest for Authenticated {
             if !user.active {
                 return Err(ApiError::Forbidden(DEACTIVATED));
             }
-            Ok(Self { user, claims })
+            Ok(Self {
+                user,
+                claims,
+                token,
+            })
         })
     }
 }

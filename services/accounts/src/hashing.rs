@@ -1,11 +1,16 @@
-//! bcrypt on a bounded budget. At most `concurrency` hashes run at once on the blocking pool, at most
-//! `queue` more wait for a slot, and anything beyond that is turned away at once with
-//! [`HashingError::Busy`], so a login flood cannot starve the executor or grow memory without limit.
+//! bcrypt on a bounded budget, on threads of its own.
+//!
+//! `concurrency` worker threads hash at a lowered CPU priority (nice ≈ 9), and at most `queue`
+//! requests wait for one of them. Beyond that a request is turned away at once with
+//! [`HashingError::Busy`], so a login flood can neither grow memory without limit nor take the
+//! CPU from token-authenticated requests, which never hash: when the machine is saturated, the
+//! scheduler serves them first, and logins slow down instead.
 
 use std::{sync::Arc, time::Duration};
 
+use crossbeam_channel::{Sender, TrySendError};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
+use thread_priority::{ThreadPriority, ThreadPriorityValue};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashingError {
@@ -13,9 +18,14 @@ pub enum HashingError {
     Busy { retry_after: Duration },
     #[error("bcrypt failed: {0}")]
     Bcrypt(#[from] bcrypt::BcryptError),
-    #[error("the hashing task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    #[error("the hashing workers are gone")]
+    WorkersGone,
 }
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// 0..=99 maps onto nice 19..-20; 25 is about nice 9.
+const WORKER_PRIORITY: u8 = 25;
 
 #[derive(Clone)]
 pub struct PasswordHasher {
@@ -26,10 +36,7 @@ struct Inner {
     cost: u32,
     concurrency: usize,
     queue: usize,
-    /// Permits for "running or waiting"; try-acquired so that a full queue answers at once.
-    admission: Arc<Semaphore>,
-    /// Permits for "running".
-    workers: Arc<Semaphore>,
+    jobs: Sender<Job>,
     /// Verified against when the account does not exist, so both paths cost one bcrypt.
     dummy_hash: String,
     /// How long one hash took at startup, for Retry-After.
@@ -37,25 +44,44 @@ struct Inner {
 }
 
 impl PasswordHasher {
-    /// Measures one hash at `cost` (which also produces the dummy hash) on the blocking pool.
+    /// Starts the workers and measures one hash at `cost` (which also produces the dummy hash).
     pub async fn new(cost: u32, concurrency: usize, queue: usize) -> Result<Self, HashingError> {
-        let (dummy_hash, hash_time) = tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let hash = bcrypt::non_truncating_hash("timing-equalizer-not-a-password", cost);
-            hash.map(|h| (h, started.elapsed()))
-        })
-        .await??;
-        Ok(Self {
+        let (jobs, receiver) = crossbeam_channel::bounded::<Job>(queue);
+        for n in 0..concurrency {
+            let receiver = receiver.clone();
+            std::thread::Builder::new()
+                .name(format!("bcrypt-{n}"))
+                .spawn(move || {
+                    let priority = ThreadPriorityValue::try_from(WORKER_PRIORITY)
+                        .expect("a valid priority value");
+                    if let Err(e) = ThreadPriority::Crossplatform(priority).set_for_current() {
+                        tracing::warn!(error = ?e, "could not lower the priority of a bcrypt worker");
+                    }
+                    // Ends when every sender (every PasswordHasher clone) is dropped.
+                    while let Ok(job) = receiver.recv() {
+                        job();
+                    }
+                })
+                .expect("spawning a bcrypt worker thread");
+        }
+        let mut hasher = Self {
             inner: Arc::new(Inner {
                 cost,
                 concurrency,
                 queue,
-                admission: Arc::new(Semaphore::new(concurrency + queue)),
-                workers: Arc::new(Semaphore::new(concurrency)),
-                dummy_hash,
-                hash_time,
+                jobs,
+                dummy_hash: String::new(),
+                hash_time: Duration::ZERO,
             }),
-        })
+        };
+        let started = std::time::Instant::now();
+        let dummy_hash = hasher
+            .run(move || bcrypt::non_truncating_hash("timing-equalizer-not-a-password", cost))
+            .await?;
+        let inner = Arc::get_mut(&mut hasher.inner).expect("not shared yet");
+        inner.hash_time = started.elapsed();
+        inner.dummy_hash = dummy_hash;
+        Ok(hasher)
     }
 
     pub async fn hash(&self, password: &SecretString) -> Result<String, HashingError> {
@@ -89,50 +115,42 @@ impl PasswordHasher {
         Ok(known && matched)
     }
 
-    /// Hashes waiting for a worker right now.
+    /// Requests waiting for a worker right now.
     pub fn queue_depth(&self) -> usize {
-        let inner = &self.inner;
-        let admitted = inner.admission_capacity() - inner.admission.available_permits();
-        admitted.saturating_sub(inner.concurrency - inner.workers.available_permits())
+        self.inner.jobs.len()
+    }
+
+    /// Fails fast, before any other work, when a hash request would be turned away now.
+    pub fn check_capacity(&self) -> Result<(), HashingError> {
+        // A zero-capacity queue reports itself full; only a real queue can be.
+        if self.inner.queue > 0 && self.inner.jobs.is_full() {
+            return Err(self.busy());
+        }
+        Ok(())
+    }
+
+    fn busy(&self) -> HashingError {
+        let waves = (self.inner.queue / self.inner.concurrency).max(1) as u32;
+        HashingError::Busy {
+            retry_after: (self.inner.hash_time * waves).max(Duration::from_secs(1)),
+        }
     }
 
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
     ) -> Result<T, HashingError> {
-        let inner = &self.inner;
-        let Ok(admitted) = inner.admission.clone().try_acquire_owned() else {
-            return Err(HashingError::Busy {
-                retry_after: inner.retry_after(),
-            });
-        };
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            // The requester may have gone (client disconnected); the hash still ran its course.
+            let _ = done.send(work());
+        });
+        match self.inner.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(self.busy()),
+            Err(TrySendError::Disconnected(_)) => return Err(HashingError::WorkersGone),
+        }
         metrics::gauge!("accounts_hashing_queue_depth").set(self.queue_depth() as f64);
-        let worker = inner
-            .workers
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the worker semaphore is never closed");
-        // The permits move into the task: if the request is cancelled, the hash still finishes
-        // and only then frees its slot, so the budget stays true.
-        let result = tokio::task::spawn_blocking(move || {
-            let result = work();
-            drop((worker, admitted));
-            result
-        })
-        .await?;
-        Ok(result?)
-    }
-}
-
-impl Inner {
-    fn admission_capacity(&self) -> usize {
-        self.concurrency + self.queue
-    }
-
-    /// Roughly how long the queue in front of a new request takes to drain.
-    fn retry_after(&self) -> Duration {
-        let waves = (self.queue / self.concurrency).max(1) as u32;
-        (self.hash_time * waves).max(Duration::from_secs(1))
+        Ok(result.await.map_err(|_| HashingError::WorkersGone)??)
     }
 }

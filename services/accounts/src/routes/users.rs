@@ -83,6 +83,7 @@ pub async fn register(
     let phone_number = text("phone_number", &input.phone_number);
     let address = text("address", &input.address);
 
+    state.hasher.check_capacity()?;
     let mut conn = state.pool.get().await?;
     if let Some(email) = &email
         && users::find_by_email(&mut conn, email.as_str())
@@ -207,6 +208,8 @@ pub async fn login(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
+    // Turned away before any database work, so a flood's 429s stay fast.
+    state.hasher.check_capacity()?;
     let email = email.to_lowercase();
     let ip = client_ip(&req);
     let mut conn = state.pool.get().await?;
