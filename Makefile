@@ -1,12 +1,16 @@
 # The commands that matter: `make run` (the whole stack) and `make test` (the whole suite).
-.PHONY: run test services lint fmt bench chaos up migrate validate
+.PHONY: run test smoke services lint fmt bench chaos up migrate validate
 
 run: ## Start Postgres/RabbitMQ if needed, a mail catcher, accounts and mailer
 	scripts/run.sh
 
-test: services ## The whole test suite against real Postgres, RabbitMQ and SMTP, plus deploy/ validation
+test: services ## The whole suite: Rust tests on real Postgres/RabbitMQ/SMTP, deploy/ validation, the make-run smoke test in Chromium
 	cargo test --workspace --locked
 	scripts/validate-deploy.sh
+	scripts/smoke.sh
+
+smoke: services ## Only the headless make-run smoke test (installs chromium and playwright-core when missing)
+	scripts/smoke.sh
 
 validate: ## Validate docker-compose.yml and deploy/k8s offline
 	scripts/validate-deploy.sh

@@ -24,7 +24,7 @@ async function post(path, body) {
 /** Waits for a mail to `email` whose subject matches, and returns the first link starting with `prefix`. */
 async function linkFromMail(subject, prefix) {
   for (let i = 0; i < 150; i++) {
-    const mails = await (await fetch(`${maildev}/email`)).json();
+    const mails = await (await fetch(`${maildev}/api/email`)).json();
     const mail = mails.find((m) => m.to.some((t) => t.address === email) && subject.test(m.subject));
     if (mail) {
       const links = [...mail.html.matchAll(/href="([^"]+)"/g)].map((m) => m[1].replaceAll("&amp;", "&"));
@@ -59,7 +59,9 @@ try {
   await page.fill("#password", newPassword);
   await page.fill("#confirm_password", newPassword);
   await page.click("#submit");
-  await page.waitForSelector("#message.ok");
+  await page.waitForSelector("#message.ok", { timeout: 10000 }).catch(async (e) => {
+    throw new Error(`the reset form did not succeed: ${await page.textContent("#message")}`, { cause: e });
+  });
   assert.match(await page.textContent("#message"), /changed/);
 
   const oldLogin = await post("/api/users/login", { user: { email, password } });
