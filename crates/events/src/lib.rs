@@ -22,6 +22,10 @@ pub struct Envelope {
     pub event: Event,
     pub version: u32,
     pub occurred_at: DateTime<Utc>,
+    /// The id of the request that caused the event (accounts' `x-request-id`), so a mail can be
+    /// traced back to its request in the logs. Optional: absent when there was no request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
 }
 
 /// What happened. Serialized as `"type": "<routing key>", "data": {...}`.
@@ -111,7 +115,13 @@ impl Envelope {
             event,
             version: VERSION,
             occurred_at: Utc::now(),
+            correlation_id: None,
         }
+    }
+
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
     }
 
     pub fn kind(&self) -> &'static str {
@@ -156,6 +166,11 @@ mod tests {
         assert_eq!(value["data"]["username"], "ada");
         let keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys.len(), 5, "{keys:?}");
+
+        let traced = envelope.with_correlation_id("req-1");
+        let value: serde_json::Value = serde_json::from_slice(&traced.to_json()).unwrap();
+        assert_eq!(value["correlation_id"], "req-1");
+        assert_eq!(Envelope::from_json(&traced.to_json()).unwrap(), traced);
     }
 
     #[test]

@@ -17,6 +17,18 @@ use uuid::Uuid;
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+impl actix_web::FromRequest for RequestId {
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let id = req.extensions().get::<RequestId>().cloned();
+        std::future::ready(Ok(
+            id.unwrap_or_else(|| RequestId(Uuid::new_v4().to_string()))
+        ))
+    }
+}
+
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Assigns a request id (or keeps a sane incoming one), logs one line per request with the matched

@@ -178,6 +178,11 @@ async fn process(
     wake: Arc<Notify>,
 ) {
     let attempts = row.attempts + 1;
+    // The accounts request that caused this mail, to follow one flow across both services' logs.
+    let request_id = row.envelope["correlation_id"]
+        .as_str()
+        .unwrap_or("-")
+        .to_string();
     let result = match Envelope::from_json(row.envelope.to_string().as_bytes()) {
         Ok(envelope) => send_envelope(&context.templates, &context.smtp, &envelope).await,
         Err(e) => Err(SendError::Permanent(format!(
@@ -188,7 +193,7 @@ async fn process(
     let settled = match &result {
         Ok(message_id) => {
             metrics::counter!("mailer_sent_total", "type" => row.event_type.clone()).increment(1);
-            tracing::info!(event_id = %row.event_id, event_type = %row.event_type, %recipient, attempts, "mail sent");
+            tracing::info!(event_id = %row.event_id, %request_id, event_type = %row.event_type, %recipient, attempts, "mail sent");
             match context.pool.get().await {
                 Ok(mut conn) => {
                     deliveries::mark_sent(&mut conn, row.event_id, attempts, message_id)
@@ -203,7 +208,7 @@ async fn process(
             metrics::counter!("mailer_retried_total", "type" => row.event_type.clone())
                 .increment(1);
             tracing::warn!(
-                event_id = %row.event_id, event_type = %row.event_type, %recipient, attempts,
+                event_id = %row.event_id, %request_id, event_type = %row.event_type, %recipient, attempts,
                 retry_in_ms = delay.as_millis() as u64, error = %error,
                 "mail not sent; will retry"
             );
@@ -229,14 +234,14 @@ async fn process(
             metrics::counter!("mailer_failed_total", "type" => row.event_type.clone(), "reason" => reason)
                 .increment(1);
             tracing::error!(
-                event_id = %row.event_id, event_type = %row.event_type, %recipient, attempts,
+                event_id = %row.event_id, %request_id, event_type = %row.event_type, %recipient, attempts,
                 error = %error, reason, "mail not sent; recorded in failed_sends"
             );
             record_failure(&context.pool, &row, attempts, &error.to_string()).await
         }
     };
     if let Err(e) = settled {
-        tracing::error!(event_id = %row.event_id, error = %e, "could not record the outcome of a send");
+        tracing::error!(event_id = %row.event_id, %request_id, error = %e, "could not record the outcome of a send");
     }
 }
 

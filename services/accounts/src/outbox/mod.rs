@@ -5,13 +5,19 @@ pub mod relay;
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use events::Envelope;
+use events::{Envelope, Event};
 
-use crate::schema::outbox;
+use crate::{schema::outbox, telemetry::RequestId};
 
-/// Records `envelope` for publication. Call it inside the transaction that makes the change.
-pub async fn enqueue(conn: &mut AsyncPgConnection, envelope: &Envelope) -> QueryResult<()> {
-    let json = serde_json::to_value(envelope).expect("an envelope always serializes");
+/// Records `event` for publication, tagged with the request that caused it. Call it inside the
+/// transaction that makes the change.
+pub async fn enqueue(
+    conn: &mut AsyncPgConnection,
+    event: Event,
+    request_id: &RequestId,
+) -> QueryResult<()> {
+    let envelope = Envelope::new(event).with_correlation_id(request_id.0.clone());
+    let json = serde_json::to_value(&envelope).expect("an envelope always serializes");
     diesel::insert_into(outbox::table)
         .values((
             outbox::event_id.eq(envelope.id),

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use diesel_async::AsyncConnection;
-use events::{EmailConfirmationRequested, Envelope, Event};
+use events::{EmailConfirmationRequested, Event};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -12,6 +12,7 @@ use crate::{
     error::ApiError,
     outbox,
     state::AppState,
+    telemetry::RequestId,
     throttle,
     tokens::Purpose,
     users::{self, UserBody},
@@ -98,6 +99,7 @@ impl EmailOnly {
         (status = 429, description = "Too many requests for this address", body = crate::openapi::ErrorBody)))]
 pub async fn resend(
     state: web::Data<AppState>,
+    request_id: RequestId,
     body: web::Json<UserEnvelope<EmailOnly>>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = body.into_inner().into_inner()?.email().unwrap_or_default();
@@ -128,7 +130,7 @@ pub async fn resend(
             confirmation_url,
             confirmation_expires_at,
         });
-        outbox::enqueue(conn, &Envelope::new(event)).await
+        outbox::enqueue(conn, event, &request_id).await
     })
     .await?;
     Ok(HttpResponse::Accepted().json(json!({})))

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::Utc;
 use diesel_async::AsyncConnection;
-use events::{Envelope, Event, PasswordChanged, PasswordResetRequested};
+use events::{Event, PasswordChanged, PasswordResetRequested};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -18,6 +18,7 @@ use crate::{
     error::ApiError,
     outbox, sessions,
     state::AppState,
+    telemetry::RequestId,
     throttle,
     tokens::Purpose,
     users::{self, User, UserChanges},
@@ -37,6 +38,7 @@ fn password_fingerprint(user: &User) -> String {
         (status = 429, description = "Too many requests for this address", body = crate::openapi::ErrorBody)))]
 pub async fn forgot(
     state: web::Data<AppState>,
+    request_id: RequestId,
     body: web::Json<UserEnvelope<EmailOnly>>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = body.into_inner().into_inner()?.email().unwrap_or_default();
@@ -76,7 +78,7 @@ pub async fn forgot(
             reset_url: url.to_string(),
             reset_expires_at: signed.expires_at,
         });
-        outbox::enqueue(conn, &Envelope::new(event)).await
+        outbox::enqueue(conn, event, &request_id).await
     })
     .await?;
     Ok(HttpResponse::Accepted().json(json!({})))
@@ -94,6 +96,7 @@ pub struct ResetRequest {
     responses((status = 204, description = "Password set; every session ended"), (status = 400, description = "Validation failed or malformed body", body = crate::openapi::ErrorBody)))]
 pub async fn reset(
     state: web::Data<AppState>,
+    request_id: RequestId,
     body: web::Json<ResetRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner();
@@ -153,7 +156,7 @@ pub async fn reset(
                 username: updated.username,
                 changed_at: Utc::now(),
             });
-            outbox::enqueue(conn, &Envelope::new(event)).await?;
+            outbox::enqueue(conn, event, &request_id).await?;
             Ok(true)
         })
         .await?;

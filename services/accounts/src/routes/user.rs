@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, web};
 use chrono::Utc;
 use diesel_async::AsyncConnection;
-use events::{EmailConfirmationRequested, Envelope, Event, PasswordChanged};
+use events::{EmailConfirmationRequested, Event, PasswordChanged};
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
@@ -19,6 +19,7 @@ use crate::{
     error::ApiError,
     outbox, sessions,
     state::AppState,
+    telemetry::RequestId,
     users::{self, UserBody, UserChanges},
 };
 
@@ -64,6 +65,7 @@ pub struct ProfileUpdate {
 pub async fn update(
     auth: Authenticated,
     state: web::Data<AppState>,
+    request_id: RequestId,
     body: web::Json<UserEnvelope<ProfileUpdate>>,
 ) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner().into_inner()?;
@@ -193,7 +195,7 @@ pub async fn update(
                     confirmation_url,
                     confirmation_expires_at,
                 });
-                outbox::enqueue(conn, &Envelope::new(event)).await?;
+                outbox::enqueue(conn, event, &request_id).await?;
             }
             if !password_changed {
                 return Ok((updated, None));
@@ -207,7 +209,7 @@ pub async fn update(
                 username: updated.username.clone(),
                 changed_at: Utc::now(),
             });
-            outbox::enqueue(conn, &Envelope::new(event)).await?;
+            outbox::enqueue(conn, event, &request_id).await?;
             let refreshed = users::find(conn, updated.id)
                 .await?
                 .ok_or(diesel::result::Error::NotFound)?;

@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
-use events::{Envelope, Event, UserRegistered};
+use events::{Event, UserRegistered};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
@@ -17,6 +17,7 @@ use crate::{
     error::{ApiError, BAD_LOGIN},
     outbox, sessions,
     state::AppState,
+    telemetry::RequestId,
     throttle,
     tokens::Purpose,
     users::{self, NewUser, User, UserBody},
@@ -45,6 +46,7 @@ pub struct Registration {
         (status = 429, description = "Password hashing is saturated; see Retry-After", body = crate::openapi::ErrorBody)))]
 pub async fn register(
     state: web::Data<AppState>,
+    request_id: RequestId,
     body: web::Json<UserEnvelope<Registration>>,
 ) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner().into_inner()?;
@@ -122,7 +124,7 @@ pub async fn register(
                 confirmation_url: confirmation.0,
                 confirmation_expires_at: confirmation.1,
             });
-            outbox::enqueue(conn, &Envelope::new(event)).await?;
+            outbox::enqueue(conn, event, &request_id).await?;
             let refresh = match issue_tokens {
                 true => Some(sessions::start(conn, user.id).await?),
                 false => None,

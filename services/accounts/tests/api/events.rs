@@ -117,7 +117,9 @@ async fn registering_publishes_exactly_one_user_registered() {
     let email = unique_email();
     let mut body = registration(&email, PASSWORD);
     body["user"]["username"] = serde_json::json!("ada");
-    let created: Value = app.register(&body).await.json().await.unwrap();
+    let response = app.register(&body).await;
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_string();
+    let created: Value = response.json().await.unwrap();
 
     let deliveries = tap
         .collect(1, Duration::from_secs(20), Duration::from_millis(1500))
@@ -138,6 +140,8 @@ async fn registering_publishes_exactly_one_user_registered() {
             .contains("/api/users/confirm?token=")
     );
     assert!(envelope["data"]["confirmation_expires_at"].is_string());
+    // The request that caused the event travels with it, for the mailer's logs.
+    assert_eq!(envelope["correlation_id"], request_id.as_str());
 
     let props = &delivery.properties;
     assert_eq!(
