@@ -30,9 +30,9 @@ use telemetry::mask_address;
 /// The Postgres channel the `deliveries` insert trigger notifies.
 pub const CHANNEL: &str = "mailer_deliveries";
 
-/// How long a claim keeps other senders away. Longer than any send can take (the SMTP timeout
-/// applies per command), so only a crashed sender's rows come back.
-const LEASE: Duration = Duration::from_secs(300);
+/// How much longer than the send deadline a claim keeps other senders away, so that only a
+/// crashed sender's rows come back, and soon (a kill -9 delays its mail by about a lease).
+const LEASE_MARGIN: Duration = Duration::from_secs(15);
 
 /// Rows claimed per round trip at most.
 const MAX_BATCH: usize = 64;
@@ -75,6 +75,8 @@ pub struct SendContext {
     pub max_attempts: u32,
     pub retry_base: Duration,
     pub retry_cap: Duration,
+    /// A whole send (connect, every command, the data) gives up after this, as a transient failure.
+    pub send_deadline: Duration,
 }
 
 pub struct DeliveryWorker {
@@ -151,7 +153,8 @@ impl DeliveryWorker {
 
     async fn claim(&self, limit: usize) -> anyhow::Result<Vec<ClaimedDelivery>> {
         let mut conn = self.context.pool.get().await?;
-        let lease = chrono::Duration::from_std(LEASE).expect("the lease fits");
+        let lease = chrono::Duration::from_std(self.context.send_deadline + LEASE_MARGIN)
+            .expect("the lease fits");
         Ok(deliveries::claim_due(&mut conn, limit as i64, lease).await?)
     }
 
@@ -184,7 +187,17 @@ async fn process(
         .unwrap_or("-")
         .to_string();
     let result = match Envelope::from_json(row.envelope.to_string().as_bytes()) {
-        Ok(envelope) => send_envelope(&context.templates, &context.smtp, &envelope).await,
+        Ok(envelope) => tokio::time::timeout(
+            context.send_deadline,
+            send_envelope(&context.templates, &context.smtp, &envelope),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(SendError::Transient(format!(
+                "the send took longer than {} s",
+                context.send_deadline.as_secs()
+            )))
+        }),
         Err(e) => Err(SendError::Permanent(format!(
             "the stored event is unreadable: {e}"
         ))),

@@ -63,6 +63,7 @@ impl Application {
                 max_attempts: settings.max_attempts,
                 retry_base: settings.retry_base,
                 retry_cap: settings.retry_cap,
+                send_deadline: settings.smtp_timeout * 2,
             },
             database_url: settings.database_url.clone(),
             concurrency: settings.concurrency,

@@ -118,7 +118,10 @@ async fn registering_publishes_exactly_one_user_registered() {
     let mut body = registration(&email, PASSWORD);
     body["user"]["username"] = serde_json::json!("ada");
     let response = app.register(&body).await;
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_string();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let created: Value = response.json().await.unwrap();
 
     let deliveries = tap
