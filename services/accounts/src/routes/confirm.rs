@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::{UserEnvelope, users::confirmation_link};
 use crate::{
+    db::PooledConnection,
     domain::{EmailAddress, REQUIRED},
     error::ApiError,
     outbox,
@@ -86,10 +87,25 @@ pub struct EmailOnly {
     email: Option<String>,
 }
 
-impl EmailOnly {
-    pub fn email(self) -> Option<String> {
-        self.email
+/// The common start of a request that sends mail: a valid address, within its hourly limit.
+pub async fn mail_request(
+    state: &AppState,
+    kind: &str,
+    body: UserEnvelope<EmailOnly>,
+) -> Result<(EmailAddress, PooledConnection), ApiError> {
+    let raw = body.into_inner()?.email.unwrap_or_default();
+    if raw.trim().is_empty() {
+        return Err(ApiError::field("email", REQUIRED));
     }
+    let email = EmailAddress::parse(&raw).map_err(|m| ApiError::field("email", m))?;
+    let mut conn = state.pool.get().await?;
+    if let Some(retry_after) = throttle::mail_request(&mut conn, kind, email.as_str()).await? {
+        return Err(ApiError::Throttled {
+            message: "Too many requests for this address. Try again later.",
+            retry_after,
+        });
+    }
+    Ok((email, conn))
 }
 
 /// `POST /api/users/confirm/resend`: 202 for any address; mails only a real, unverified account.
@@ -102,18 +118,7 @@ pub async fn resend(
     request_id: RequestId,
     body: web::Json<UserEnvelope<EmailOnly>>,
 ) -> Result<HttpResponse, ApiError> {
-    let raw = body.into_inner().into_inner()?.email().unwrap_or_default();
-    if raw.trim().is_empty() {
-        return Err(ApiError::field("email", REQUIRED));
-    }
-    let email = EmailAddress::parse(&raw).map_err(|m| ApiError::field("email", m))?;
-    let mut conn = state.pool.get().await?;
-    if let Some(retry_after) = throttle::mail_request(&mut conn, "confirm", email.as_str()).await? {
-        return Err(ApiError::Throttled {
-            message: "Too many requests for this address. Try again later.",
-            retry_after,
-        });
-    }
+    let (email, mut conn) = mail_request(&state, "confirm", body.into_inner()).await?;
     let tx_state = state.clone();
     conn.transaction::<_, diesel::result::Error, _>(async move |conn| {
         let Some(user) = users::find_by_email(conn, email.as_str()).await? else {

@@ -11,15 +11,14 @@ use sha2::{Digest, Sha256};
 
 use super::{
     UserEnvelope,
-    confirm::{EmailOnly, page},
+    confirm::{EmailOnly, mail_request, page},
 };
 use crate::{
-    domain::{self, EmailAddress, FieldErrors, REQUIRED, push_error},
+    domain::{self, FieldErrors, REQUIRED, push_error},
     error::ApiError,
     outbox, sessions,
     state::AppState,
     telemetry::RequestId,
-    throttle,
     tokens::Purpose,
     users::{self, User, UserChanges},
 };
@@ -41,18 +40,7 @@ pub async fn forgot(
     request_id: RequestId,
     body: web::Json<UserEnvelope<EmailOnly>>,
 ) -> Result<HttpResponse, ApiError> {
-    let raw = body.into_inner().into_inner()?.email().unwrap_or_default();
-    if raw.trim().is_empty() {
-        return Err(ApiError::field("email", REQUIRED));
-    }
-    let email = EmailAddress::parse(&raw).map_err(|m| ApiError::field("email", m))?;
-    let mut conn = state.pool.get().await?;
-    if let Some(retry_after) = throttle::mail_request(&mut conn, "reset", email.as_str()).await? {
-        return Err(ApiError::Throttled {
-            message: "Too many requests for this address. Try again later.",
-            retry_after,
-        });
-    }
+    let (email, mut conn) = mail_request(&state, "reset", body.into_inner()).await?;
     let tx_state = state.clone();
     // Both paths do the same lookup inside a transaction; only a real account adds one insert.
     conn.transaction::<_, diesel::result::Error, _>(async move |conn| {
