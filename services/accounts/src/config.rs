@@ -1,10 +1,11 @@
 //! Settings from the environment (and `.env`). Every bad value fails startup with a message that
 //! names the variable and says what it should look like.
 
-use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use secrecy::SecretString;
+use settings::Env;
 use url::Url;
 
 pub const DEFAULT_JWT_KEY_FILE: &str = "var/dev-jwt-key.pem";
@@ -37,70 +38,37 @@ pub struct Settings {
 impl Settings {
     /// Reads the process environment, after loading `.env` when there is one.
     pub fn from_env() -> anyhow::Result<Self> {
-        match dotenvy::dotenv() {
-            Ok(_) => {}
-            Err(e) if e.not_found() => {}
-            Err(e) => return Err(anyhow!("could not read .env: {e}")),
-        }
+        settings::load_dotenv()?;
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Builds settings from any variable source; tests pass a map.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let var = |name: &str, default: &str| get(name).unwrap_or_else(|| default.to_string());
-        let parsed = |name: &str, default: &str, hint: &str| -> anyhow::Result<String> {
-            let value = var(name, default);
-            if value.trim().is_empty() {
-                return Err(anyhow!("{name} is empty; expected {hint}"));
-            }
-            Ok(value)
-        };
-        fn parse<T: FromStr>(name: &str, value: &str, hint: &str) -> anyhow::Result<T> {
-            value
-                .trim()
-                .parse()
-                .map_err(|_| anyhow!("{name}={value:?} is not valid; expected {hint}"))
-        }
-        let url = |name: &str, default: &str, schemes: &[&str]| -> anyhow::Result<Url> {
-            let hint = format!("a URL starting with {}", schemes.join("://, ") + "://");
-            let value = parsed(name, default, &hint)?;
-            let url: Url = parse(name, &value, &hint)?;
-            if !schemes.contains(&url.scheme()) {
-                return Err(anyhow!(
-                    "{name} has scheme {:?}; expected {hint}",
-                    url.scheme()
-                ));
-            }
-            Ok(url)
-        };
-        let optional_url = |name: &str| -> anyhow::Result<Option<Url>> {
-            get(name)
-                .filter(|v| !v.trim().is_empty())
-                .map(|v| parse(name, &v, "an absolute http(s) URL"))
-                .transpose()
-        };
+        let env = Env::new(get);
         let seconds = |name: &str, default: &str| -> anyhow::Result<Duration> {
-            let value = var(name, default);
-            let secs: u64 = parse(name, &value, "a whole number of seconds")?;
-            Ok(Duration::from_secs(secs))
+            Ok(Duration::from_secs(env.parse(
+                name,
+                default,
+                "a whole number of seconds",
+            )?))
         };
 
-        let database_url = url(
+        let database_url = env.url(
             "ACCOUNTS_DATABASE_URL",
             "postgres://postgres@localhost:5432/accounts",
             &["postgres", "postgresql"],
         )?;
-        let amqp_url = url(
+        let amqp_url = env.url(
             "AMQP_URL",
             "amqp://guest:guest@localhost:5672/%2f",
             &["amqp", "amqps"],
         )?;
-        let addr = parse(
+        let addr = env.parse(
             "ACCOUNTS_ADDR",
-            &var("ACCOUNTS_ADDR", "127.0.0.1:8080"),
+            "127.0.0.1:8080",
             "host:port, such as 127.0.0.1:8080",
         )?;
-        let mut public_url = url(
+        let mut public_url = env.url(
             "ACCOUNTS_PUBLIC_URL",
             "http://localhost:8080",
             &["http", "https"],
@@ -109,11 +77,8 @@ impl Settings {
             public_url.set_path(&format!("{}/", public_url.path()));
         }
 
-        let bcrypt_cost: u32 = parse(
-            "ACCOUNTS_BCRYPT_COST",
-            &var("ACCOUNTS_BCRYPT_COST", "12"),
-            "an integer from 4 to 31",
-        )?;
+        let bcrypt_cost: u32 =
+            env.parse("ACCOUNTS_BCRYPT_COST", "12", "an integer from 4 to 31")?;
         if !(4..=31).contains(&bcrypt_cost) {
             return Err(anyhow!(
                 "ACCOUNTS_BCRYPT_COST={bcrypt_cost} is out of range; expected an integer from 4 to 31"
@@ -121,46 +86,25 @@ impl Settings {
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let default_concurrency = cores.saturating_sub(1).max(1).to_string();
-        let hash_concurrency: usize = parse(
-            "ACCOUNTS_HASH_CONCURRENCY",
-            &var("ACCOUNTS_HASH_CONCURRENCY", &default_concurrency),
-            "a positive integer",
-        )?;
-        let hash_queue: usize = parse(
+        let hash_concurrency =
+            env.positive("ACCOUNTS_HASH_CONCURRENCY", &default_concurrency)? as usize;
+        let hash_queue: usize = env.parse(
             "ACCOUNTS_HASH_QUEUE",
-            &var("ACCOUNTS_HASH_QUEUE", &(hash_concurrency * 8).to_string()),
+            &(hash_concurrency * 8).to_string(),
             "a non-negative integer",
         )?;
-        if hash_concurrency == 0 {
-            return Err(anyhow!(
-                "ACCOUNTS_HASH_CONCURRENCY=0 would never hash; expected a positive integer"
-            ));
-        }
 
-        let jwt_key_file = get("ACCOUNTS_JWT_KEY_FILE").filter(|v| !v.trim().is_empty());
+        let jwt_key_file = env.optional("ACCOUNTS_JWT_KEY_FILE");
         let jwt_key_is_default = jwt_key_file.is_none();
         let jwt_key_file =
             PathBuf::from(jwt_key_file.unwrap_or_else(|| DEFAULT_JWT_KEY_FILE.into()));
-        let jwt_previous_key_files = var("ACCOUNTS_JWT_PREVIOUS_KEY_FILES", "")
+        let jwt_previous_key_files = env
+            .var("ACCOUNTS_JWT_PREVIOUS_KEY_FILES", "")
             .split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
             .map(PathBuf::from)
             .collect();
-
-        let require_verified_email = match var("ACCOUNTS_REQUIRE_VERIFIED_EMAIL", "false")
-            .trim()
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "1" | "true" | "yes" | "on" => true,
-            "0" | "false" | "no" | "off" | "" => false,
-            other => {
-                return Err(anyhow!(
-                    "ACCOUNTS_REQUIRE_VERIFIED_EMAIL={other:?} is not valid; expected true or false"
-                ));
-            }
-        };
 
         Ok(Self {
             database_url: SecretString::from(database_url.to_string()),
@@ -173,18 +117,13 @@ impl Settings {
             jwt_key_file,
             jwt_key_is_default,
             jwt_previous_key_files,
-            confirm_success_url: optional_url("ACCOUNTS_CONFIRM_SUCCESS_URL")?,
-            confirm_failure_url: optional_url("ACCOUNTS_CONFIRM_FAILURE_URL")?,
-            reset_password_url: optional_url("ACCOUNTS_RESET_PASSWORD_URL")?,
-            require_verified_email,
+            confirm_success_url: env.optional_url("ACCOUNTS_CONFIRM_SUCCESS_URL")?,
+            confirm_failure_url: env.optional_url("ACCOUNTS_CONFIRM_FAILURE_URL")?,
+            reset_password_url: env.optional_url("ACCOUNTS_RESET_PASSWORD_URL")?,
+            require_verified_email: env.flag("ACCOUNTS_REQUIRE_VERIFIED_EMAIL", false)?,
             lockout: seconds("ACCOUNTS_LOCKOUT_SECONDS", "900")?,
             outbox_poll_interval: Duration::from_millis(
-                parse::<u64>(
-                    "ACCOUNTS_OUTBOX_POLL_MS",
-                    &var("ACCOUNTS_OUTBOX_POLL_MS", "1000"),
-                    "milliseconds",
-                )
-                .context("outbox poll interval")?,
+                env.positive("ACCOUNTS_OUTBOX_POLL_MS", "1000")?,
             ),
             outbox_retention: seconds("ACCOUNTS_OUTBOX_RETENTION_SECONDS", "604800")?,
         })

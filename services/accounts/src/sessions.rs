@@ -29,6 +29,7 @@ struct NewRefreshToken {
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = refresh_tokens)]
 struct StoredToken {
+    id: Uuid,
     family_id: Uuid,
     user_id: Uuid,
     expires_at: DateTime<Utc>,
@@ -96,12 +97,10 @@ pub async fn rotate(conn: &mut AsyncPgConnection, presented: &str) -> QueryResul
         revoke_family(conn, stored.family_id).await?;
         return Ok(Rotation::Reused);
     }
-    diesel::update(
-        refresh_tokens::table.filter(refresh_tokens::token_hash.eq(refresh::digest(presented))),
-    )
-    .set(refresh_tokens::used_at.eq(now))
-    .execute(conn)
-    .await?;
+    diesel::update(refresh_tokens::table.find(stored.id))
+        .set(refresh_tokens::used_at.eq(now))
+        .execute(conn)
+        .await?;
     let refresh_token = issue(
         conn,
         stored.user_id,

@@ -1,12 +1,12 @@
 //! Settings from the environment (and `.env`). Every bad value fails startup with a message that
 //! names the variable and says what it should look like.
 
-use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::anyhow;
 use lettre::message::Mailbox;
 use secrecy::SecretString;
-use url::Url;
+use settings::Env;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -36,48 +36,15 @@ pub struct Settings {
 impl Settings {
     /// Reads the process environment, after loading `.env` when there is one.
     pub fn from_env() -> anyhow::Result<Self> {
-        match dotenvy::dotenv() {
-            Ok(_) => {}
-            Err(e) if e.not_found() => {}
-            Err(e) => return Err(anyhow!("could not read .env: {e}")),
-        }
+        settings::load_dotenv()?;
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Builds settings from any variable source; tests pass a map.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let var = |name: &str, default: &str| {
-            get(name)
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or_else(|| default.to_string())
-        };
-        fn parse<T: FromStr>(name: &str, value: &str, hint: &str) -> anyhow::Result<T> {
-            value
-                .trim()
-                .parse()
-                .map_err(|_| anyhow!("{name}={value:?} is not valid; expected {hint}"))
-        }
-        let url = |name: &str, default: &str, schemes: &[&str]| -> anyhow::Result<Url> {
-            let hint = format!("a URL starting with {}", schemes.join("://, ") + "://");
-            let value = var(name, default);
-            let url: Url = parse(name, &value, &hint)?;
-            if !schemes.contains(&url.scheme()) {
-                return Err(anyhow!(
-                    "{name} has scheme {:?}; expected {hint}",
-                    url.scheme()
-                ));
-            }
-            Ok(url)
-        };
-        let positive = |name: &str, default: &str| -> anyhow::Result<u64> {
-            let value: u64 = parse(name, &var(name, default), "a positive integer")?;
-            if value == 0 {
-                return Err(anyhow!(
-                    "{name}=0 is not valid; expected a positive integer"
-                ));
-            }
-            Ok(value)
-        };
+        let env = Env::new(get);
+        let url = |name: &str, default: &str, schemes: &[&str]| env.url(name, default, schemes);
+        let positive = |name: &str, default: &str| env.positive(name, default);
 
         let database_url = url(
             "MAILER_DATABASE_URL",
@@ -94,19 +61,17 @@ impl Settings {
             "smtp://localhost:1025",
             &["smtp", "smtps"],
         )?;
-        let from: Mailbox = parse(
+        let from: Mailbox = env.parse(
             "MAILER_FROM",
-            &var("MAILER_FROM", "Accounts <noreply@localhost>"),
+            "Accounts <noreply@localhost>",
             "a mailbox such as \"Accounts <noreply@example.com>\"",
         )?;
-        let addr = parse(
+        let addr = env.parse(
             "MAILER_ADDR",
-            &var("MAILER_ADDR", "127.0.0.1:8081"),
+            "127.0.0.1:8081",
             "host:port, such as 127.0.0.1:8081",
         )?;
-        let templates_dir = get("MAILER_TEMPLATES_DIR")
-            .filter(|v| !v.trim().is_empty())
-            .map(PathBuf::from);
+        let templates_dir = env.optional("MAILER_TEMPLATES_DIR").map(PathBuf::from);
         if let Some(dir) = &templates_dir
             && !dir.is_dir()
         {

@@ -306,15 +306,7 @@ fn base64url(text: &str) -> String {
 #[tokio::test]
 async fn jwks_publishes_the_signing_key() {
     let app = spawn_app().await;
-    let jwks: Value = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = app.get_json("/.well-known/jwks.json").await;
     let key = &jwks["keys"][0];
     assert_eq!(key["kty"], "OKP");
     assert_eq!(key["crv"], "Ed25519");

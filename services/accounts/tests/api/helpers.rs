@@ -213,17 +213,20 @@ impl TestApp {
         jsonwebtoken::encode(&header, claims, &key).expect("sign")
     }
 
-    /// The kid the app signs with, read from its JWKS.
-    pub async fn kid(&self) -> String {
-        let jwks: Value = self
+    /// GETs `path` and parses the JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self
             .client
-            .get(self.url("/.well-known/jwks.json"))
+            .get(self.url(path))
             .send()
             .await
-            .expect("jwks")
-            .json()
-            .await
-            .expect("json");
+            .expect("request");
+        response.json().await.expect("a JSON body")
+    }
+
+    /// The kid the app signs with, read from its JWKS.
+    pub async fn kid(&self) -> String {
+        let jwks = self.get_json("/.well-known/jwks.json").await;
         jwks["keys"][0]["kid"].as_str().expect("kid").to_string()
     }
 }

@@ -29,15 +29,7 @@ const ROUTES: &[(&str, &str)] = &[
 #[tokio::test]
 async fn the_document_covers_every_route_and_every_documented_route_exists() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.get_json("/openapi.json").await;
     let documented: BTreeSet<(String, String)> = doc["paths"]
         .as_object()
         .unwrap()
@@ -84,15 +76,7 @@ async fn the_document_covers_every_route_and_every_documented_route_exists() {
 #[tokio::test]
 async fn user_schema_matches_real_responses() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.get_json("/openapi.json").await;
     let schema = &doc["components"]["schemas"]["UserBody"];
     let properties: BTreeSet<String> = schema["properties"]
         .as_object()
