@@ -5,12 +5,9 @@ use std::{collections::HashMap, time::Duration};
 use diesel_async::SimpleAsyncConnection;
 use futures_util::StreamExt;
 use lapin::{
-    Connection, ConnectionProperties, ExchangeKind,
+    Connection, ConnectionProperties,
     message::Delivery,
-    options::{
-        BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
-        QueueDeclareOptions,
-    },
+    options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
     types::FieldTable,
 };
 use reqwest::StatusCode;
@@ -31,18 +28,7 @@ impl Tap {
             .await
             .unwrap();
         let channel = connection.create_channel().await.unwrap();
-        channel
-            .exchange_declare(
-                "accounts.events".into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        amqp::declare_events_exchange(&channel).await.unwrap();
         channel
             .queue_declare(
                 "tap".into(),

@@ -43,46 +43,47 @@ fn snapshot(name: &str, mail: &RenderedMail) {
     );
 }
 
-#[test]
-fn user_registered() {
-    let mail = Templates::embedded()
+/// The welcome mail for `email`, as the templates render it.
+fn registered(email: &str, username: Option<&str>, confirmation_url: &str) -> RenderedMail {
+    Templates::embedded()
         .render(&Event::UserRegistered(UserRegistered {
             user_id: user_id(),
-            email: "ada@example.com".into(),
-            username: Some("ada".into()),
-            confirmation_url: "http://localhost:8080/api/users/confirm?token=abc&x=1".into(),
+            email: email.into(),
+            username: username.map(Into::into),
+            confirmation_url: confirmation_url.into(),
             confirmation_expires_at: at(),
         }))
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn user_registered() {
+    let mail = registered(
+        "ada@example.com",
+        Some("ada"),
+        "http://localhost:8080/api/users/confirm?token=abc&x=1",
+    );
     snapshot("user-registered", &mail);
 }
 
 #[test]
 fn user_registered_without_a_username_greets_the_local_part() {
-    let mail = Templates::embedded()
-        .render(&Event::UserRegistered(UserRegistered {
-            user_id: user_id(),
-            email: "grace.hopper@example.com".into(),
-            username: None,
-            confirmation_url: "http://localhost:8080/api/users/confirm?token=abc".into(),
-            confirmation_expires_at: at(),
-        }))
-        .unwrap();
+    let mail = registered(
+        "grace.hopper@example.com",
+        None,
+        "http://localhost:8080/api/users/confirm?token=abc",
+    );
     assert!(mail.text.contains("Hello, grace.hopper!"));
     assert!(mail.html.contains("Hello, grace.hopper!"));
 }
 
 #[test]
 fn html_in_a_username_is_escaped() {
-    let mail = Templates::embedded()
-        .render(&Event::UserRegistered(UserRegistered {
-            user_id: user_id(),
-            email: "mallory@example.com".into(),
-            username: Some("<script>alert(1)</script>".into()),
-            confirmation_url: "http://localhost:8080/api/users/confirm?token=abc".into(),
-            confirmation_expires_at: at(),
-        }))
-        .unwrap();
+    let mail = registered(
+        "mallory@example.com",
+        Some("<script>alert(1)</script>"),
+        "http://localhost:8080/api/users/confirm?token=abc",
+    );
     assert!(!mail.html.contains("<script>"), "{}", mail.html);
     assert!(
         mail.html
