@@ -11,6 +11,7 @@ use std::{sync::Arc, time::Duration};
 use crossbeam_channel::{Sender, TrySendError};
 use secrecy::{ExposeSecret, SecretString};
 use thread_priority::{ThreadPriority, ThreadPriorityValue};
+use tokio::sync::oneshot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashingError {
@@ -64,24 +65,29 @@ impl PasswordHasher {
                 })
                 .expect("spawning a bcrypt worker thread");
         }
-        let mut hasher = Self {
+        let started = std::time::Instant::now();
+        // With no queue, a job is only taken by a worker already waiting; the workers may still
+        // be starting, so retry briefly rather than fail the startup.
+        let pending = loop {
+            let work = move || bcrypt::non_truncating_hash("timing-equalizer-not-a-password", cost);
+            match submit(&jobs, work) {
+                Err(HashingError::Busy { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await
+                }
+                other => break other?,
+            }
+        };
+        let dummy_hash = pending.await.map_err(|_| HashingError::WorkersGone)??;
+        Ok(Self {
             inner: Arc::new(Inner {
                 cost,
                 concurrency,
                 queue,
                 jobs,
-                dummy_hash: String::new(),
-                hash_time: Duration::ZERO,
+                dummy_hash,
+                hash_time: started.elapsed(),
             }),
-        };
-        let started = std::time::Instant::now();
-        let dummy_hash = hasher
-            .run(move || bcrypt::non_truncating_hash("timing-equalizer-not-a-password", cost))
-            .await?;
-        let inner = Arc::get_mut(&mut hasher.inner).expect("not shared yet");
-        inner.hash_time = started.elapsed();
-        inner.dummy_hash = dummy_hash;
-        Ok(hasher)
+        })
     }
 
     pub async fn hash(&self, password: &SecretString) -> Result<String, HashingError> {
@@ -140,17 +146,47 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
     ) -> Result<T, HashingError> {
-        let (done, result) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
-            // The requester may have gone (client disconnected); the hash still ran its course.
-            let _ = done.send(work());
-        });
-        match self.inner.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(self.busy()),
-            Err(TrySendError::Disconnected(_)) => return Err(HashingError::WorkersGone),
-        }
+        let result = match submit(&self.inner.jobs, work) {
+            Err(HashingError::Busy { .. }) => return Err(self.busy()),
+            other => other?,
+        };
         metrics::gauge!("accounts_hashing_queue_depth").set(self.queue_depth() as f64);
-        Ok(result.await.map_err(|_| HashingError::WorkersGone)??)
+        result.await.map_err(|_| HashingError::WorkersGone)?
+    }
+}
+
+/// Queues `work` for a worker without waiting; `Busy` (without a Retry-After yet) when the queue is full.
+fn submit<T: Send + 'static>(
+    jobs: &Sender<Job>,
+    work: impl FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
+) -> Result<oneshot::Receiver<Result<T, HashingError>>, HashingError> {
+    let (done, result) = oneshot::channel();
+    let job: Job = Box::new(move || {
+        // The requester may have gone (client disconnected); the hash still ran its course.
+        let _ = done.send(work().map_err(HashingError::from));
+    });
+    match jobs.try_send(job) {
+        Ok(()) => Ok(result),
+        Err(TrySendError::Full(_)) => Err(HashingError::Busy {
+            retry_after: Duration::ZERO,
+        }),
+        Err(TrySendError::Disconnected(_)) => Err(HashingError::WorkersGone),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hashes_verifies_and_starts_without_a_queue() {
+        let hasher = PasswordHasher::new(4, 1, 0).await.unwrap();
+        let password = SecretString::from("tutad1234".to_string());
+        let hash = hasher.hash(&password).await.unwrap();
+        assert!(hasher.verify(&password, Some(hash.clone())).await.unwrap());
+        let wrong = SecretString::from("tutad12345".to_string());
+        assert!(!hasher.verify(&wrong, Some(hash)).await.unwrap());
+        // No account: the dummy hash is checked, and the answer is always no.
+        assert!(!hasher.verify(&password, None).await.unwrap());
     }
 }

@@ -27,6 +27,8 @@ use crate::{db::Pool, schema::outbox};
 
 const BATCH: i64 = 500;
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
+/// The backlog gauges are refreshed at most this often, not on every wake.
+const BACKLOG_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 enum RelayError {
@@ -61,6 +63,7 @@ impl OutboxRelay {
         ));
         let mut reconnect = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let mut last_housekeeping: Option<Instant> = None;
+        let mut last_backlog: Option<Instant> = None;
         'connect: while !shutdown.is_cancelled() {
             let publisher = match self.connect().await {
                 Ok(publisher) => {
@@ -114,8 +117,11 @@ impl OutboxRelay {
                     }
                     last_housekeeping = Some(Instant::now());
                 }
-                if let Err(e) = self.record_backlog().await {
-                    tracing::debug!(error = %e, "could not measure the outbox backlog");
+                if last_backlog.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
+                    if let Err(e) = self.record_backlog().await {
+                        tracing::debug!(error = %e, "could not measure the outbox backlog");
+                    }
+                    last_backlog = Some(Instant::now());
                 }
                 tokio::select! {
                     () = wake.notified() => {}
