@@ -85,7 +85,6 @@ pub async fn register(
     let phone_number = text("phone_number", &input.phone_number);
     let address = text("address", &input.address);
 
-    state.hasher.check_capacity()?;
     let mut conn = state.pool.get().await?;
     if let Some(email) = &email
         && users::find_by_email(&mut conn, email.as_str())
