@@ -8,10 +8,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::Sender;
 use secrecy::{ExposeSecret, SecretString};
 use thread_priority::{ThreadPriority, ThreadPriorityValue};
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashingError {
@@ -38,6 +38,9 @@ struct Inner {
     concurrency: usize,
     queue: usize,
     jobs: Sender<Job>,
+    /// One permit per job in the system (running or waiting), held until the job finishes, so
+    /// the budget is exact even while a worker is between jobs.
+    admission: Arc<Semaphore>,
     /// Verified against when the account does not exist, so both paths cost one bcrypt.
     dummy_hash: String,
     /// How long one hash took at startup, for Retry-After.
@@ -47,7 +50,9 @@ struct Inner {
 impl PasswordHasher {
     /// Starts the workers and measures one hash at `cost` (which also produces the dummy hash).
     pub async fn new(cost: u32, concurrency: usize, queue: usize) -> Result<Self, HashingError> {
-        let (jobs, receiver) = crossbeam_channel::bounded::<Job>(queue);
+        // Admission bounds the jobs in flight, so the channel itself never fills.
+        let admission = Arc::new(Semaphore::new(concurrency + queue));
+        let (jobs, receiver) = crossbeam_channel::bounded::<Job>(concurrency + queue);
         for n in 0..concurrency {
             let receiver = receiver.clone();
             std::thread::Builder::new()
@@ -66,17 +71,9 @@ impl PasswordHasher {
                 .expect("spawning a bcrypt worker thread");
         }
         let started = std::time::Instant::now();
-        // With no queue, a job is only taken by a worker already waiting; the workers may still
-        // be starting, so retry briefly rather than fail the startup.
-        let pending = loop {
-            let work = move || bcrypt::non_truncating_hash("timing-equalizer-not-a-password", cost);
-            match submit(&jobs, work) {
-                Err(HashingError::Busy { .. }) => {
-                    tokio::time::sleep(Duration::from_millis(1)).await
-                }
-                other => break other?,
-            }
-        };
+        let pending = submit(&jobs, &admission, move || {
+            bcrypt::non_truncating_hash("timing-equalizer-not-a-password", cost)
+        })?;
         let dummy_hash = pending.await.map_err(|_| HashingError::WorkersGone)??;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -84,6 +81,7 @@ impl PasswordHasher {
                 concurrency,
                 queue,
                 jobs,
+                admission,
                 dummy_hash,
                 hash_time: started.elapsed(),
             }),
@@ -128,8 +126,7 @@ impl PasswordHasher {
 
     /// Fails fast, before any other work, when a hash request would be turned away now.
     pub fn check_capacity(&self) -> Result<(), HashingError> {
-        // A zero-capacity queue reports itself full; only a real queue can be.
-        if self.inner.queue > 0 && self.inner.jobs.is_full() {
+        if self.inner.admission.available_permits() == 0 {
             return Err(self.busy());
         }
         Ok(())
@@ -146,7 +143,7 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
     ) -> Result<T, HashingError> {
-        let result = match submit(&self.inner.jobs, work) {
+        let result = match submit(&self.inner.jobs, &self.inner.admission, work) {
             Err(HashingError::Busy { .. }) => return Err(self.busy()),
             other => other?,
         };
@@ -155,23 +152,28 @@ impl PasswordHasher {
     }
 }
 
-/// Queues `work` for a worker without waiting; `Busy` (without a Retry-After yet) when the queue is full.
+/// Queues `work` for a worker without waiting; `Busy` (without a Retry-After yet) when the budget is spent.
 fn submit<T: Send + 'static>(
     jobs: &Sender<Job>,
+    admission: &Arc<Semaphore>,
     work: impl FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
 ) -> Result<oneshot::Receiver<Result<T, HashingError>>, HashingError> {
+    let Ok(permit) = admission.clone().try_acquire_owned() else {
+        return Err(HashingError::Busy {
+            retry_after: Duration::ZERO,
+        });
+    };
     let (done, result) = oneshot::channel();
     let job: Job = Box::new(move || {
-        // The requester may have gone (client disconnected); the hash still ran its course.
-        let _ = done.send(work().map_err(HashingError::from));
+        // The place in the budget is freed when the hash is done, before the requester hears,
+        // so its next request finds it free. The requester may have gone (client disconnected);
+        // the hash still ran its course.
+        let result = work().map_err(HashingError::from);
+        drop(permit);
+        let _ = done.send(result);
     });
-    match jobs.try_send(job) {
-        Ok(()) => Ok(result),
-        Err(TrySendError::Full(_)) => Err(HashingError::Busy {
-            retry_after: Duration::ZERO,
-        }),
-        Err(TrySendError::Disconnected(_)) => Err(HashingError::WorkersGone),
-    }
+    jobs.try_send(job).map_err(|_| HashingError::WorkersGone)?;
+    Ok(result)
 }
 
 #[cfg(test)]
