@@ -52,7 +52,7 @@ fi
 
 say "building accounts and mailer ($PROFILE)"
 if [ "$PROFILE" = release ]; then cargo build --release -p accounts -p mailer; else cargo build -p accounts -p mailer; fi
-bin=target/$PROFILE
+bin=${CARGO_TARGET_DIR:-target}/$PROFILE
 
 prefixed accounts 36 "$bin/accounts"
 prefixed mailer 33 "$bin/mailer"
