@@ -36,6 +36,14 @@ pub enum Event {
     EmailConfirmationRequested(EmailConfirmationRequested),
     PasswordResetRequested(PasswordResetRequested),
     PasswordChanged(PasswordChanged),
+    EmailChanged(EmailChanged),
+    NewSignIn(NewSignIn),
+    RoleChanged(RoleChanged),
+}
+
+/// The language of the mail when a payload carries none (messages written before `locale` existed).
+pub fn default_locale() -> String {
+    "en".into()
 }
 
 /// A new account exists; the mail welcomes the user and carries the confirmation link.
@@ -46,6 +54,9 @@ pub struct UserRegistered {
     pub username: Option<String>,
     pub confirmation_url: String,
     pub confirmation_expires_at: DateTime<Utc>,
+    /// The user's language (BCP 47), for the mail.
+    #[serde(default = "default_locale")]
+    pub locale: String,
 }
 
 /// The user asked for a new confirmation link, or changed their email.
@@ -56,6 +67,9 @@ pub struct EmailConfirmationRequested {
     pub username: Option<String>,
     pub confirmation_url: String,
     pub confirmation_expires_at: DateTime<Utc>,
+    /// The user's language (BCP 47), for the mail.
+    #[serde(default = "default_locale")]
+    pub locale: String,
 }
 
 /// The user asked to reset a forgotten password; the link works once.
@@ -66,6 +80,9 @@ pub struct PasswordResetRequested {
     pub username: Option<String>,
     pub reset_url: String,
     pub reset_expires_at: DateTime<Utc>,
+    /// The user's language (BCP 47), for the mail.
+    #[serde(default = "default_locale")]
+    pub locale: String,
 }
 
 /// The password changed (through a reset or a change); a security notice to the user.
@@ -75,15 +92,66 @@ pub struct PasswordChanged {
     pub email: String,
     pub username: Option<String>,
     pub changed_at: DateTime<Utc>,
+    /// The user's language (BCP 47), for the mail.
+    #[serde(default = "default_locale")]
+    pub locale: String,
+}
+
+/// The account's address changed; sent to the OLD address, with a link that undoes the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmailChanged {
+    pub user_id: Uuid,
+    /// The old address: the recipient.
+    pub email: String,
+    pub new_email: String,
+    pub username: Option<String>,
+    pub changed_at: DateTime<Utc>,
+    pub revert_url: String,
+    pub revert_expires_at: DateTime<Utc>,
+    #[serde(default = "default_locale")]
+    pub locale: String,
+}
+
+/// A sign-in from a device not seen for this user lately; the link ends that session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewSignIn {
+    pub user_id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    /// A short description of the browser or client ("Firefox on Linux").
+    pub device: String,
+    /// The client address, as the approximate place.
+    pub ip: String,
+    pub signed_in_at: DateTime<Utc>,
+    pub reject_url: String,
+    pub reject_expires_at: DateTime<Utc>,
+    #[serde(default = "default_locale")]
+    pub locale: String,
+}
+
+/// A role was granted to or revoked from the user; a security notice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleChanged {
+    pub user_id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    pub role: String,
+    pub granted: bool,
+    pub changed_at: DateTime<Utc>,
+    #[serde(default = "default_locale")]
+    pub locale: String,
 }
 
 impl Event {
     /// Every routing key, for consumers that bind to all of them.
-    pub const TYPES: [&'static str; 4] = [
+    pub const TYPES: [&'static str; 7] = [
         "user-registered",
         "email-confirmation-requested",
         "password-reset-requested",
         "password-changed",
+        "email-changed",
+        "new-sign-in",
+        "role-changed",
     ];
 
     /// The event type, which is also the routing key.
@@ -93,6 +161,9 @@ impl Event {
             Event::EmailConfirmationRequested(_) => Self::TYPES[1],
             Event::PasswordResetRequested(_) => Self::TYPES[2],
             Event::PasswordChanged(_) => Self::TYPES[3],
+            Event::EmailChanged(_) => Self::TYPES[4],
+            Event::NewSignIn(_) => Self::TYPES[5],
+            Event::RoleChanged(_) => Self::TYPES[6],
         }
     }
 
@@ -103,6 +174,22 @@ impl Event {
             Event::EmailConfirmationRequested(e) => &e.email,
             Event::PasswordResetRequested(e) => &e.email,
             Event::PasswordChanged(e) => &e.email,
+            Event::EmailChanged(e) => &e.email,
+            Event::NewSignIn(e) => &e.email,
+            Event::RoleChanged(e) => &e.email,
+        }
+    }
+
+    /// The language the mail should be written in.
+    pub fn locale(&self) -> &str {
+        match self {
+            Event::UserRegistered(e) => &e.locale,
+            Event::EmailConfirmationRequested(e) => &e.locale,
+            Event::PasswordResetRequested(e) => &e.locale,
+            Event::PasswordChanged(e) => &e.locale,
+            Event::EmailChanged(e) => &e.locale,
+            Event::NewSignIn(e) => &e.locale,
+            Event::RoleChanged(e) => &e.locale,
         }
     }
 }
@@ -151,6 +238,7 @@ mod tests {
             username: Some("ada".into()),
             confirmation_url: "http://localhost:8080/api/users/confirm?token=t".into(),
             confirmation_expires_at: Utc::now(),
+            locale: "en".into(),
         }))
     }
 
@@ -185,6 +273,7 @@ mod tests {
                 username: None,
                 confirmation_url: "u".into(),
                 confirmation_expires_at: now,
+                locale: "fr".into(),
             }),
             Event::PasswordResetRequested(PasswordResetRequested {
                 user_id,
@@ -192,12 +281,44 @@ mod tests {
                 username: None,
                 reset_url: "r".into(),
                 reset_expires_at: now,
+                locale: "en".into(),
             }),
             Event::PasswordChanged(PasswordChanged {
                 user_id,
                 email: "d@example.com".into(),
                 username: Some("d".into()),
                 changed_at: now,
+                locale: "en".into(),
+            }),
+            Event::EmailChanged(EmailChanged {
+                user_id,
+                email: "old@example.com".into(),
+                new_email: "new@example.com".into(),
+                username: None,
+                changed_at: now,
+                revert_url: "v".into(),
+                revert_expires_at: now,
+                locale: "en".into(),
+            }),
+            Event::NewSignIn(NewSignIn {
+                user_id,
+                email: "e@example.com".into(),
+                username: None,
+                device: "Firefox on Linux".into(),
+                ip: "192.0.2.1".into(),
+                signed_in_at: now,
+                reject_url: "x".into(),
+                reject_expires_at: now,
+                locale: "fr".into(),
+            }),
+            Event::RoleChanged(RoleChanged {
+                user_id,
+                email: "f@example.com".into(),
+                username: None,
+                role: "support".into(),
+                granted: true,
+                changed_at: now,
+                locale: "en".into(),
             }),
         ];
         for (event, kind) in events.into_iter().zip(Event::TYPES) {
@@ -206,6 +327,14 @@ mod tests {
             let back = Envelope::from_json(&envelope.to_json()).unwrap();
             assert_eq!(back, envelope);
         }
+    }
+
+    #[test]
+    fn a_payload_without_locale_reads_as_english() {
+        let mut value = serde_json::to_value(registered()).unwrap();
+        value["data"].as_object_mut().unwrap().remove("locale");
+        let back = Envelope::from_json(value.to_string().as_bytes()).unwrap();
+        assert_eq!(back.event.locale(), "en");
     }
 
     #[test]

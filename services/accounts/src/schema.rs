@@ -21,6 +21,7 @@ diesel::table! {
         last_login -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        locale -> Text,
     }
 }
 
@@ -70,5 +71,37 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sessions (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        created_at -> Timestamptz,
+        last_used_at -> Timestamptz,
+        auth_time -> Timestamptz,
+        expires_at -> Timestamptz,
+        ended_at -> Nullable<Timestamptz>,
+        user_agent -> Text,
+        ip -> Text,
+    }
+}
+
+diesel::table! {
+    known_devices (user_id, device) {
+        user_id -> Uuid,
+        device -> Text,
+        last_seen_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    used_links (jti) {
+        jti -> Uuid,
+        expires_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(refresh_tokens -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, refresh_tokens);
+diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(refresh_tokens -> sessions (family_id));
+diesel::joinable!(known_devices -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(users, refresh_tokens, sessions, known_devices);
