@@ -1,15 +1,22 @@
-//! The authentication extractor: a handler that takes [`Authenticated`] only runs for a live,
-//! active user whose token was issued under their current token version.
+//! The authentication extractor: a handler that takes [`Authenticated`] only runs for an active
+//! user whose token was issued under their current token version, in a session that has not ended.
+//! Both are checked in one read, so a revocation that committed before the read always wins.
 
 use std::{future::Future, pin::Pin};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
 use crate::{
     error::{ApiError, NO_CREDENTIALS},
+    schema::{sessions, users},
     state::AppState,
     tokens::{Claims, Purpose},
-    users::{self, User},
+    users::User,
 };
 
 pub const DEACTIVATED: &str = "This account is deactivated.";
@@ -17,8 +24,41 @@ pub const DEACTIVATED: &str = "This account is deactivated.";
 pub struct Authenticated {
     pub user: User,
     pub claims: Claims,
+    /// The session the token belongs to.
+    pub session_id: Uuid,
     /// The access token as presented.
     pub token: String,
+}
+
+impl Authenticated {
+    /// When the password that began this session was entered.
+    pub fn auth_time(&self) -> DateTime<Utc> {
+        self.claims
+            .auth_time
+            .and_then(|t| DateTime::from_timestamp(t, 0))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+}
+
+/// The user and, when it is theirs and still live, the session `sid` names: one round trip.
+async fn user_in_session(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    session_id: Uuid,
+) -> QueryResult<Option<(User, Option<Uuid>)>> {
+    users::table
+        .left_join(
+            sessions::table.on(sessions::id
+                .eq(session_id)
+                .and(sessions::user_id.eq(users::id))
+                .and(sessions::ended_at.is_null())
+                .and(sessions::expires_at.gt(diesel::dsl::now))),
+        )
+        .filter(users::id.eq(user_id))
+        .select((User::as_select(), sessions::id.nullable()))
+        .first(conn)
+        .await
+        .optional()
 }
 
 impl FromRequest for Authenticated {
@@ -35,11 +75,12 @@ impl FromRequest for Authenticated {
                 .tokens
                 .verify(&token, Purpose::Access)
                 .map_err(|_| ApiError::bad_token())?;
+            let session_id = claims.sid.ok_or_else(ApiError::bad_token)?;
             let mut conn = state.pool.get().await?;
-            let user = users::find(&mut conn, claims.sub)
+            let (user, live_session) = user_in_session(&mut conn, claims.sub, session_id)
                 .await?
                 .ok_or_else(ApiError::bad_token)?;
-            if claims.ver != Some(user.token_version) {
+            if claims.ver != Some(user.token_version) || live_session.is_none() {
                 return Err(ApiError::bad_token());
             }
             if !user.active {
@@ -48,6 +89,7 @@ impl FromRequest for Authenticated {
             Ok(Self {
                 user,
                 claims,
+                session_id,
                 token,
             })
         })

@@ -31,6 +31,12 @@ pub struct Settings {
     pub reset_password_url: Option<Url>,
     pub require_verified_email: bool,
     pub lockout: Duration,
+    /// How long after a password entry a session may change the email without `current_password`.
+    pub reauth: Duration,
+    /// How long the "this wasn't me" link of an email change works.
+    pub email_revert: Duration,
+    /// How long a just-used refresh token may be used again (lost response, two tabs).
+    pub refresh_grace: Duration,
     pub outbox_poll_interval: Duration,
     pub outbox_retention: Duration,
 }
@@ -122,6 +128,9 @@ impl Settings {
             reset_password_url: env.optional_url("ACCOUNTS_RESET_PASSWORD_URL")?,
             require_verified_email: env.flag("ACCOUNTS_REQUIRE_VERIFIED_EMAIL", false)?,
             lockout: seconds("ACCOUNTS_LOCKOUT_SECONDS", "900")?,
+            reauth: seconds("ACCOUNTS_REAUTH_SECONDS", "300")?,
+            email_revert: seconds("ACCOUNTS_EMAIL_REVERT_SECONDS", "604800")?,
+            refresh_grace: seconds("ACCOUNTS_REFRESH_REUSE_GRACE_SECONDS", "10")?,
             outbox_poll_interval: Duration::from_millis(
                 env.positive("ACCOUNTS_OUTBOX_POLL_MS", "1000")?,
             ),
@@ -156,6 +165,9 @@ mod tests {
         assert_eq!(s.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.bcrypt_cost, 12);
         assert!(s.jwt_key_is_default);
+        assert_eq!(s.reauth, Duration::from_secs(300));
+        assert_eq!(s.email_revert, Duration::from_secs(604_800));
+        assert_eq!(s.refresh_grace, Duration::from_secs(10));
         assert_eq!(
             s.public_link("api/users/confirm").as_str(),
             "http://localhost:8080/api/users/confirm"
@@ -172,6 +184,8 @@ mod tests {
             ("AMQP_URL", "not a url"),
             ("ACCOUNTS_PUBLIC_URL", ""),
             ("ACCOUNTS_REQUIRE_VERIFIED_EMAIL", "maybe"),
+            ("ACCOUNTS_REAUTH_SECONDS", "-1"),
+            ("ACCOUNTS_REFRESH_REUSE_GRACE_SECONDS", "soon"),
         ] {
             let err = settings(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{err}");

@@ -13,3 +13,32 @@ const MIGRATION_LOCK_KEY: i64 = 0x6163_636f_756e_7473;
 pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     database::migrate(database_url, MIGRATIONS, MIGRATION_LOCK_KEY).await
 }
+
+/// Whether Postgres aborted a transaction only because it raced another one (a serialization
+/// failure or a deadlock): nothing was committed, and running it again is safe.
+pub fn is_transient(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        Error::DatabaseError(_, info) => info.message().contains("deadlock detected"),
+        _ => false,
+    }
+}
+
+/// Runs `attempt` (a whole transaction) again when it lost a race, up to a few times, so a race
+/// between requests never becomes a 500.
+pub async fn retrying<T>(
+    mut attempt: impl AsyncFnMut() -> Result<T, diesel::result::Error>,
+) -> Result<T, diesel::result::Error> {
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(e) if is_transient(&e) && tries < 4 => {
+                tries += 1;
+                metrics::counter!("accounts_transaction_retries_total").increment(1);
+                tokio::time::sleep(std::time::Duration::from_millis(5 << tries)).await;
+            }
+            other => return other,
+        }
+    }
+}

@@ -57,18 +57,20 @@ async fn set_active(settings: &Settings, email: &str, active: bool) -> anyhow::R
     use diesel_async::AsyncConnection;
     let mut conn =
         diesel_async::AsyncPgConnection::establish(settings.database_url.expose_secret()).await?;
-    let email = email.trim().to_lowercase();
-    match accounts::users::set_active(&mut conn, &email, active).await? {
-        0 => anyhow::bail!("no account uses {email}"),
-        _ => {
-            if !active {
-                accounts::sessions::end_all_by_email(&mut conn, &email).await?;
-            }
-            println!(
-                "{email} is now {}",
-                if active { "active" } else { "deactivated" }
-            );
-            Ok(())
-        }
-    }
+    let email = accounts::domain::EmailAddress::parse(email)
+        .map_err(|m| anyhow::anyhow!("{email}: {m}"))?;
+    let Some(user) = accounts::users::find_by_email(&mut conn, email.as_str()).await? else {
+        anyhow::bail!("no account uses {}", email.as_str());
+    };
+    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+        accounts::users::lock(conn, user.id).await?;
+        accounts::users::set_active(conn, user.id, active).await
+    })
+    .await?;
+    println!(
+        "{} is now {}",
+        email.as_str(),
+        if active { "active" } else { "deactivated" }
+    );
+    Ok(())
 }

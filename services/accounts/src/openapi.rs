@@ -11,7 +11,7 @@ use utoipa::{
 use crate::{
     routes::{
         confirm::{self, EmailOnly},
-        health, password, user,
+        email, health, password, sessions, user,
         user::ProfileUpdate,
         users::{self, Credentials, Registration},
     },
@@ -28,6 +28,19 @@ pub struct UserResponse {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
     pub errors: BTreeMap<String, Vec<String>>,
+}
+
+/// What the JSON confirm answer reads out: nothing beyond what the link confirmed.
+#[derive(Serialize, ToSchema)]
+pub struct ConfirmedUser {
+    pub id: uuid::Uuid,
+    pub email: String,
+    pub verified: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConfirmedResponse {
+    pub user: ConfirmedUser,
 }
 
 #[derive(ToSchema)]
@@ -77,9 +90,11 @@ impl Modify for TokenAuth {
         user::current, user::update,
         confirm::confirm, confirm::resend, confirm::success_page, confirm::request_page,
         password::forgot, password::reset, password::reset_page,
+        email::revert, email::revert_page,
+        sessions::list, sessions::delete, sessions::reject_sign_in, sessions::reject_sign_in_page,
         health::healthz, health::readyz, health::metrics, health::jwks,
     ),
-    components(schemas(UserResponse, ErrorBody, RegisterRequest, LoginRequest, ProfileRequest, EmailRequest)),
+    components(schemas(UserResponse, ConfirmedResponse, ErrorBody, RegisterRequest, LoginRequest, ProfileRequest, EmailRequest)),
     modifiers(&TokenAuth),
 )]
 pub struct ApiDoc;

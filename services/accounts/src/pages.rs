@@ -24,6 +24,7 @@ impl Pages {
                 "reset_password.html",
                 include_str!("../templates/reset_password.html"),
             ),
+            ("action.html", include_str!("../templates/action.html")),
         ])
         .expect("the embedded page templates parse");
         tera.autoescape_on(vec![".html"]);

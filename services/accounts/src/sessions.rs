@@ -1,171 +1,311 @@
-//! Refresh-token families. A login starts a family; each refresh rotates the token within it.
-//! Presenting a token that was already rotated means it leaked (or a client replayed it), so the
-//! whole family is revoked (ASVS 10.4.5). There is no grace window: a client that lost the
-//! response to a refresh logs in again.
+//! Sessions. A session is a refresh-token family: a login starts one, each refresh rotates the
+//! token within it, and access tokens carry its id as `sid`, so ending the session stops them at
+//! once.
+//!
+//! Presenting a token that was already rotated means it leaked, or a client lost a response. Within
+//! `ACCOUNTS_REFRESH_REUSE_GRACE_SECONDS` of its first use it yields another pair of the same family
+//! (the lost response, two tabs); after that the whole family is revoked (ASVS 3.5, OAuth 2.0
+//! Security BCP 4.14). The window is the trade-off: a thief who replays a stolen token within
+//! seconds of its owner's refresh gets a pair too, but the owner's next refresh still works and the
+//! session shows up in the device list.
+//!
+//! Every function that changes a session runs inside a transaction that has locked the user's row
+//! first ([`users::lock`]), so rotation and revocation serialize per user and a refresh racing a
+//! logout never leaves a token that works afterwards.
 
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::{schema::refresh_tokens, tokens::refresh};
+use crate::{
+    schema::{refresh_tokens, sessions},
+    tokens::refresh,
+    users::{self, User},
+};
 
 /// Each token lives this long, sliding with every rotation...
 pub const TOKEN_LIFETIME: Duration = Duration::days(14);
 /// ...but no family outlives this, counted from the login.
 pub const FAMILY_LIFETIME: Duration = Duration::days(30);
 
-#[derive(Debug, Insertable)]
-#[diesel(table_name = refresh_tokens)]
-struct NewRefreshToken {
-    id: Uuid,
-    family_id: Uuid,
-    user_id: Uuid,
-    token_hash: Vec<u8>,
-    expires_at: DateTime<Utc>,
-    family_expires_at: DateTime<Utc>,
+/// Where a request comes from, as a session records it.
+#[derive(Debug, Clone, Default)]
+pub struct Device {
+    pub user_agent: String,
+    pub ip: String,
+}
+
+impl Device {
+    /// User agents are client-controlled: keep what a person needs to recognise a device.
+    fn user_agent(&self) -> String {
+        self.user_agent.chars().take(256).collect()
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = sessions)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    pub auth_time: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub user_agent: String,
+    pub ip: String,
+}
+
+/// A new session and its first refresh token.
+pub struct Started {
+    pub session: Session,
+    pub refresh_token: String,
 }
 
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = refresh_tokens)]
 struct StoredToken {
     id: Uuid,
-    family_id: Uuid,
-    user_id: Uuid,
     expires_at: DateTime<Utc>,
-    family_expires_at: DateTime<Utc>,
     used_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
 }
 
 pub enum Rotation {
     Rotated {
-        user_id: Uuid,
+        user: Box<User>,
+        session: Session,
         refresh_token: String,
     },
     /// Unknown, expired or revoked.
     Invalid,
-    /// Already used: the family is now revoked.
+    /// Used again after the grace window: the family is now revoked.
     Reused,
 }
 
-/// Starts a new family for `user_id` and returns its first refresh token.
-pub async fn start(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<String> {
-    let now = Utc::now();
-    issue(conn, user_id, Uuid::now_v7(), now + FAMILY_LIFETIME).await
-}
-
-async fn issue(
+/// Starts a session for `user_id` whose password was entered at `auth_time`.
+pub async fn start(
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
-    family_id: Uuid,
-    family_expires_at: DateTime<Utc>,
-) -> QueryResult<String> {
+    device: &Device,
+    auth_time: DateTime<Utc>,
+) -> QueryResult<Started> {
+    let now = Utc::now();
+    let session: Session = diesel::insert_into(sessions::table)
+        .values((
+            sessions::id.eq(Uuid::now_v7()),
+            sessions::user_id.eq(user_id),
+            sessions::created_at.eq(now),
+            sessions::last_used_at.eq(now),
+            sessions::auth_time.eq(auth_time),
+            sessions::expires_at.eq(now + FAMILY_LIFETIME),
+            sessions::user_agent.eq(device.user_agent()),
+            sessions::ip.eq(&device.ip),
+        ))
+        .returning(Session::as_returning())
+        .get_result(conn)
+        .await?;
+    let refresh_token = issue(conn, &session).await?;
+    Ok(Started {
+        session,
+        refresh_token,
+    })
+}
+
+async fn issue(conn: &mut AsyncPgConnection, session: &Session) -> QueryResult<String> {
     let token = refresh::generate();
-    let row = NewRefreshToken {
-        id: Uuid::now_v7(),
-        family_id,
-        user_id,
-        token_hash: refresh::digest(&token),
-        expires_at: (Utc::now() + TOKEN_LIFETIME).min(family_expires_at),
-        family_expires_at,
-    };
     diesel::insert_into(refresh_tokens::table)
-        .values(&row)
+        .values((
+            refresh_tokens::id.eq(Uuid::now_v7()),
+            refresh_tokens::family_id.eq(session.id),
+            refresh_tokens::user_id.eq(session.user_id),
+            refresh_tokens::token_hash.eq(refresh::digest(&token)),
+            refresh_tokens::expires_at.eq((Utc::now() + TOKEN_LIFETIME).min(session.expires_at)),
+            refresh_tokens::family_expires_at.eq(session.expires_at),
+        ))
         .execute(conn)
         .await?;
     Ok(token)
 }
 
-/// Exchanges `presented` for a new token of the same family. Run it inside a transaction.
-pub async fn rotate(conn: &mut AsyncPgConnection, presented: &str) -> QueryResult<Rotation> {
-    let now = Utc::now();
-    let stored: Option<StoredToken> = refresh_tokens::table
-        .filter(refresh_tokens::token_hash.eq(refresh::digest(presented)))
-        .select(StoredToken::as_select())
-        .for_update()
+/// Exchanges `presented` for a new token of the same family. Run it inside a transaction: it locks
+/// the owner's row before it looks at the token.
+pub async fn rotate(
+    conn: &mut AsyncPgConnection,
+    presented: &str,
+    device: &Device,
+    grace: Duration,
+) -> QueryResult<Rotation> {
+    let digest = refresh::digest(presented);
+    let owner: Option<Uuid> = refresh_tokens::table
+        .filter(refresh_tokens::token_hash.eq(&digest))
+        .select(refresh_tokens::user_id)
         .first(conn)
         .await
         .optional()?;
-    let Some(stored) = stored else {
+    let Some(user) = (match owner {
+        Some(owner) => users::lock(conn, owner).await?,
+        None => None,
+    }) else {
         return Ok(Rotation::Invalid);
     };
-    if stored.revoked_at.is_some() || stored.expires_at <= now || stored.family_expires_at <= now {
+    // Read under the user's lock: a logout that committed first is seen, one that comes later waits.
+    let (stored, session): (StoredToken, Session) = refresh_tokens::table
+        .inner_join(sessions::table)
+        .filter(refresh_tokens::token_hash.eq(&digest))
+        .select((StoredToken::as_select(), Session::as_select()))
+        .first(conn)
+        .await?;
+    let now = Utc::now();
+    if stored.revoked_at.is_some()
+        || session.ended_at.is_some()
+        || stored.expires_at <= now
+        || session.expires_at <= now
+    {
         return Ok(Rotation::Invalid);
     }
-    if stored.used_at.is_some() {
-        revoke_family(conn, stored.family_id).await?;
+    if let Some(used_at) = stored.used_at
+        && now - used_at > grace
+    {
+        end(conn, user.id, session.id).await?;
         return Ok(Rotation::Reused);
     }
-    diesel::update(refresh_tokens::table.find(stored.id))
-        .set(refresh_tokens::used_at.eq(now))
-        .execute(conn)
+    if stored.used_at.is_none() {
+        diesel::update(refresh_tokens::table.find(stored.id))
+            .set(refresh_tokens::used_at.eq(now))
+            .execute(conn)
+            .await?;
+    }
+    let session: Session = diesel::update(sessions::table.find(session.id))
+        .set((
+            sessions::last_used_at.eq(now),
+            sessions::user_agent.eq(device.user_agent()),
+            sessions::ip.eq(&device.ip),
+        ))
+        .returning(Session::as_returning())
+        .get_result(conn)
         .await?;
-    let refresh_token = issue(
-        conn,
-        stored.user_id,
-        stored.family_id,
-        stored.family_expires_at,
-    )
-    .await?;
+    let refresh_token = issue(conn, &session).await?;
     Ok(Rotation::Rotated {
-        user_id: stored.user_id,
+        user: Box::new(user),
+        session,
         refresh_token,
     })
 }
 
-async fn revoke_family(conn: &mut AsyncPgConnection, family_id: Uuid) -> QueryResult<usize> {
-    diesel::update(
-        refresh_tokens::table
-            .filter(refresh_tokens::family_id.eq(family_id))
-            .filter(refresh_tokens::revoked_at.is_null()),
-    )
-    .set(refresh_tokens::revoked_at.eq(Utc::now()))
-    .execute(conn)
-    .await
-}
-
-/// Ends the session `presented` belongs to, if it belongs to `user_id`.
+/// Ends one session of `user_id`: its refresh tokens and, through `sid`, its access tokens.
+/// `false` when there is no such live session. Lock the user first.
 pub async fn end(
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
-    presented: &str,
+    session_id: Uuid,
 ) -> QueryResult<bool> {
-    let family: Option<Uuid> = refresh_tokens::table
-        .filter(refresh_tokens::token_hash.eq(refresh::digest(presented)))
-        .filter(refresh_tokens::user_id.eq(user_id))
-        .select(refresh_tokens::family_id)
-        .first(conn)
-        .await
-        .optional()?;
-    match family {
-        Some(family) => revoke_family(conn, family).await.map(|_| true),
-        None => Ok(false),
-    }
+    let now = Utc::now();
+    let ended = diesel::update(
+        sessions::table
+            .find(session_id)
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::ended_at.is_null()),
+    )
+    .set(sessions::ended_at.eq(now))
+    .execute(conn)
+    .await?;
+    diesel::update(
+        refresh_tokens::table
+            .filter(refresh_tokens::family_id.eq(session_id))
+            .filter(refresh_tokens::user_id.eq(user_id))
+            .filter(refresh_tokens::revoked_at.is_null()),
+    )
+    .set(refresh_tokens::revoked_at.eq(now))
+    .execute(conn)
+    .await?;
+    Ok(ended > 0)
 }
 
-/// Ends every session of `user_id`.
+/// Ends every session of `user_id`. Lock the user first.
 pub async fn end_all(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<usize> {
+    let now = Utc::now();
+    let ended = diesel::update(
+        sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::ended_at.is_null()),
+    )
+    .set(sessions::ended_at.eq(now))
+    .execute(conn)
+    .await?;
     diesel::update(
         refresh_tokens::table
             .filter(refresh_tokens::user_id.eq(user_id))
             .filter(refresh_tokens::revoked_at.is_null()),
     )
-    .set(refresh_tokens::revoked_at.eq(Utc::now()))
+    .set(refresh_tokens::revoked_at.eq(now))
     .execute(conn)
+    .await?;
+    Ok(ended)
+}
+
+/// Which sessions [`end_now`] ends.
+pub enum Ending {
+    /// Every session, and every access token (the token version moves).
+    All,
+    /// These sessions, if they are the user's.
+    Only(Vec<Uuid>),
+}
+
+/// Ends sessions of `user_id` in a transaction of its own that locks the user's row first, so it
+/// orders against any refresh in flight; retried when it loses a race. Returns how many ended.
+pub async fn end_now(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    ending: Ending,
+) -> QueryResult<usize> {
+    use diesel_async::AsyncConnection;
+    crate::db::retrying(async || {
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            users::lock(conn, user_id).await?;
+            match &ending {
+                Ending::All => {
+                    users::revoke_access_tokens(conn, user_id).await?;
+                    end_all(conn, user_id).await
+                }
+                Ending::Only(ids) => {
+                    let mut ended = 0;
+                    for id in ids {
+                        ended += usize::from(end(conn, user_id, *id).await?);
+                    }
+                    Ok(ended)
+                }
+            }
+        })
+        .await
+    })
     .await
 }
 
-/// Ends every session of the account using `email` (deactivation from the CLI).
-pub async fn end_all_by_email(conn: &mut AsyncPgConnection, email: &str) -> QueryResult<usize> {
-    let user_id: Option<Uuid> = crate::schema::users::table
-        .filter(crate::schema::users::email.eq(email))
-        .select(crate::schema::users::id)
+/// The session `presented` (a refresh token) belongs to, if it is `user_id`'s.
+pub async fn of_refresh_token(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    presented: &str,
+) -> QueryResult<Option<Uuid>> {
+    refresh_tokens::table
+        .filter(refresh_tokens::token_hash.eq(refresh::digest(presented)))
+        .filter(refresh_tokens::user_id.eq(user_id))
+        .select(refresh_tokens::family_id)
         .first(conn)
         .await
-        .optional()?;
-    match user_id {
-        Some(id) => end_all(conn, id).await,
-        None => Ok(0),
-    }
+        .optional()
+}
+
+/// The user's live sessions, newest first.
+pub async fn live(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Vec<Session>> {
+    sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::ended_at.is_null())
+        .filter(sessions::expires_at.gt(Utc::now()))
+        .order(sessions::created_at.desc())
+        .select(Session::as_select())
+        .load(conn)
+        .await
 }

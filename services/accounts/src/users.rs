@@ -31,6 +31,7 @@ pub struct User {
     pub last_login: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub locale: String,
 }
 
 #[derive(Debug, Insertable)]
@@ -45,6 +46,7 @@ pub struct NewUser<'a> {
     pub phone_number: &'a str,
     pub address: &'a str,
     pub terms_accepted_at: Option<DateTime<Utc>>,
+    pub locale: &'a str,
 }
 
 /// A profile update; `None` leaves a column alone, `Some(None)` clears a nullable one.
@@ -61,6 +63,7 @@ pub struct UserChanges {
     pub bio: Option<Option<String>>,
     pub image: Option<Option<String>>,
     pub verified: Option<bool>,
+    pub locale: Option<String>,
     pub updated_at: Option<DateTime<Utc>>,
 }
 
@@ -106,6 +109,9 @@ impl From<User> for UserBody {
     }
 }
 
+pub const EMAIL_TAKEN: &str = "user with this email already exists.";
+pub const USERNAME_TAKEN: &str = "user with this username already exists.";
+
 pub const EMAIL_KEY: &str = "users_email_key";
 pub const USERNAME_KEY: &str = "users_username_key";
 
@@ -126,12 +132,14 @@ pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<
         .optional()
 }
 
-/// Reads the user and locks the row until the transaction ends.
-pub async fn find_for_update(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<User>> {
+/// Reads the user and locks the row until the transaction ends. Every operation that revokes
+/// tokens, and every refresh, takes this lock first, so they serialize per user in one lock order.
+/// `FOR NO KEY UPDATE` leaves foreign-key checks (a new session's insert) unblocked.
+pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<User>> {
     users::table
         .find(id)
         .select(User::as_select())
-        .for_update()
+        .for_no_key_update()
         .first(conn)
         .await
         .optional()
@@ -158,12 +166,14 @@ pub async fn update(
         .await
 }
 
-pub async fn record_login(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<()> {
+/// Stamps the login and returns the user as it is now, its row locked until the transaction ends.
+pub async fn record_login(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<User>> {
     diesel::update(users::table.find(id))
         .set(users::last_login.eq(Utc::now()))
-        .execute(conn)
+        .returning(User::as_returning())
+        .get_result(conn)
         .await
-        .map(drop)
+        .optional()
 }
 
 pub async fn mark_verified(
@@ -180,6 +190,7 @@ pub async fn mark_verified(
 }
 
 /// Moves the user's token version, so every access token issued before now stops working.
+/// Lock the user first.
 pub async fn revoke_access_tokens(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<()> {
     diesel::update(users::table.find(id))
         .set(users::token_version.eq(users::token_version + 1))
@@ -188,16 +199,18 @@ pub async fn revoke_access_tokens(conn: &mut AsyncPgConnection, id: Uuid) -> Que
         .map(drop)
 }
 
-pub async fn set_active(
-    conn: &mut AsyncPgConnection,
-    email: &str,
-    active: bool,
-) -> QueryResult<usize> {
-    diesel::update(users::table.filter(users::email.eq(email)))
+/// (De)activates the user; deactivation also ends every session. Lock the user first.
+pub async fn set_active(conn: &mut AsyncPgConnection, id: Uuid, active: bool) -> QueryResult<()> {
+    diesel::update(users::table.find(id))
         .set((
             users::active.eq(active),
             users::token_version.eq(users::token_version + 1),
+            users::updated_at.eq(Utc::now()),
         ))
         .execute(conn)
-        .await
+        .await?;
+    if !active {
+        crate::sessions::end_all(conn, id).await?;
+    }
+    Ok(())
 }

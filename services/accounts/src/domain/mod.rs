@@ -2,6 +2,7 @@
 //! deeper code never sees a raw string.
 
 mod email;
+pub mod locale;
 mod password;
 pub mod profile;
 

@@ -6,17 +6,17 @@ use events::{EmailConfirmationRequested, Event};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{UserEnvelope, users::confirmation_link};
+use super::UserEnvelope;
 use crate::{
     db::PooledConnection,
     domain::{EmailAddress, REQUIRED},
     error::ApiError,
-    outbox,
+    links, outbox,
     state::AppState,
     telemetry::RequestId,
     throttle,
     tokens::Purpose,
-    users::{self, UserBody},
+    users,
 };
 
 pub const BAD_LINK: &str = "The confirmation link is invalid or has expired.";
@@ -43,7 +43,7 @@ fn redirect(to: &str) -> HttpResponse {
 /// `GET /api/users/confirm?token=`: 302 to the success or "request a new link" page, or JSON.
 #[utoipa::path(get, path = "/api/users/confirm", tag = "confirmation", params(("token" = Option<String>, Query, description = "The token from the mailed link")),
     responses((status = 302, description = "To the success page, or to the request-a-new-link page"),
-        (status = 200, description = "With Accept: application/json, the confirmed user", body = crate::openapi::UserResponse),
+        (status = 200, description = "With Accept: application/json, the confirmed address only", body = crate::openapi::ConfirmedResponse),
         (status = 400, description = "With Accept: application/json, an invalid or expired link", body = crate::openapi::ErrorBody)))]
 pub async fn confirm(
     req: HttpRequest,
@@ -72,7 +72,12 @@ pub async fn confirm(
         None => None,
     };
     match (confirmed, wants_json(&req)) {
-        (Some(user), true) => Ok(HttpResponse::Ok().json(json!({ "user": UserBody::from(user) }))),
+        // A link lying in a mailbox must not read out a profile: only what it confirmed.
+        (Some(user), true) => Ok(HttpResponse::Ok().json(json!({ "user": {
+            "id": user.id,
+            "email": user.email,
+            "verified": user.verified,
+        } }))),
         (Some(user), false) => {
             tracing::info!(user_id = %user.id, "confirmed an email address");
             Ok(redirect(success.as_str()))
@@ -119,21 +124,21 @@ pub async fn resend(
     body: web::Json<UserEnvelope<EmailOnly>>,
 ) -> Result<HttpResponse, ApiError> {
     let (email, mut conn) = mail_request(&state, "confirm", body.into_inner()).await?;
-    let tx_state = state.clone();
-    conn.transaction::<_, diesel::result::Error, _>(async move |conn| {
+    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
         let Some(user) = users::find_by_email(conn, email.as_str()).await? else {
             return Ok(());
         };
         if user.verified || !user.active {
             return Ok(());
         }
-        let (confirmation_url, confirmation_expires_at) = confirmation_link(&tx_state, &user);
+        let confirmation = links::confirmation(&state, &user);
         let event = Event::EmailConfirmationRequested(EmailConfirmationRequested {
             user_id: user.id,
             email: user.email,
             username: user.username,
-            confirmation_url,
-            confirmation_expires_at,
+            confirmation_url: confirmation.url,
+            confirmation_expires_at: confirmation.expires_at,
+            locale: user.locale,
         });
         outbox::enqueue(conn, event, &request_id).await
     })

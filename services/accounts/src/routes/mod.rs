@@ -1,8 +1,10 @@
 //! HTTP routes. One module per resource; `configure` is the whole route table.
 
 pub(crate) mod confirm;
+pub(crate) mod email;
 pub(crate) mod health;
 pub(crate) mod password;
+pub(crate) mod sessions;
 pub(crate) mod user;
 pub(crate) mod users;
 
@@ -20,6 +22,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/users/confirm/resend").route(web::post().to(confirm::resend)))
         .service(resource("/api/users/password/forgot").route(web::post().to(password::forgot)))
         .service(resource("/api/users/password/reset").route(web::post().to(password::reset)))
+        .service(resource("/api/users/email/revert").route(web::post().to(email::revert)))
+        .service(
+            resource("/api/users/sign-in/reject").route(web::post().to(sessions::reject_sign_in)),
+        )
+        .service(resource("/api/user/sessions").route(web::get().to(sessions::list)))
+        .service(resource("/api/user/sessions/{id}").route(web::delete().to(sessions::delete)))
         .service(
             resource("/api/user")
                 .route(web::get().to(user::current))
@@ -28,6 +36,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/account/email-confirmed").route(web::get().to(confirm::success_page)))
         .service(resource("/account/confirm-email").route(web::get().to(confirm::request_page)))
         .service(resource("/account/reset-password").route(web::get().to(password::reset_page)))
+        .service(resource("/account/revert-email").route(web::get().to(email::revert_page)))
+        .service(
+            resource("/account/reject-sign-in").route(web::get().to(sessions::reject_sign_in_page)),
+        )
         .service(resource("/.well-known/jwks.json").route(web::get().to(health::jwks)))
         .service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))
@@ -73,4 +85,17 @@ impl<T> UserEnvelope<T> {
 pub fn client_ip(req: &actix_web::HttpRequest) -> String {
     req.peer_addr()
         .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string())
+}
+
+/// The device a request comes from, as a session records it.
+pub fn device(req: &actix_web::HttpRequest) -> crate::sessions::Device {
+    crate::sessions::Device {
+        user_agent: req
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        ip: client_ip(req),
+    }
 }

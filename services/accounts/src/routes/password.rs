@@ -1,34 +1,29 @@
 //! Forgotten passwords: request a single-use link, open its page, set a new password.
 
 use actix_web::{HttpResponse, web};
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::Utc;
 use diesel_async::AsyncConnection;
-use events::{Event, PasswordChanged, PasswordResetRequested};
+use events::{Event, PasswordChanged};
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::{
     UserEnvelope,
     confirm::{EmailOnly, mail_request, page},
 };
 use crate::{
+    db,
     domain::{self, FieldErrors, REQUIRED, push_error},
     error::ApiError,
-    outbox, sessions,
+    links::password_fingerprint,
+    outbox, recovery, sessions,
     state::AppState,
     telemetry::RequestId,
     tokens::Purpose,
-    users::{self, User, UserChanges},
+    users::{self, UserChanges},
 };
 
 pub const BAD_RESET_LINK: &str = "The reset link is invalid, expired or already used.";
-
-/// Ties a reset token to the password it replaces: once the password changes, the token is void.
-fn password_fingerprint(user: &User) -> String {
-    URL_SAFE_NO_PAD.encode(&Sha256::digest(user.password_hash.as_bytes())[..12])
-}
 
 /// `POST /api/users/password/forgot`: always 202; mails a reset link to a real, active account.
 #[utoipa::path(post, path = "/api/users/password/forgot", tag = "password", request_body = crate::openapi::EmailRequest,
@@ -41,32 +36,14 @@ pub async fn forgot(
     body: web::Json<UserEnvelope<EmailOnly>>,
 ) -> Result<HttpResponse, ApiError> {
     let (email, mut conn) = mail_request(&state, "reset", body.into_inner()).await?;
-    let tx_state = state.clone();
     // Both paths do the same lookup inside a transaction; only a real account adds one insert.
-    conn.transaction::<_, diesel::result::Error, _>(async move |conn| {
-        let Some(user) = users::find_by_email(conn, email.as_str()).await? else {
-            return Ok(());
-        };
-        if !user.active {
-            return Ok(());
+    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+        match users::find_by_email(conn, email.as_str()).await? {
+            Some(user) if user.active => {
+                recovery::mail_reset_link(conn, &state, &user, &request_id).await
+            }
+            _ => Ok(()),
         }
-        let mut claims = tx_state.tokens.claims(Purpose::PasswordReset, user.id);
-        claims.pwd = Some(password_fingerprint(&user));
-        let signed = tx_state.tokens.sign(&claims);
-        let mut url = tx_state
-            .settings
-            .reset_password_url
-            .clone()
-            .unwrap_or_else(|| tx_state.settings.public_link("account/reset-password"));
-        url.query_pairs_mut().append_pair("token", &signed.token);
-        let event = Event::PasswordResetRequested(PasswordResetRequested {
-            user_id: user.id,
-            email: user.email,
-            username: user.username,
-            reset_url: url.to_string(),
-            reset_expires_at: signed.expires_at,
-        });
-        outbox::enqueue(conn, event, &request_id).await
     })
     .await?;
     Ok(HttpResponse::Accepted().json(json!({})))
@@ -121,17 +98,18 @@ pub async fn reset(
     };
     let hash = state.hasher.hash(new_password.secret()).await?;
     let fingerprint = password_fingerprint(&user);
-    let used = conn
-        .transaction::<_, diesel::result::Error, _>(async move |conn| {
-            // Re-read under a row lock: two concurrent submissions of one link cannot both win.
-            let Some(current) = users::find_for_update(conn, user.id).await? else {
+    let used = db::retrying(async || {
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            // Re-read under the row lock: two submissions of one link cannot both win, and a
+            // refresh in flight either finished before (its session ends here) or waits and fails.
+            let Some(current) = users::lock(conn, user.id).await? else {
                 return Ok(false);
             };
             if password_fingerprint(&current) != fingerprint {
                 return Ok(false);
             }
             let changes = UserChanges {
-                password_hash: Some(hash),
+                password_hash: Some(hash.clone()),
                 updated_at: Some(Utc::now()),
                 ..UserChanges::default()
             };
@@ -143,11 +121,14 @@ pub async fn reset(
                 email: updated.email,
                 username: updated.username,
                 changed_at: Utc::now(),
+                locale: updated.locale,
             });
             outbox::enqueue(conn, event, &request_id).await?;
             Ok(true)
         })
-        .await?;
+        .await
+    })
+    .await?;
     if !used {
         return Err(ApiError::field("token", BAD_RESET_LINK));
     }

@@ -1,29 +1,30 @@
 //! The current user: read and update.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
-use diesel_async::AsyncConnection;
-use events::{EmailConfirmationRequested, Event, PasswordChanged};
+use diesel::QueryResult;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use events::{EmailChanged, EmailConfirmationRequested, Event, PasswordChanged};
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
-use super::{
-    UserEnvelope,
-    users::{EMAIL_TAKEN, USERNAME_TAKEN, access_token, confirmation_link},
-};
+use super::{UserEnvelope, client_ip, device};
 use crate::{
     auth::Authenticated,
     db,
-    domain::{self, EmailAddress, FieldErrors, REQUIRED, profile, push_error},
+    domain::{self, EmailAddress, FieldErrors, REQUIRED, locale, profile, push_error},
     error::ApiError,
-    outbox, sessions,
+    links, outbox, sessions,
+    signin::{self, Notice},
     state::AppState,
     telemetry::RequestId,
-    users::{self, UserBody, UserChanges},
+    throttle,
+    users::{self, EMAIL_TAKEN, USERNAME_TAKEN, User, UserBody, UserChanges},
 };
 
 pub const WRONG_CURRENT_PASSWORD: &str = "Your current password was entered incorrectly.";
+pub const REAUTHENTICATE: &str = "Enter your current password to change this.";
 
 #[utoipa::path(get, path = "/api/user", tag = "user", security(("token" = [])),
     responses((status = 200, description = "The current user", body = crate::openapi::UserResponse),
@@ -57,6 +58,7 @@ pub struct ProfileUpdate {
     password: Option<String>,
     confirm_password: Option<String>,
     current_password: Option<String>,
+    locale: Option<String>,
 }
 
 #[utoipa::path(put, path = "/api/user", tag = "user", security(("token" = [])), request_body = crate::openapi::ProfileRequest,
@@ -65,11 +67,12 @@ pub struct ProfileUpdate {
 pub async fn update(
     auth: Authenticated,
     state: web::Data<AppState>,
+    req: HttpRequest,
     request_id: RequestId,
     body: web::Json<UserEnvelope<ProfileUpdate>>,
 ) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner().into_inner()?;
-    let user = auth.user;
+    let user = &auth.user;
     let mut errors = FieldErrors::new();
     let mut changes = UserChanges::default();
 
@@ -126,6 +129,12 @@ pub async fn update(
         .as_deref()
         .map(|v| profile::text(&mut errors, "address", v));
 
+    if let Some(tag) = input.locale.as_deref() {
+        changes.locale = locale::parse(tag)
+            .map_err(|message| push_error(&mut errors, "locale", message))
+            .ok();
+    }
+
     let new_password = match input.password.as_deref() {
         None => None,
         Some("") => {
@@ -140,36 +149,52 @@ pub async fn update(
                 Some(u) => u.as_deref(),
                 None => user.username.as_deref(),
             };
-            let checked = domain::new_password(
+            domain::new_password(
                 &mut errors,
                 password,
                 input.confirm_password.as_deref(),
                 Some(email),
                 username,
-            );
-            if input
-                .current_password
-                .as_deref()
-                .unwrap_or_default()
-                .is_empty()
-            {
-                push_error(&mut errors, "current_password", REQUIRED);
-            }
-            checked
+            )
         }
     };
+    let current_password = input.current_password.filter(|p| !p.is_empty());
+    // A stolen access token must not be enough to take the account over: the password always
+    // needs the current one, the email needs it unless the password was entered moments ago.
+    let fresh = Utc::now() - auth.auth_time()
+        < chrono::Duration::from_std(state.settings.reauth).unwrap_or_default();
+    let needs_password = new_password.is_some() || (new_email.is_some() && !fresh);
+    if needs_password && current_password.is_none() {
+        push_error(&mut errors, "current_password", REAUTHENTICATE);
+    }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    if let Some(password) = &new_password {
-        let current = SecretString::from(input.current_password.unwrap_or_default());
+    let mut conn = state.pool.get().await?;
+    if let Some(current) = current_password {
+        // A wrong current password is a failed login: the same throttle counts it.
+        let ip = client_ip(&req);
+        if let Some(retry_after) =
+            throttle::login_locked(&mut conn, &user.email, &ip, state.settings.lockout).await?
+        {
+            return Err(ApiError::Throttled {
+                message: "Too many failed login attempts. Try again later.",
+                retry_after,
+            });
+        }
         let matched = state
             .hasher
-            .verify(&current, Some(user.password_hash.clone()))
+            .verify(
+                &SecretString::from(current),
+                Some(user.password_hash.clone()),
+            )
             .await?;
         if !matched {
+            throttle::record_login_failure(&mut conn, &user.email, &ip).await?;
             return Err(ApiError::field("current_password", WRONG_CURRENT_PASSWORD));
         }
+    }
+    if let Some(password) = &new_password {
         changes.password_hash = Some(state.hasher.hash(password.secret()).await?);
     }
     if let Some(email) = &new_email {
@@ -178,47 +203,63 @@ pub async fn update(
     }
     changes.updated_at = Some(Utc::now());
 
-    let password_changed = new_password.is_some();
-    let email_changed = new_email.is_some();
-    let tx_state = state.clone();
-    let mut conn = state.pool.get().await?;
-    let result = conn
-        .transaction::<_, diesel::result::Error, _>(async move |conn| {
+    let device = device(&req);
+    let checked_hash = user.password_hash.clone();
+    let result = db::retrying(async || {
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            let Some(before) = users::lock(conn, user.id).await? else {
+                return Ok(None);
+            };
+            if before.password_hash != checked_hash {
+                // The password changed since this request checked it: start again.
+                return Ok(None);
+            }
             let updated = users::update(conn, user.id, &changes).await?;
-            if email_changed {
-                let (confirmation_url, confirmation_expires_at) =
-                    confirmation_link(&tx_state, &updated);
-                let event = Event::EmailConfirmationRequested(EmailConfirmationRequested {
-                    user_id: updated.id,
-                    email: updated.email.clone(),
-                    username: updated.username.clone(),
-                    confirmation_url,
-                    confirmation_expires_at,
-                });
-                outbox::enqueue(conn, event, &request_id).await?;
+            if new_email.is_some() {
+                mail_email_change(conn, &state, &before, &updated, &request_id).await?;
             }
-            if !password_changed {
-                return Ok((updated, None));
+            if new_password.is_none() {
+                return Ok(Some((updated, None)));
             }
-            // A new password ends every other session; this client gets a fresh one.
-            sessions::end_all(conn, updated.id).await?;
+            // A new password ends every session; this client gets a new one, fresh.
             users::revoke_access_tokens(conn, updated.id).await?;
+            sessions::end_all(conn, updated.id).await?;
             let event = Event::PasswordChanged(PasswordChanged {
                 user_id: updated.id,
                 email: updated.email.clone(),
                 username: updated.username.clone(),
                 changed_at: Utc::now(),
+                locale: updated.locale.clone(),
             });
             outbox::enqueue(conn, event, &request_id).await?;
             let refreshed = users::find(conn, updated.id)
                 .await?
                 .ok_or(diesel::result::Error::NotFound)?;
-            let refresh_token = sessions::start(conn, refreshed.id).await?;
-            Ok((refreshed, Some(refresh_token)))
+            let started = signin::begin(
+                conn,
+                &state,
+                &refreshed,
+                &device,
+                Utc::now(),
+                Notice::Silent,
+                &request_id,
+            )
+            .await?;
+            Ok(Some((refreshed, Some(started))))
         })
-        .await;
-    let (updated, refresh_token) = match result {
-        Ok(done) => done,
+        .await
+    })
+    .await;
+    let body = match result {
+        Ok(Some((updated, Some(started)))) => {
+            signin::body_with_tokens(&state, updated, &started.session, started.refresh_token)
+        }
+        Ok(Some((updated, None))) => {
+            let mut body = UserBody::from(updated);
+            body.token = Some(auth.token);
+            body
+        }
+        Ok(None) => return Err(ApiError::field("current_password", WRONG_CURRENT_PASSWORD)),
         Err(e) if db::violates(&e, users::EMAIL_KEY) => {
             return Err(ApiError::field("email", EMAIL_TAKEN));
         }
@@ -227,9 +268,38 @@ pub async fn update(
         }
         Err(e) => return Err(e.into()),
     };
-    let token = access_token(&state, &updated);
-    let mut body = UserBody::from(updated);
-    body.token = Some(token);
-    body.refresh_token = refresh_token;
     Ok(HttpResponse::Ok().json(json!({ "user": body })))
+}
+
+/// After an email change: a confirmation link to the new address, and to the old one a notice with
+/// a link that undoes the change (the owner's way back from a takeover).
+async fn mail_email_change(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    before: &User,
+    after: &User,
+    request_id: &RequestId,
+) -> QueryResult<()> {
+    let confirmation = links::confirmation(state, after);
+    let event = Event::EmailConfirmationRequested(EmailConfirmationRequested {
+        user_id: after.id,
+        email: after.email.clone(),
+        username: after.username.clone(),
+        confirmation_url: confirmation.url,
+        confirmation_expires_at: confirmation.expires_at,
+        locale: after.locale.clone(),
+    });
+    outbox::enqueue(conn, event, request_id).await?;
+    let revert = links::email_revert(state, after.id, &before.email);
+    let event = Event::EmailChanged(EmailChanged {
+        user_id: after.id,
+        email: before.email.clone(),
+        new_email: after.email.clone(),
+        username: after.username.clone(),
+        changed_at: Utc::now(),
+        revert_url: revert.url,
+        revert_expires_at: revert.expires_at,
+        locale: after.locale.clone(),
+    });
+    outbox::enqueue(conn, event, request_id).await
 }

@@ -1,30 +1,29 @@
 //! Registration, login, token refresh and logout.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use chrono::Utc;
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::AsyncConnection;
 use events::{Event, UserRegistered};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{UserEnvelope, client_ip};
+use super::{UserEnvelope, client_ip, device};
 use crate::{
     auth::{Authenticated, DEACTIVATED},
-    db,
-    domain::{self, EmailAddress, FieldErrors, REQUIRED, profile, push_error},
+    db, devices,
+    domain::{self, EmailAddress, FieldErrors, REQUIRED, locale, profile, push_error},
     error::{ApiError, BAD_LOGIN},
-    outbox, sessions,
+    links, outbox,
+    sessions::{self, Ending},
+    signin::{self, Notice},
     state::AppState,
     telemetry::RequestId,
     throttle,
-    tokens::Purpose,
-    users::{self, NewUser, User, UserBody},
+    users::{self, EMAIL_TAKEN, NewUser, USERNAME_TAKEN, UserBody},
 };
 
-pub const EMAIL_TAKEN: &str = "user with this email already exists.";
-pub const USERNAME_TAKEN: &str = "user with this username already exists.";
 pub const UNVERIFIED: &str = "Confirm your email address before logging in.";
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -38,6 +37,7 @@ pub struct Registration {
     phone_number: Option<String>,
     address: Option<String>,
     terms_accepted: Option<bool>,
+    locale: Option<String>,
 }
 
 #[utoipa::path(post, path = "/api/users", tag = "users", request_body = crate::openapi::RegisterRequest,
@@ -46,11 +46,22 @@ pub struct Registration {
         (status = 429, description = "Password hashing is saturated; see Retry-After", body = crate::openapi::ErrorBody)))]
 pub async fn register(
     state: web::Data<AppState>,
+    req: HttpRequest,
     request_id: RequestId,
     body: web::Json<UserEnvelope<Registration>>,
 ) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner().into_inner()?;
     let mut errors = FieldErrors::new();
+    let locale = match input.locale.as_deref() {
+        Some(tag) => locale::parse(tag)
+            .map_err(|message| push_error(&mut errors, "locale", message))
+            .unwrap_or_default(),
+        None => locale::from_accept_language(
+            req.headers()
+                .get(header::ACCEPT_LANGUAGE)
+                .and_then(|v| v.to_str().ok()),
+        ),
+    };
     let email = match input.email.as_deref().map(str::trim) {
         None | Some("") => {
             push_error(&mut errors, "email", REQUIRED);
@@ -109,29 +120,47 @@ pub async fn register(
         phone_number: &phone_number,
         address: &address,
         terms_accepted_at: input.terms_accepted.unwrap_or(false).then(Utc::now),
+        locale: &locale,
     };
     let issue_tokens = !state.settings.require_verified_email;
-    let tx_state = state.clone();
+    let device = device(&req);
     let result = conn
-        .transaction::<_, diesel::result::Error, _>(async move |conn| {
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
             let user = users::insert(conn, &new_user).await?;
-            let confirmation = confirmation_link(&tx_state, &user);
+            let confirmation = links::confirmation(&state, &user);
             let event = Event::UserRegistered(UserRegistered {
                 user_id: user.id,
                 email: user.email.clone(),
                 username: user.username.clone(),
-                confirmation_url: confirmation.0,
-                confirmation_expires_at: confirmation.1,
+                confirmation_url: confirmation.url,
+                confirmation_expires_at: confirmation.expires_at,
+                locale: user.locale.clone(),
             });
             outbox::enqueue(conn, event, &request_id).await?;
-            let refresh = match issue_tokens {
-                true => Some(sessions::start(conn, user.id).await?),
-                false => None,
+            // Registration counts as the first device; the password was entered just now.
+            let session = match issue_tokens {
+                true => Some(
+                    signin::begin(
+                        conn,
+                        &state,
+                        &user,
+                        &device,
+                        Utc::now(),
+                        Notice::Silent,
+                        &request_id,
+                    )
+                    .await?,
+                ),
+                false => {
+                    let key = devices::key(&device.user_agent, &device.ip);
+                    devices::remember(conn, user.id, &key).await?;
+                    None
+                }
             };
-            Ok((user, refresh))
+            Ok((user, session))
         })
         .await;
-    let (user, refresh_token) = match result {
+    let (user, session) = match result {
         Ok(created) => created,
         Err(e) if db::violates(&e, users::EMAIL_KEY) => {
             return Err(ApiError::field("email", EMAIL_TAKEN));
@@ -143,41 +172,13 @@ pub async fn register(
     };
     metrics::counter!("accounts_registrations_total").increment(1);
     tracing::info!(user_id = %user.id, "registered a user");
-    let token = issue_tokens.then(|| access_token(&state, &user));
-    let mut body = UserBody::from(user);
-    body.token = token;
-    body.refresh_token = refresh_token;
+    let body = match session {
+        Some(started) => {
+            signin::body_with_tokens(&state, user, &started.session, started.refresh_token)
+        }
+        None => UserBody::from(user),
+    };
     Ok(HttpResponse::Created().json(json!({ "user": body })))
-}
-
-/// The signed confirmation link for `user`'s current address, and when it expires.
-pub fn confirmation_link(state: &AppState, user: &User) -> (String, chrono::DateTime<Utc>) {
-    let mut claims = state.tokens.claims(Purpose::EmailConfirmation, user.id);
-    claims.email = Some(user.email.clone());
-    let signed = state.tokens.sign(&claims);
-    let mut url = state.settings.public_link("api/users/confirm");
-    url.query_pairs_mut().append_pair("token", &signed.token);
-    (url.to_string(), signed.expires_at)
-}
-
-pub fn access_token(state: &AppState, user: &User) -> String {
-    let mut claims = state.tokens.claims(Purpose::Access, user.id);
-    claims.ver = Some(user.token_version);
-    state.tokens.sign(&claims).token
-}
-
-/// Starts a session and returns the user with a fresh access token and refresh token.
-pub async fn with_new_session(
-    state: &AppState,
-    conn: &mut AsyncPgConnection,
-    user: User,
-) -> Result<UserBody, ApiError> {
-    let refresh_token = sessions::start(conn, user.id).await?;
-    let token = access_token(state, &user);
-    let mut body = UserBody::from(user);
-    body.token = Some(token);
-    body.refresh_token = Some(refresh_token);
-    Ok(body)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -194,6 +195,7 @@ pub struct Credentials {
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
+    request_id: RequestId,
     body: web::Json<UserEnvelope<Credentials>>,
 ) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner().into_inner()?;
@@ -251,9 +253,41 @@ pub async fn login(
         return Err(ApiError::Forbidden(UNVERIFIED));
     }
     throttle::clear_login_failures(&mut conn, &email, &ip).await?;
-    users::record_login(&mut conn, user.id).await?;
+    let device = device(&req);
+    let verified_hash = user.password_hash;
+    let signed_in = db::retrying(async || {
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            // The row lock orders this login against a concurrent reset or deactivation: a
+            // password that changed since it was checked begins no session.
+            let Some(user) = users::record_login(conn, user.id).await? else {
+                return Ok(None);
+            };
+            if user.password_hash != verified_hash || !user.active {
+                return Ok(None);
+            }
+            let started = signin::begin(
+                conn,
+                &state,
+                &user,
+                &device,
+                Utc::now(),
+                Notice::NewDevice,
+                &request_id,
+            )
+            .await?;
+            Ok(Some((user, started)))
+        })
+        .await
+    })
+    .await?;
+    let Some((user, started)) = signed_in else {
+        return Err(ApiError::Unauthorized {
+            field: "credentials",
+            message: BAD_LOGIN,
+        });
+    };
     metrics::counter!("accounts_logins_total", "outcome" => "ok").increment(1);
-    let body = with_new_session(&state, &mut conn, user).await?;
+    let body = signin::body_with_tokens(&state, user, &started.session, started.refresh_token);
     Ok(HttpResponse::Ok().json(json!({ "user": body })))
 }
 
@@ -270,6 +304,7 @@ pub const BAD_REFRESH: &str = "The refresh token is invalid, expired or revoked.
         (status = 403, description = "Deactivated", body = crate::openapi::ErrorBody)))]
 pub async fn refresh(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let presented = body
@@ -277,36 +312,41 @@ pub async fn refresh(
         .refresh_token
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| ApiError::field("refresh_token", REQUIRED))?;
+    let presented = presented.trim();
+    let device = device(&req);
+    let grace = chrono::Duration::from_std(state.settings.refresh_grace).unwrap_or_default();
     let mut conn = state.pool.get().await?;
-    let rotation = conn
-        .transaction::<_, diesel::result::Error, _>(async move |conn| {
-            sessions::rotate(conn, presented.trim()).await
+    let rotation = db::retrying(async || {
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            sessions::rotate(conn, presented, &device, grace).await
         })
-        .await?;
+        .await
+    })
+    .await?;
     let invalid = ApiError::Unauthorized {
         field: "refresh_token",
         message: BAD_REFRESH,
     };
-    let (user_id, refresh_token) = match rotation {
+    let (user, session, refresh_token) = match rotation {
         sessions::Rotation::Rotated {
-            user_id,
+            user,
+            session,
             refresh_token,
-        } => (user_id, refresh_token),
+        } => (user, session, refresh_token),
         sessions::Rotation::Reused => {
-            tracing::warn!("a rotated refresh token was presented again; revoked its family");
+            tracing::warn!(
+                "a refresh token was presented again after its grace window; ended its session"
+            );
             return Err(invalid);
         }
         sessions::Rotation::Invalid => return Err(invalid),
     };
-    let user = users::find(&mut conn, user_id).await?.ok_or(invalid)?;
     if !user.active {
-        sessions::end_all(&mut conn, user.id).await?;
+        // Deactivation ends every session; this one predates that rule.
+        sessions::end_now(&mut conn, user.id, Ending::All).await?;
         return Err(ApiError::Forbidden(DEACTIVATED));
     }
-    let token = access_token(&state, &user);
-    let mut body = UserBody::from(user);
-    body.token = Some(token);
-    body.refresh_token = Some(refresh_token);
+    let body = signin::body_with_tokens(&state, *user, &session, refresh_token);
     Ok(HttpResponse::Ok().json(json!({ "user": body })))
 }
 
@@ -338,15 +378,21 @@ pub async fn logout(
         })?
     };
     let mut conn = state.pool.get().await?;
-    let user_id = auth.user.id;
-    if request.all {
-        conn.transaction::<_, diesel::result::Error, _>(async move |conn| {
-            sessions::end_all(conn, user_id).await?;
-            users::revoke_access_tokens(conn, user_id).await
-        })
-        .await?;
-    } else if let Some(token) = request.refresh_token.filter(|t| !t.trim().is_empty()) {
-        sessions::end(&mut conn, user_id, token.trim()).await?;
-    }
+    let also = match request.refresh_token.as_deref().map(str::trim) {
+        Some(token) if !token.is_empty() && !request.all => {
+            sessions::of_refresh_token(&mut conn, auth.user.id, token).await?
+        }
+        _ => None,
+    };
+    let ending = match request.all {
+        true => Ending::All,
+        false => Ending::Only(
+            [Some(auth.session_id), also]
+                .into_iter()
+                .flatten()
+                .collect(),
+        ),
+    };
+    sessions::end_now(&mut conn, auth.user.id, ending).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -17,6 +17,10 @@ pub enum Purpose {
     Access,
     EmailConfirmation,
     PasswordReset,
+    /// The "this wasn't me" link mailed to the old address after an email change.
+    EmailRevert,
+    /// The "this wasn't me" link of a new sign-in notice.
+    SignInReject,
 }
 
 impl Purpose {
@@ -25,6 +29,8 @@ impl Purpose {
             Purpose::Access => "access",
             Purpose::EmailConfirmation => "email-confirmation",
             Purpose::PasswordReset => "password-reset",
+            Purpose::EmailRevert => "email-revert",
+            Purpose::SignInReject => "sign-in-reject",
         }
     }
 
@@ -33,16 +39,28 @@ impl Purpose {
             Purpose::Access => "accounts-api",
             Purpose::EmailConfirmation => "accounts:email-confirmation",
             Purpose::PasswordReset => "accounts:password-reset",
+            Purpose::EmailRevert => "accounts:email-revert",
+            Purpose::SignInReject => "accounts:sign-in-reject",
         }
     }
 
+    /// The default lifetime; the email-revert link's comes from settings.
     pub fn lifetime(self) -> Duration {
         match self {
             Purpose::Access => Duration::minutes(15),
             // The seed's CONFIRMATION_LINK_TIMEOUT = 3600.
             Purpose::EmailConfirmation | Purpose::PasswordReset => Duration::hours(1),
+            Purpose::EmailRevert | Purpose::SignInReject => Duration::days(7),
         }
     }
+
+    const ALL: [Purpose; 5] = [
+        Purpose::Access,
+        Purpose::EmailConfirmation,
+        Purpose::PasswordReset,
+        Purpose::EmailRevert,
+        Purpose::SignInReject,
+    ];
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,7 +75,15 @@ pub struct Claims {
     /// Access: the user's token version when issued (logout-all, resets and deactivation move it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ver: Option<i32>,
+    /// Access and sign-in reject: the session (refresh-token family) the token belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Uuid>,
+    /// Access: when the password that began the session was entered (Unix seconds). A refresh
+    /// keeps it, so only a password makes a session fresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
     /// Email confirmation: the address being confirmed, so a link for an old address is void.
+    /// Email revert: the address to restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     /// Password reset: a fingerprint of the current hash, so the link dies once the password changes.
@@ -81,7 +107,7 @@ pub struct TokenIssuer {
     keys: SigningKeys,
     issuer: String,
     /// One prepared validation per purpose, so verifying allocates nothing for the rules.
-    validations: [(Purpose, Validation); 3],
+    validations: Vec<(Purpose, Validation)>,
 }
 
 impl TokenIssuer {
@@ -95,11 +121,7 @@ impl TokenIssuer {
             validation.validate_nbf = true;
             (purpose, validation)
         };
-        let validations = [
-            validation(Purpose::Access),
-            validation(Purpose::EmailConfirmation),
-            validation(Purpose::PasswordReset),
-        ];
+        let validations = Purpose::ALL.into_iter().map(validation).collect();
         Self {
             keys,
             issuer,
@@ -123,6 +145,8 @@ impl TokenIssuer {
             jti: Uuid::new_v4(),
             typ: purpose.typ().into(),
             ver: None,
+            sid: None,
+            auth_time: None,
             email: None,
             pwd: None,
         }

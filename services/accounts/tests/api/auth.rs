@@ -176,10 +176,12 @@ async fn hostile_tokens_are_rejected() {
 
     let kid = app.kid().await;
     let now = chrono::Utc::now().timestamp();
+    let sid = crate::helpers::claims_of(&good)["sid"].clone();
     let claims = |overrides: Value| {
         let mut base = json!({
             "iss": "http://localhost:8080", "aud": "accounts-api", "sub": user_id,
             "iat": now, "exp": now + 600, "jti": uuid::Uuid::new_v4(), "typ": "access", "ver": 0,
+            "sid": sid, "auth_time": now,
         });
         for (k, v) in overrides.as_object().unwrap() {
             base[k] = v.clone();

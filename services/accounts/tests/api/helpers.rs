@@ -183,6 +183,45 @@ impl TestApp {
             .expect("request")
     }
 
+    /// Exchanges a refresh token.
+    pub async fn refresh(&self, token: &str) -> Response {
+        self.post(
+            "/api/users/token/refresh",
+            &json!({ "refresh_token": token }),
+        )
+        .await
+    }
+
+    /// Logs in with a given User-Agent and returns the (access, refresh) pair.
+    pub async fn login_as(&self, email: &str, user_agent: &str) -> (String, String) {
+        let response = self
+            .client
+            .post(self.url("/api/users/login"))
+            .header("User-Agent", user_agent)
+            .json(&json!({ "user": { "email": email, "password": PASSWORD } }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
+        token_pair(&response.json().await.expect("json"))
+    }
+
+    /// The token from the `url_field` link of the newest outbox event of `kind`.
+    pub async fn link_token(&self, kind: &str, url_field: &str) -> String {
+        let events = self.outbox_events(kind).await;
+        let url = events.last().expect("an event")[url_field]
+            .as_str()
+            .expect("a link")
+            .to_string();
+        url::Url::parse(&url)
+            .expect("a URL")
+            .query_pairs()
+            .find(|(k, _)| k == "token")
+            .expect("a token parameter")
+            .1
+            .into_owned()
+    }
+
     pub async fn conn(&self) -> AsyncPgConnection {
         self.db.connect().await.expect("a database connection")
     }
@@ -229,6 +268,27 @@ impl TestApp {
         let jwks = self.get_json("/.well-known/jwks.json").await;
         jwks["keys"][0]["kid"].as_str().expect("kid").to_string()
     }
+}
+
+/// The (access, refresh) tokens of a `{"user": {...}}` body.
+pub fn token_pair(body: &Value) -> (String, String) {
+    (
+        body["user"]["token"].as_str().expect("token").to_string(),
+        body["user"]["refresh_token"]
+            .as_str()
+            .expect("refresh_token")
+            .to_string(),
+    )
+}
+
+/// The claims of a JWT, read without verifying it (the app verified it already).
+pub fn claims_of(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
 }
 
 pub async fn errors(response: Response) -> Value {

@@ -3,8 +3,11 @@
 mod auth;
 mod bad_input;
 mod confirm;
+mod devices;
 mod events;
 mod helpers;
 mod openapi;
+mod reauth;
 mod register;
+mod revocation;
 mod sessions;

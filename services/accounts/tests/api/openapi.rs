@@ -24,6 +24,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/account/email-confirmed"),
     ("get", "/account/confirm-email"),
     ("get", "/account/reset-password"),
+    ("post", "/api/users/email/revert"),
+    ("post", "/api/users/sign-in/reject"),
+    ("get", "/api/user/sessions"),
+    ("delete", "/api/user/sessions/{id}"),
+    ("get", "/account/revert-email"),
+    ("get", "/account/reject-sign-in"),
 ];
 
 #[tokio::test]

@@ -24,7 +24,11 @@ async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
 
 #[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_family() {
-    let app = spawn_app().await;
+    let app = spawn_with(Options {
+        vars: vec![("ACCOUNTS_REFRESH_REUSE_GRACE_SECONDS", "0".into())],
+        ..Options::default()
+    })
+    .await;
     let (_, body) = app.register_user().await;
     let (_, a) = tokens(&body);
 
@@ -219,7 +223,7 @@ async fn changing_the_password_needs_the_current_one() {
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
         errors(missing).await["current_password"][0],
-        "This field is required."
+        "Enter your current password to change this."
     );
 
     let wrong = app

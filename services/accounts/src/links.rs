@@ -1,0 +1,95 @@
+//! The signed links mail carries. Each is a JWT for one purpose, in the `token` query parameter of a
+//! page or API route under `ACCOUNTS_PUBLIC_URL`.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::{
+    schema::used_links,
+    state::AppState,
+    tokens::{Claims, Purpose},
+    users::User,
+};
+
+/// A link and when it stops working.
+pub struct Link {
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+fn link(state: &AppState, path: &str, claims: &Claims) -> Link {
+    let signed = state.tokens.sign(claims);
+    let mut url = state.settings.public_link(path);
+    url.query_pairs_mut().append_pair("token", &signed.token);
+    Link {
+        url: url.to_string(),
+        expires_at: signed.expires_at,
+    }
+}
+
+/// Confirms `user`'s current address; a link for a previous address is void.
+pub fn confirmation(state: &AppState, user: &User) -> Link {
+    let mut claims = state.tokens.claims(Purpose::EmailConfirmation, user.id);
+    claims.email = Some(user.email.clone());
+    link(state, "api/users/confirm", &claims)
+}
+
+/// Ties a reset token to the password it replaces: once the password changes, the token is void.
+pub fn password_fingerprint(user: &User) -> String {
+    URL_SAFE_NO_PAD.encode(&Sha256::digest(user.password_hash.as_bytes())[..12])
+}
+
+/// Opens the reset page (or the operator's own, `ACCOUNTS_RESET_PASSWORD_URL`).
+pub fn password_reset(state: &AppState, user: &User) -> Link {
+    let mut claims = state.tokens.claims(Purpose::PasswordReset, user.id);
+    claims.pwd = Some(password_fingerprint(user));
+    match &state.settings.reset_password_url {
+        Some(base) => {
+            let signed = state.tokens.sign(&claims);
+            let mut url = base.clone();
+            url.query_pairs_mut().append_pair("token", &signed.token);
+            Link {
+                url: url.to_string(),
+                expires_at: signed.expires_at,
+            }
+        }
+        None => link(state, "account/reset-password", &claims),
+    }
+}
+
+/// "This wasn't me", mailed to `old_email` after an email change: restores it.
+pub fn email_revert(state: &AppState, user_id: Uuid, old_email: &str) -> Link {
+    let mut claims = state.tokens.claims(Purpose::EmailRevert, user_id);
+    claims.email = Some(old_email.to_string());
+    claims.exp = claims.iat + state.settings.email_revert.as_secs() as i64;
+    link(state, "account/revert-email", &claims)
+}
+
+/// "This wasn't me" of a new sign-in notice: ends `session_id`.
+pub fn sign_in_reject(state: &AppState, user_id: Uuid, session_id: Uuid) -> Link {
+    let mut claims = state.tokens.claims(Purpose::SignInReject, user_id);
+    claims.sid = Some(session_id);
+    link(state, "account/reject-sign-in", &claims)
+}
+
+/// Marks a single-use link as used, in the caller's transaction; `false` when it already was.
+pub async fn consume(conn: &mut AsyncPgConnection, claims: &Claims) -> QueryResult<bool> {
+    let expires_at = DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now);
+    let inserted = diesel::insert_into(used_links::table)
+        .values((
+            used_links::jti.eq(claims.jti),
+            used_links::expires_at.eq(expires_at),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    // An expired link fails verification anyway; its record can go.
+    diesel::delete(used_links::table.filter(used_links::expires_at.lt(Utc::now())))
+        .execute(conn)
+        .await?;
+    Ok(inserted == 1)
+}

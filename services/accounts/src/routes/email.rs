@@ -1,0 +1,117 @@
+//! Undoing an email change: the "this wasn't me" link mailed to the old address.
+
+use actix_web::{HttpResponse, web};
+use diesel_async::AsyncConnection;
+
+use super::{
+    confirm::page,
+    sessions::{BAD_ACTION_LINK, TokenQuery, TokenRequest},
+};
+use crate::{
+    db,
+    domain::EmailAddress,
+    error::ApiError,
+    links, recovery, sessions,
+    state::AppState,
+    telemetry::RequestId,
+    tokens::Purpose,
+    users::{self, UserChanges},
+};
+
+pub const ADDRESS_TAKEN: &str = "The previous address now belongs to another account.";
+
+enum Reverted {
+    Done,
+    Used,
+}
+
+/// Restores the old address (verified), ends every session and mails a reset link to the restored
+/// address: whoever changed the email is out, and the owner chooses a new password.
+#[utoipa::path(post, path = "/api/users/email/revert", tag = "user", request_body = TokenRequest,
+    responses((status = 204, description = "The old address is back; every session ended; a reset link is on its way"),
+        (status = 400, description = "Invalid, expired or already used link, or the old address was taken meanwhile", body = crate::openapi::ErrorBody)))]
+pub async fn revert(
+    state: web::Data<AppState>,
+    request_id: RequestId,
+    body: web::Json<TokenRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let claims = body.into_inner().verify(&state, Purpose::EmailRevert)?;
+    let old = claims
+        .email
+        .as_deref()
+        .and_then(|e| EmailAddress::parse(e).ok())
+        .ok_or_else(|| ApiError::field("token", BAD_ACTION_LINK))?;
+    let mut conn = state.pool.get().await?;
+    let outcome = db::retrying(async || {
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            let Some(user) = users::lock(conn, claims.sub).await? else {
+                return Ok(Reverted::Used);
+            };
+            if !links::consume(conn, &claims).await? {
+                return Ok(Reverted::Used);
+            }
+            if users::find_by_email(conn, old.as_str())
+                .await?
+                .is_some_and(|other| other.id != user.id)
+            {
+                // Rolls back the consumption too: this transaction is abandoned.
+                return Err(diesel::result::Error::RollbackTransaction);
+            }
+            let changes = UserChanges {
+                email: Some(old.as_str().to_string()),
+                verified: Some(true),
+                updated_at: Some(chrono::Utc::now()),
+                ..UserChanges::default()
+            };
+            let restored = users::update(conn, user.id, &changes).await?;
+            users::revoke_access_tokens(conn, user.id).await?;
+            sessions::end_all(conn, user.id).await?;
+            recovery::mail_reset_link(conn, &state, &restored, &request_id).await?;
+            Ok(Reverted::Done)
+        })
+        .await
+    })
+    .await;
+    match outcome {
+        Ok(Reverted::Done) => {
+            tracing::info!(user_id = %claims.sub, "an email change was reverted by its owner");
+            Ok(HttpResponse::NoContent().finish())
+        }
+        Ok(Reverted::Used) => Err(ApiError::field("token", BAD_ACTION_LINK)),
+        Err(diesel::result::Error::RollbackTransaction) => {
+            Err(ApiError::field("token", ADDRESS_TAKEN))
+        }
+        Err(e) if db::violates(&e, users::EMAIL_KEY) => {
+            Err(ApiError::field("token", ADDRESS_TAKEN))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The page the email-changed mail links to. It does not consume the token; its button's POST does.
+#[utoipa::path(get, path = "/account/revert-email", tag = "pages", params(("token" = Option<String>, Query, description = "The token from the mailed link")),
+    responses((status = 200, description = "HTML page whose button posts to /api/users/email/revert", content_type = "text/html")))]
+pub async fn revert_page(
+    state: web::Data<AppState>,
+    query: web::Query<TokenQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let token = query.into_inner().token.unwrap_or_default();
+    page(
+        &state,
+        "action.html",
+        &[
+            ("token", &token),
+            ("title", "Undo the email change"),
+            (
+                "explanation",
+                "If you did not change the email address of your account, undo it here: your previous address comes back, every device is signed out, and we mail you a link to choose a new password.",
+            ),
+            ("button", "Restore my previous address"),
+            ("endpoint", "../api/users/email/revert"),
+            (
+                "done",
+                "Your previous address is back and every device is signed out. Check your mailbox for a link to choose a new password.",
+            ),
+        ],
+    )
+}

@@ -1,0 +1,174 @@
+//! The caller's sessions (devices): list them, end one, and the "this wasn't me" link of a new
+//! sign-in notice.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use diesel_async::AsyncConnection;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::confirm::page;
+use crate::{
+    auth::Authenticated,
+    db,
+    error::ApiError,
+    links, recovery,
+    sessions::{self, Ending},
+    state::AppState,
+    telemetry::RequestId,
+    tokens::Purpose,
+    users,
+};
+
+pub const BAD_ACTION_LINK: &str = "The link is invalid, expired or already used.";
+
+/// One session as its owner sees it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionBody {
+    id: Uuid,
+    created_at: DateTime<Utc>,
+    last_used_at: DateTime<Utc>,
+    user_agent: String,
+    ip: String,
+    /// Whether this is the session of the token making the request.
+    current: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionsBody {
+    sessions: Vec<SessionBody>,
+}
+
+#[utoipa::path(get, path = "/api/user/sessions", tag = "sessions", security(("token" = [])),
+    responses((status = 200, description = "The caller's live sessions, newest first", body = SessionsBody),
+        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody)))]
+pub async fn list(
+    auth: Authenticated,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let mut conn = state.pool.get().await?;
+    let sessions = sessions::live(&mut conn, auth.user.id)
+        .await?
+        .into_iter()
+        .map(|s| SessionBody {
+            current: s.id == auth.session_id,
+            id: s.id,
+            created_at: s.created_at,
+            last_used_at: s.last_used_at,
+            user_agent: s.user_agent,
+            ip: s.ip,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(SessionsBody { sessions }))
+}
+
+#[utoipa::path(delete, path = "/api/user/sessions/{id}", tag = "sessions", security(("token" = [])),
+    params(("id" = Uuid, Path, description = "A session id from the list")),
+    responses((status = 204, description = "Ended: its refresh token and access tokens stop at once"),
+        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such live session of the caller", body = crate::openapi::ErrorBody)))]
+pub async fn delete(
+    auth: Authenticated,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    // Not a uuid, another user's session, or one already ended: all the same 404.
+    let id = Uuid::parse_str(&path.into_inner()).map_err(|_| ApiError::NotFound)?;
+    let mut conn = state.pool.get().await?;
+    match sessions::end_now(&mut conn, auth.user.id, Ending::Only(vec![id])).await? {
+        0 => Err(ApiError::NotFound),
+        _ => Ok(HttpResponse::NoContent().finish()),
+    }
+}
+
+/// `{token}`: the body of the routes behind "this wasn't me" links.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct TokenRequest {
+    token: Option<String>,
+}
+
+impl TokenRequest {
+    /// The token's claims for `purpose`, or the one 400 every bad link gets.
+    pub fn verify(
+        self,
+        state: &AppState,
+        purpose: Purpose,
+    ) -> Result<crate::tokens::Claims, ApiError> {
+        let token = self.token.unwrap_or_default();
+        state
+            .tokens
+            .verify(token.trim(), purpose)
+            .map_err(|_| ApiError::field("token", BAD_ACTION_LINK))
+    }
+}
+
+#[utoipa::path(post, path = "/api/users/sign-in/reject", tag = "sessions", request_body = TokenRequest,
+    responses((status = 204, description = "That session ended at once; a reset link is on its way"),
+        (status = 400, description = "Invalid, expired or already used link", body = crate::openapi::ErrorBody)))]
+pub async fn reject_sign_in(
+    state: web::Data<AppState>,
+    request_id: RequestId,
+    body: web::Json<TokenRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let claims = body.into_inner().verify(&state, Purpose::SignInReject)?;
+    let session_id = claims
+        .sid
+        .ok_or_else(|| ApiError::field("token", BAD_ACTION_LINK))?;
+    let mut conn = state.pool.get().await?;
+    let done = db::retrying(async || {
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            let Some(user) = users::lock(conn, claims.sub).await? else {
+                return Ok(false);
+            };
+            if !links::consume(conn, &claims).await? {
+                return Ok(false);
+            }
+            sessions::end(conn, user.id, session_id).await?;
+            if user.active {
+                recovery::mail_reset_link(conn, &state, &user, &request_id).await?;
+            }
+            Ok(true)
+        })
+        .await
+    })
+    .await?;
+    if !done {
+        return Err(ApiError::field("token", BAD_ACTION_LINK));
+    }
+    tracing::info!(user_id = %claims.sub, "a sign-in was rejected by its owner");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenQuery {
+    pub token: Option<String>,
+}
+
+/// The page the new sign-in mail links to. It does not consume the token (mail scanners prefetch
+/// links); its button's POST does.
+#[utoipa::path(get, path = "/account/reject-sign-in", tag = "pages", params(("token" = Option<String>, Query, description = "The token from the mailed link")),
+    responses((status = 200, description = "HTML page whose button posts to /api/users/sign-in/reject", content_type = "text/html")))]
+pub async fn reject_sign_in_page(
+    state: web::Data<AppState>,
+    query: web::Query<TokenQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let token = query.into_inner().token.unwrap_or_default();
+    page(
+        &state,
+        "action.html",
+        &[
+            ("token", &token),
+            ("title", "This wasn't me"),
+            (
+                "explanation",
+                "If you did not sign in, end that session here: the device is signed out at once, and we mail you a link to choose a new password.",
+            ),
+            ("button", "Sign that device out"),
+            ("endpoint", "../api/users/sign-in/reject"),
+            (
+                "done",
+                "That device is signed out. Check your mailbox for a link to choose a new password.",
+            ),
+        ],
+    )
+}

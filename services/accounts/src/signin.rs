@@ -1,0 +1,82 @@
+//! What a signed-in client holds: an access token bound to its session, and the session's refresh
+//! token. Registration, login and a password change begin sessions; refresh continues them.
+
+use chrono::{DateTime, Utc};
+use diesel::QueryResult;
+use diesel_async::AsyncPgConnection;
+use events::{Event, NewSignIn};
+
+use crate::{
+    devices, links, outbox,
+    sessions::{self, Device, Session, Started},
+    state::AppState,
+    telemetry::RequestId,
+    tokens::Purpose,
+    users::{User, UserBody},
+};
+
+/// An access token for `user` in `session`: it carries the user's token version and the session,
+/// so revoking either stops it at once, and `auth_time` for reauthentication.
+pub fn access_token(state: &AppState, user: &User, session: &Session) -> String {
+    let mut claims = state.tokens.claims(Purpose::Access, user.id);
+    claims.ver = Some(user.token_version);
+    claims.sid = Some(session.id);
+    claims.auth_time = Some(session.auth_time.timestamp());
+    state.tokens.sign(&claims).token
+}
+
+/// The user as the client sees it, with the session's tokens.
+pub fn body_with_tokens(
+    state: &AppState,
+    user: User,
+    session: &Session,
+    refresh_token: String,
+) -> UserBody {
+    let token = access_token(state, &user, session);
+    let mut body = UserBody::from(user);
+    body.token = Some(token);
+    body.refresh_token = Some(refresh_token);
+    body
+}
+
+/// Whether a new sign-in from an unknown device should mail the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// A login: an unknown device gets a `new-sign-in` mail.
+    NewDevice,
+    /// Registration or a password change: the device is remembered, nobody is told.
+    Silent,
+}
+
+/// Begins a session for `user`, whose password was entered at `auth_time`, from `device`. Records
+/// the device, and for a device not seen lately puts a `new-sign-in` mail in the outbox. Runs in the
+/// caller's transaction.
+pub async fn begin(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    user: &User,
+    device: &Device,
+    auth_time: DateTime<Utc>,
+    notice: Notice,
+    request_id: &RequestId,
+) -> QueryResult<Started> {
+    let started = sessions::start(conn, user.id, device, auth_time).await?;
+    let new_device =
+        devices::remember(conn, user.id, &devices::key(&device.user_agent, &device.ip)).await?;
+    if new_device && notice == Notice::NewDevice {
+        let reject = links::sign_in_reject(state, user.id, started.session.id);
+        let event = Event::NewSignIn(NewSignIn {
+            user_id: user.id,
+            email: user.email.clone(),
+            username: user.username.clone(),
+            device: devices::describe(&device.user_agent),
+            ip: device.ip.clone(),
+            signed_in_at: Utc::now(),
+            reject_url: reject.url,
+            reject_expires_at: reject.expires_at,
+            locale: user.locale.clone(),
+        });
+        outbox::enqueue(conn, event, request_id).await?;
+    }
+    Ok(started)
+}

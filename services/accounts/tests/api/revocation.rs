@@ -1,0 +1,194 @@
+//! Revocation is immediate and race-free: whatever a refresh in flight obtains while a logout-all,
+//! a password change or a reset commits, nothing works afterwards, and no race answers 5xx.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, TestApp, spawn_app, token_pair};
+
+const TRIALS: usize = 6;
+const CHAINS: usize = 4;
+
+/// Refreshes from `token` until it stops working, returning every pair obtained. Panics on a 5xx.
+async fn refresh_chain(app: &TestApp, mut token: String) -> Vec<(String, String)> {
+    let mut obtained = Vec::new();
+    for _ in 0..12 {
+        let response = app.refresh(&token).await;
+        let status = response.status();
+        assert!(!status.is_server_error(), "refresh answered {status}");
+        if status != StatusCode::OK {
+            break;
+        }
+        let pair = token_pair(&response.json().await.expect("json"));
+        token = pair.1.clone();
+        obtained.push(pair);
+    }
+    obtained
+}
+
+/// A user with `CHAINS` sessions: its email and each session's (access, refresh) pair.
+async fn user_with_sessions(app: &TestApp) -> (String, Vec<(String, String)>) {
+    let (email, body) = app.register_user().await;
+    let mut pairs = vec![token_pair(&body)];
+    for i in 1..CHAINS {
+        pairs.push(app.login_as(&email, &format!("agent-{i}")).await);
+    }
+    (email, pairs)
+}
+
+/// Runs the chains and `revoke` at once, then proves that no pair a chain obtained still works.
+async fn race(app: &TestApp, pairs: &[(String, String)], revoke: impl Future<Output = ()>) {
+    let chains = join_all(
+        pairs
+            .iter()
+            .map(|(_, refresh)| refresh_chain(app, refresh.clone())),
+    );
+    let (obtained, ()) = futures_util::join!(chains, revoke);
+    let everything: Vec<_> = pairs
+        .iter()
+        .cloned()
+        .chain(obtained.into_iter().flatten())
+        .collect();
+    for (access, refresh) in everything {
+        assert_eq!(
+            app.current_user(&access).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "an access token survived the revocation"
+        );
+        assert_eq!(
+            app.refresh(&refresh).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "a refresh token survived the revocation"
+        );
+    }
+}
+
+async fn pause(trial: usize) {
+    // Land the revocation at a different point of the chains in each trial.
+    tokio::time::sleep(Duration::from_millis(3 * trial as u64)).await;
+}
+
+#[tokio::test]
+async fn refresh_racing_logout_all_never_leaves_a_working_token() {
+    let app = spawn_app().await;
+    for trial in 0..TRIALS {
+        let (_, pairs) = user_with_sessions(&app).await;
+        let access = pairs[0].0.clone();
+        race(&app, &pairs, async {
+            pause(trial).await;
+            let out = app
+                .post_authed("/api/users/logout", &access, &json!({ "all": true }))
+                .await;
+            assert_eq!(out.status(), StatusCode::NO_CONTENT);
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn refresh_racing_a_password_change_never_leaves_a_working_token() {
+    let app = spawn_app().await;
+    for trial in 0..TRIALS {
+        let (_, pairs) = user_with_sessions(&app).await;
+        let access = pairs[0].0.clone();
+        race(&app, &pairs, async {
+            pause(trial).await;
+            let changed = app
+                .update_user(
+                    &access,
+                    json!({ "password": "brand-new-pass-77", "current_password": PASSWORD }),
+                )
+                .await;
+            assert_eq!(changed.status(), StatusCode::OK);
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn refresh_racing_a_password_reset_never_leaves_a_working_token_nor_a_5xx() {
+    let app = spawn_app().await;
+    for trial in 0..TRIALS {
+        let (email, pairs) = user_with_sessions(&app).await;
+        let forgot = app
+            .post(
+                "/api/users/password/forgot",
+                &json!({ "user": { "email": email } }),
+            )
+            .await;
+        assert_eq!(forgot.status(), StatusCode::ACCEPTED);
+        let token = app
+            .link_token("password-reset-requested", "reset_url")
+            .await;
+        race(&app, &pairs, async {
+            pause(trial).await;
+            let reset = app
+                .post(
+                    "/api/users/password/reset",
+                    &json!({ "token": token, "password": "brand-new-pass-77",
+                             "confirm_password": "brand-new-pass-77" }),
+                )
+                .await;
+            assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+        })
+        .await;
+        assert_eq!(
+            app.login(&email, "brand-new-pass-77").await.status(),
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test]
+async fn logging_out_one_session_stops_its_access_token_at_once() {
+    let app = spawn_app().await;
+    let (_, pairs) = user_with_sessions(&app).await;
+    let (access_0, refresh_0) = &pairs[0];
+    let (access_1, _) = &pairs[1];
+
+    let out = app
+        .post_authed("/api/users/logout", access_0, &json!({}))
+        .await;
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.current_user(access_0).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.refresh(refresh_0).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Another session of the same user is untouched.
+    assert_eq!(app.current_user(access_1).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_token_without_a_session_or_for_an_ended_one_is_refused() {
+    let app = spawn_app().await;
+    let (_, body) = app.register_user().await;
+    let (access, _) = token_pair(&body);
+    let mut claims: Value = crate::helpers::claims_of(&access);
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(app.kid().await);
+    assert_eq!(
+        app.current_user(&app.sign(header.clone(), &claims))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    claims.as_object_mut().unwrap().remove("sid");
+    assert_eq!(
+        app.current_user(&app.sign(header.clone(), &claims))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    claims["sid"] = json!(uuid::Uuid::now_v7());
+    assert_eq!(
+        app.current_user(&app.sign(header, &claims)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
