@@ -37,6 +37,8 @@ pub struct Settings {
     pub email_revert: Duration,
     /// How long a just-used refresh token may be used again (lost response, two tabs).
     pub refresh_grace: Duration,
+    /// How long audit entries are kept.
+    pub audit_retention: Duration,
     pub outbox_poll_interval: Duration,
     pub outbox_retention: Duration,
 }
@@ -131,6 +133,9 @@ impl Settings {
             reauth: seconds("ACCOUNTS_REAUTH_SECONDS", "300")?,
             email_revert: seconds("ACCOUNTS_EMAIL_REVERT_SECONDS", "604800")?,
             refresh_grace: seconds("ACCOUNTS_REFRESH_REUSE_GRACE_SECONDS", "10")?,
+            audit_retention: Duration::from_secs(
+                86_400 * env.positive("ACCOUNTS_AUDIT_RETENTION_DAYS", "365")?,
+            ),
             outbox_poll_interval: Duration::from_millis(
                 env.positive("ACCOUNTS_OUTBOX_POLL_MS", "1000")?,
             ),

@@ -25,15 +25,26 @@ pub fn is_transient(error: &diesel::result::Error) -> bool {
     }
 }
 
+/// An error that may mean "lost a race with another transaction".
+pub trait MaybeTransient {
+    fn is_transient(&self) -> bool;
+}
+
+impl MaybeTransient for diesel::result::Error {
+    fn is_transient(&self) -> bool {
+        is_transient(self)
+    }
+}
+
 /// Runs `attempt` (a whole transaction) again when it lost a race, up to a few times, so a race
 /// between requests never becomes a 500.
-pub async fn retrying<T>(
-    mut attempt: impl AsyncFnMut() -> Result<T, diesel::result::Error>,
-) -> Result<T, diesel::result::Error> {
+pub async fn retrying<T, E: MaybeTransient>(
+    mut attempt: impl AsyncFnMut() -> Result<T, E>,
+) -> Result<T, E> {
     let mut tries = 0;
     loop {
         match attempt().await {
-            Err(e) if is_transient(&e) && tries < 4 => {
+            Err(e) if e.is_transient() && tries < 4 => {
                 tries += 1;
                 metrics::counter!("accounts_transaction_retries_total").increment(1);
                 tokio::time::sleep(std::time::Duration::from_millis(5 << tries)).await;

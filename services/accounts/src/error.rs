@@ -26,6 +26,9 @@ pub enum ApiError {
     },
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// The caller is signed in but lacks the permission (Django REST framework's words).
+    #[error("forbidden: no permission")]
+    NoPermission,
     #[error("not found")]
     NotFound,
     #[error("the request body is too large")]
@@ -106,7 +109,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Validation(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::NoPermission => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -121,6 +124,9 @@ impl ResponseError for ApiError {
             ApiError::Validation(errors) => json!({ "errors": errors }),
             ApiError::Unauthorized { field, message } => json!({ "errors": { *field: [message] } }),
             ApiError::Forbidden(message) => json!({ "errors": { "account": [message] } }),
+            ApiError::NoPermission => {
+                json!({ "errors": { "permission": [crate::authz::NO_PERMISSION] } })
+            }
             ApiError::NotFound => json!({ "errors": { "route": ["Not found."] } }),
             ApiError::PayloadTooLarge => {
                 json!({ "errors": { "body": ["The request body is too large."] } })

@@ -1,6 +1,9 @@
 //! The accounts service: users, sessions, tokens, and the outbox that announces what happened.
 
+pub mod admin;
+pub mod audit;
 pub mod auth;
+pub mod authz;
 pub mod config;
 pub mod db;
 pub mod devices;

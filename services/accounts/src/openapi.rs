@@ -10,6 +10,7 @@ use utoipa::{
 
 use crate::{
     routes::{
+        admin,
         confirm::{self, EmailOnly},
         email, health, password, sessions, user,
         user::ProfileUpdate,
@@ -92,6 +93,8 @@ impl Modify for TokenAuth {
         password::forgot, password::reset, password::reset_page,
         email::revert, email::revert_page,
         sessions::list, sessions::delete, sessions::reject_sign_in, sessions::reject_sign_in_page,
+        admin::list_users, admin::show_user, admin::deactivate, admin::activate, admin::set_roles,
+        admin::end_sessions, admin::send_confirmation, admin::audit_trail,
         health::healthz, health::readyz, health::metrics, health::jwks,
     ),
     components(schemas(UserResponse, ConfirmedResponse, ErrorBody, RegisterRequest, LoginRequest, ProfileRequest, EmailRequest)),

@@ -100,8 +100,57 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    roles (name) {
+        name -> Text,
+        description -> Text,
+        built_in -> Bool,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    role_permissions (role, permission) {
+        role -> Text,
+        permission -> Text,
+    }
+}
+
+diesel::table! {
+    user_roles (user_id, role) {
+        user_id -> Uuid,
+        role -> Text,
+        granted_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> Int8,
+        at -> Timestamptz,
+        actor_id -> Nullable<Uuid>,
+        action -> Text,
+        target_id -> Nullable<Uuid>,
+        client_ip -> Text,
+        request_id -> Text,
+        details -> Jsonb,
+    }
+}
+
 diesel::joinable!(refresh_tokens -> users (user_id));
+diesel::joinable!(user_roles -> users (user_id));
+diesel::joinable!(user_roles -> roles (role));
+diesel::joinable!(role_permissions -> roles (role));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (family_id));
 diesel::joinable!(known_devices -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, refresh_tokens, sessions, known_devices);
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    refresh_tokens,
+    sessions,
+    known_devices,
+    roles,
+    role_permissions,
+    user_roles,
+    audit_log
+);

@@ -7,6 +7,7 @@ use diesel_async::AsyncPgConnection;
 use events::{Event, NewSignIn};
 
 use crate::{
+    authz::Grants,
     devices, links, outbox,
     sessions::{self, Device, Session, Started},
     state::AppState,
@@ -16,12 +17,14 @@ use crate::{
 };
 
 /// An access token for `user` in `session`: it carries the user's token version and the session,
-/// so revoking either stops it at once, and `auth_time` for reauthentication.
-pub fn access_token(state: &AppState, user: &User, session: &Session) -> String {
+/// so revoking either stops it at once, `auth_time` for reauthentication, and the user's grants.
+pub fn access_token(state: &AppState, user: &User, session: &Session, grants: &Grants) -> String {
     let mut claims = state.tokens.claims(Purpose::Access, user.id);
     claims.ver = Some(user.token_version);
     claims.sid = Some(session.id);
     claims.auth_time = Some(session.auth_time.timestamp());
+    claims.roles = grants.roles.clone();
+    claims.permissions = grants.permissions.iter().cloned().collect();
     state.tokens.sign(&claims).token
 }
 
@@ -31,8 +34,9 @@ pub fn body_with_tokens(
     user: User,
     session: &Session,
     refresh_token: String,
+    grants: &Grants,
 ) -> UserBody {
-    let token = access_token(state, &user, session);
+    let token = access_token(state, &user, session, grants);
     let mut body = UserBody::from(user);
     body.token = Some(token);
     body.refresh_token = Some(refresh_token);

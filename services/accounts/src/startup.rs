@@ -31,6 +31,7 @@ pub struct Application {
     port: u16,
     server: Server,
     relay: OutboxRelay,
+    audit_retention: Duration,
 }
 
 impl Application {
@@ -71,6 +72,7 @@ impl Application {
             )
         })?;
         let port = listener.local_addr()?.port();
+        let audit_retention = settings.audit_retention;
         let state = web::Data::new(AppState {
             settings,
             pool,
@@ -100,6 +102,7 @@ impl Application {
             port,
             server,
             relay,
+            audit_retention,
         })
     }
 
@@ -111,6 +114,11 @@ impl Application {
     /// finish its batch.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
+        tokio::spawn(crate::audit::prune_periodically(
+            self.relay.pool.clone(),
+            self.audit_retention,
+            shutdown.clone(),
+        ));
         let relay = tokio::spawn(self.relay.run(shutdown.clone()));
         let served = self.server.await;
         shutdown.cancel();

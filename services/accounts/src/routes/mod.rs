@@ -1,5 +1,6 @@
 //! HTTP routes. One module per resource; `configure` is the whole route table.
 
+pub(crate) mod admin;
 pub(crate) mod confirm;
 pub(crate) mod email;
 pub(crate) mod health;
@@ -27,6 +28,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             resource("/api/users/sign-in/reject").route(web::post().to(sessions::reject_sign_in)),
         )
         .service(resource("/api/user/sessions").route(web::get().to(sessions::list)))
+        .service(resource("/api/admin/users").route(web::get().to(admin::list_users)))
+        .service(resource("/api/admin/users/{id}").route(web::get().to(admin::show_user)))
+        .service(
+            resource("/api/admin/users/{id}/deactivate").route(web::post().to(admin::deactivate)),
+        )
+        .service(resource("/api/admin/users/{id}/activate").route(web::post().to(admin::activate)))
+        .service(resource("/api/admin/users/{id}/roles").route(web::put().to(admin::set_roles)))
+        .service(
+            resource("/api/admin/users/{id}/sessions").route(web::delete().to(admin::end_sessions)),
+        )
+        .service(
+            resource("/api/admin/users/{id}/confirmation")
+                .route(web::post().to(admin::send_confirmation)),
+        )
+        .service(resource("/api/admin/audit").route(web::get().to(admin::audit_trail)))
         .service(resource("/api/user/sessions/{id}").route(web::delete().to(sessions::delete)))
         .service(
             resource("/api/user")

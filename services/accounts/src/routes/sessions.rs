@@ -34,6 +34,20 @@ pub struct SessionBody {
     current: bool,
 }
 
+impl SessionBody {
+    /// `current` is the caller's session, when the caller is the owner.
+    pub fn of(session: sessions::Session, current: Option<Uuid>) -> Self {
+        Self {
+            current: Some(session.id) == current,
+            id: session.id,
+            created_at: session.created_at,
+            last_used_at: session.last_used_at,
+            user_agent: session.user_agent,
+            ip: session.ip,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionsBody {
     sessions: Vec<SessionBody>,
@@ -50,14 +64,7 @@ pub async fn list(
     let sessions = sessions::live(&mut conn, auth.user.id)
         .await?
         .into_iter()
-        .map(|s| SessionBody {
-            current: s.id == auth.session_id,
-            id: s.id,
-            created_at: s.created_at,
-            last_used_at: s.last_used_at,
-            user_agent: s.user_agent,
-            ip: s.ip,
-        })
+        .map(|s| SessionBody::of(s, Some(auth.session_id)))
         .collect();
     Ok(HttpResponse::Ok().json(SessionsBody { sessions }))
 }

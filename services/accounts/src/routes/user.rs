@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{UserEnvelope, client_ip, device};
 use crate::{
     auth::Authenticated,
-    db,
+    authz, db,
     domain::{self, EmailAddress, FieldErrors, REQUIRED, locale, profile, push_error},
     error::ApiError,
     links, outbox, sessions,
@@ -245,15 +245,20 @@ pub async fn update(
                 &request_id,
             )
             .await?;
-            Ok(Some((refreshed, Some(started))))
+            let grants = authz::grants(conn, &refreshed).await?;
+            Ok(Some((refreshed, Some((started, grants)))))
         })
         .await
     })
     .await;
     let body = match result {
-        Ok(Some((updated, Some(started)))) => {
-            signin::body_with_tokens(&state, updated, &started.session, started.refresh_token)
-        }
+        Ok(Some((updated, Some((started, grants))))) => signin::body_with_tokens(
+            &state,
+            updated,
+            &started.session,
+            started.refresh_token,
+            &grants,
+        ),
         Ok(Some((updated, None))) => {
             let mut body = UserBody::from(updated);
             body.token = Some(auth.token);

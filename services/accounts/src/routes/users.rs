@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::{UserEnvelope, client_ip, device};
 use crate::{
     auth::{Authenticated, DEACTIVATED},
+    authz::{self, Grants},
     db, devices,
     domain::{self, EmailAddress, FieldErrors, REQUIRED, locale, profile, push_error},
     error::{ApiError, BAD_LOGIN},
@@ -173,9 +174,13 @@ pub async fn register(
     metrics::counter!("accounts_registrations_total").increment(1);
     tracing::info!(user_id = %user.id, "registered a user");
     let body = match session {
-        Some(started) => {
-            signin::body_with_tokens(&state, user, &started.session, started.refresh_token)
-        }
+        Some(started) => signin::body_with_tokens(
+            &state,
+            user,
+            &started.session,
+            started.refresh_token,
+            &Grants::default(),
+        ),
         None => UserBody::from(user),
     };
     Ok(HttpResponse::Created().json(json!({ "user": body })))
@@ -275,19 +280,26 @@ pub async fn login(
                 &request_id,
             )
             .await?;
-            Ok(Some((user, started)))
+            let grants = authz::grants(conn, &user).await?;
+            Ok(Some((user, started, grants)))
         })
         .await
     })
     .await?;
-    let Some((user, started)) = signed_in else {
+    let Some((user, started, grants)) = signed_in else {
         return Err(ApiError::Unauthorized {
             field: "credentials",
             message: BAD_LOGIN,
         });
     };
     metrics::counter!("accounts_logins_total", "outcome" => "ok").increment(1);
-    let body = signin::body_with_tokens(&state, user, &started.session, started.refresh_token);
+    let body = signin::body_with_tokens(
+        &state,
+        user,
+        &started.session,
+        started.refresh_token,
+        &grants,
+    );
     Ok(HttpResponse::Ok().json(json!({ "user": body })))
 }
 
@@ -316,9 +328,14 @@ pub async fn refresh(
     let device = device(&req);
     let grace = chrono::Duration::from_std(state.settings.refresh_grace).unwrap_or_default();
     let mut conn = state.pool.get().await?;
-    let rotation = db::retrying(async || {
+    let (rotation, grants) = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-            sessions::rotate(conn, presented, &device, grace).await
+            let rotation = sessions::rotate(conn, presented, &device, grace).await?;
+            let grants = match &rotation {
+                sessions::Rotation::Rotated { user, .. } => authz::grants(conn, user).await?,
+                _ => Grants::default(),
+            };
+            Ok((rotation, grants))
         })
         .await
     })
@@ -346,7 +363,7 @@ pub async fn refresh(
         sessions::end_now(&mut conn, user.id, Ending::All).await?;
         return Err(ApiError::Forbidden(DEACTIVATED));
     }
-    let body = signin::body_with_tokens(&state, *user, &session, refresh_token);
+    let body = signin::body_with_tokens(&state, *user, &session, refresh_token, &grants);
     Ok(HttpResponse::Ok().json(json!({ "user": body })))
 }
 

@@ -82,6 +82,13 @@ pub struct Claims {
     /// keeps it, so only a password makes a session fresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<i64>,
+    /// Access: the user's roles, omitted when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// Access: the permissions those roles grant (all of them for a superuser), omitted when none.
+    /// Services that verify tokens through JWKS authorize with these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<String>,
     /// Email confirmation: the address being confirmed, so a link for an old address is void.
     /// Email revert: the address to restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,6 +154,8 @@ impl TokenIssuer {
             ver: None,
             sid: None,
             auth_time: None,
+            roles: Vec::new(),
+            permissions: Vec::new(),
             email: None,
             pwd: None,
         }

@@ -1,0 +1,237 @@
+//! What operators do to accounts, shared by the admin API and the CLI: roles, (de)activation,
+//! ending sessions, a new confirmation link. Each runs in one transaction that locks the target
+//! user's row first, revokes what it must at once, and writes its audit entry.
+
+use std::collections::BTreeSet;
+
+use chrono::Utc;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use events::{EmailConfirmationRequested, Event, RoleChanged};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{
+    audit::{self, Origin},
+    db, links, outbox,
+    schema::{roles, user_roles},
+    sessions,
+    state::AppState,
+    telemetry::RequestId,
+    users::{self, User},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("no such user")]
+    NoUser,
+    #[error("unknown roles: {}", .0.join(", "))]
+    UnknownRoles(Vec<String>),
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+}
+
+/// What a role change did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RoleChange {
+    pub granted: Vec<String>,
+    pub revoked: Vec<String>,
+}
+
+/// Every role name, for validation and listings.
+pub async fn role_names(conn: &mut AsyncPgConnection) -> QueryResult<Vec<String>> {
+    roles::table
+        .select(roles::name)
+        .order(roles::name)
+        .load(conn)
+        .await
+}
+
+impl db::MaybeTransient for AdminError {
+    fn is_transient(&self) -> bool {
+        matches!(self, AdminError::Database(e) if db::is_transient(e))
+    }
+}
+
+/// The target user, its row locked until the transaction ends.
+async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> Result<User, AdminError> {
+    users::lock(conn, id).await?.ok_or(AdminError::NoUser)
+}
+
+/// Sets `user_id`'s roles to exactly `wanted`. A revoked role stops every token of the user at
+/// once (the access tokens carried it); each change mails the user a `role-changed` notice.
+pub async fn set_roles(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    wanted: &[String],
+    origin: &Origin,
+) -> Result<RoleChange, AdminError> {
+    let wanted: BTreeSet<String> = wanted.iter().map(|r| r.trim().to_string()).collect();
+    let known: BTreeSet<String> = role_names(conn).await?.into_iter().collect();
+    let unknown: Vec<String> = wanted.difference(&known).cloned().collect();
+    if !unknown.is_empty() {
+        return Err(AdminError::UnknownRoles(unknown));
+    }
+    db::retrying(async || {
+        conn.transaction::<_, AdminError, _>(async |conn| {
+            let user = lock(conn, user_id).await?;
+            let current: BTreeSet<String> = user_roles::table
+                .filter(user_roles::user_id.eq(user.id))
+                .select(user_roles::role)
+                .load::<String>(conn)
+                .await?
+                .into_iter()
+                .collect();
+            let change = RoleChange {
+                granted: wanted.difference(&current).cloned().collect(),
+                revoked: current.difference(&wanted).cloned().collect(),
+            };
+            for role in &change.granted {
+                diesel::insert_into(user_roles::table)
+                    .values((user_roles::user_id.eq(user.id), user_roles::role.eq(role)))
+                    .execute(conn)
+                    .await?;
+            }
+            if !change.revoked.is_empty() {
+                diesel::delete(
+                    user_roles::table
+                        .filter(user_roles::user_id.eq(user.id))
+                        .filter(user_roles::role.eq_any(&change.revoked)),
+                )
+                .execute(conn)
+                .await?;
+                users::revoke_access_tokens(conn, user.id).await?;
+                sessions::end_all(conn, user.id).await?;
+            }
+            let request_id = RequestId(origin.request_id.clone());
+            let changes = change
+                .granted
+                .iter()
+                .map(|r| (r, true))
+                .chain(change.revoked.iter().map(|r| (r, false)));
+            for (role, granted) in changes {
+                let action = if granted {
+                    "role.granted"
+                } else {
+                    "role.revoked"
+                };
+                audit::record(conn, origin, action, Some(user.id), json!({ "role": role })).await?;
+                let event = Event::RoleChanged(RoleChanged {
+                    user_id: user.id,
+                    email: user.email.clone(),
+                    username: user.username.clone(),
+                    role: role.clone(),
+                    granted,
+                    changed_at: Utc::now(),
+                    locale: user.locale.clone(),
+                });
+                outbox::enqueue(conn, event, &request_id).await?;
+            }
+            Ok(change)
+        })
+        .await
+    })
+    .await
+}
+
+/// Adds or removes one role, keeping the others.
+pub async fn grant_or_revoke(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    role: &str,
+    grant: bool,
+    origin: &Origin,
+) -> Result<RoleChange, AdminError> {
+    let mut wanted: BTreeSet<String> = user_roles::table
+        .filter(user_roles::user_id.eq(user_id))
+        .select(user_roles::role)
+        .load::<String>(conn)
+        .await?
+        .into_iter()
+        .collect();
+    if grant {
+        wanted.insert(role.to_string());
+    } else {
+        wanted.remove(role);
+    }
+    let wanted: Vec<String> = wanted.into_iter().collect();
+    set_roles(conn, user_id, &wanted, origin).await
+}
+
+/// (De)activates the user; deactivation ends every session and access token at once.
+pub async fn set_active(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    active: bool,
+    origin: &Origin,
+) -> Result<(), AdminError> {
+    db::retrying(async || {
+        conn.transaction::<_, AdminError, _>(async |conn| {
+            let user = lock(conn, user_id).await?;
+            users::set_active(conn, user.id, active).await?;
+            let action = if active {
+                "user.activated"
+            } else {
+                "user.deactivated"
+            };
+            audit::record(conn, origin, action, Some(user.id), json!({})).await?;
+            Ok(())
+        })
+        .await
+    })
+    .await
+}
+
+/// Ends every session of the user; returns how many were live.
+pub async fn end_sessions(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    origin: &Origin,
+) -> Result<usize, AdminError> {
+    db::retrying(async || {
+        conn.transaction::<_, AdminError, _>(async |conn| {
+            let user = lock(conn, user_id).await?;
+            users::revoke_access_tokens(conn, user.id).await?;
+            let ended = sessions::end_all(conn, user.id).await?;
+            audit::record(
+                conn,
+                origin,
+                "sessions.ended",
+                Some(user.id),
+                json!({ "sessions": ended, "by": "admin" }),
+            )
+            .await?;
+            Ok(ended)
+        })
+        .await
+    })
+    .await
+}
+
+/// Mails the user a new confirmation link for their current address.
+pub async fn send_confirmation(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    user_id: Uuid,
+    origin: &Origin,
+) -> Result<(), AdminError> {
+    db::retrying(async || {
+        conn.transaction::<_, AdminError, _>(async |conn| {
+            let user = lock(conn, user_id).await?;
+            let link = links::confirmation(state, &user);
+            let event = Event::EmailConfirmationRequested(EmailConfirmationRequested {
+                user_id: user.id,
+                email: user.email.clone(),
+                username: user.username.clone(),
+                confirmation_url: link.url,
+                confirmation_expires_at: link.expires_at,
+                locale: user.locale.clone(),
+            });
+            outbox::enqueue(conn, event, &RequestId(origin.request_id.clone())).await?;
+            audit::record(conn, origin, "confirmation.sent", Some(user.id), json!({})).await?;
+            Ok(())
+        })
+        .await
+    })
+    .await
+}

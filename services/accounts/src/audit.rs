@@ -1,0 +1,141 @@
+//! The audit trail: who did what to whom, from where. Append-only (a trigger refuses updates);
+//! each entry is written in the transaction of the action it records, so neither exists without the
+//! other. Entries older than `ACCOUNTS_AUDIT_RETENTION_DAYS` are pruned by the service itself.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde::Serialize;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{db::Pool, schema::audit_log, telemetry::RequestId};
+
+/// Where an action came from.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub actor: Option<Uuid>,
+    pub client_ip: String,
+    pub request_id: String,
+}
+
+impl Origin {
+    pub fn new(actor: Option<Uuid>, client_ip: &str, request_id: &RequestId) -> Self {
+        Self {
+            actor,
+            client_ip: client_ip.to_string(),
+            request_id: request_id.0.clone(),
+        }
+    }
+
+    /// An operator at the command line.
+    pub fn cli() -> Self {
+        Self {
+            actor: None,
+            client_ip: "cli".into(),
+            request_id: String::new(),
+        }
+    }
+}
+
+/// Appends an entry, in the caller's transaction.
+pub async fn record(
+    conn: &mut AsyncPgConnection,
+    origin: &Origin,
+    action: &str,
+    target: Option<Uuid>,
+    details: Value,
+) -> QueryResult<()> {
+    diesel::insert_into(audit_log::table)
+        .values((
+            audit_log::actor_id.eq(origin.actor),
+            audit_log::action.eq(action),
+            audit_log::target_id.eq(target),
+            audit_log::client_ip.eq(&origin.client_ip),
+            audit_log::request_id.eq(&origin.request_id),
+            audit_log::details.eq(details),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+#[derive(Debug, Queryable, Selectable, Serialize, utoipa::ToSchema)]
+#[diesel(table_name = audit_log)]
+pub struct Entry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor_id: Option<Uuid>,
+    pub action: String,
+    pub target_id: Option<Uuid>,
+    pub client_ip: String,
+    pub request_id: String,
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+/// Filters of a trail query; `before` is the cursor (entries come newest first).
+#[derive(Debug, Default)]
+pub struct Filter {
+    pub actor: Option<Uuid>,
+    pub target: Option<Uuid>,
+    pub action: Option<String>,
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+pub async fn list(conn: &mut AsyncPgConnection, filter: &Filter) -> QueryResult<Vec<Entry>> {
+    let mut query = audit_log::table
+        .select(Entry::as_select())
+        .order(audit_log::id.desc())
+        .limit(filter.limit)
+        .into_boxed();
+    if let Some(actor) = filter.actor {
+        query = query.filter(audit_log::actor_id.eq(actor));
+    }
+    if let Some(target) = filter.target {
+        query = query.filter(audit_log::target_id.eq(target));
+    }
+    if let Some(action) = &filter.action {
+        query = query.filter(audit_log::action.eq(action));
+    }
+    if let Some(before) = filter.before {
+        query = query.filter(audit_log::id.lt(before));
+    }
+    query.load(conn).await
+}
+
+/// Deletes entries older than `retention`; returns how many.
+pub async fn prune(conn: &mut AsyncPgConnection, retention: Duration) -> QueryResult<usize> {
+    let cutoff =
+        Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    diesel::delete(audit_log::table.filter(audit_log::at.lt(cutoff)))
+        .execute(conn)
+        .await
+}
+
+/// Prunes once an hour until `shutdown`.
+pub async fn prune_periodically(pool: Pool, retention: Duration, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let pruned = match pool.get().await {
+            Ok(mut conn) => prune(&mut conn, retention).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit retention: no database connection");
+                continue;
+            }
+        };
+        match pruned {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "audit retention"),
+            Err(e) => tracing::warn!(error = %e, "audit retention failed"),
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! The admin API: each route names the permission it needs in its extractor
+//! ([`Authorized`]), which checks the database, not the token. Actions are the workflows of
+//! [`crate::admin`], shared with the CLI.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{client_ip, sessions::SessionBody};
+use crate::{
+    admin::{self, AdminError},
+    audit::{self, Origin},
+    authz::{
+        self, AuditRead, Authorized, RolesManage, SessionsRevoke, UsersDeactivate, UsersRead,
+        UsersWrite,
+    },
+    error::ApiError,
+    schema::{user_roles, users},
+    sessions,
+    state::AppState,
+    telemetry::RequestId,
+    users::{User, UserBody},
+};
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::NoUser => ApiError::NotFound,
+            AdminError::UnknownRoles(names) => {
+                ApiError::field("roles", format!("Unknown role: {}.", names.join(", ")))
+            }
+            AdminError::Database(e) => e.into(),
+        }
+    }
+}
+
+fn origin<P: authz::Required>(caller: &Authorized<P>, req: &HttpRequest, id: &RequestId) -> Origin {
+    Origin::new(Some(caller.caller.user.id), &client_ip(req), id)
+}
+
+fn path_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
+}
+
+/// A user as an administrator sees it: the profile plus account state and roles.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AdminUser {
+    #[serde(flatten)]
+    profile: UserBody,
+    active: bool,
+    is_superuser: bool,
+    last_login: Option<DateTime<Utc>>,
+    locale: String,
+    roles: Vec<String>,
+}
+
+impl AdminUser {
+    fn new(user: User, roles: Vec<String>) -> Self {
+        Self {
+            active: user.active,
+            is_superuser: user.is_superuser,
+            last_login: user.last_login,
+            locale: user.locale.clone(),
+            profile: UserBody::from(user),
+            roles,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct UserQuery {
+    /// Case-insensitive substring of the email or the username.
+    #[param(max_length = 254)]
+    search: Option<String>,
+    verified: Option<bool>,
+    active: Option<bool>,
+    /// Only users holding this role.
+    role: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<Uuid>,
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserPage {
+    users: Vec<AdminUser>,
+    /// Pass as `cursor` for the next page; null on the last one. Stable under concurrent inserts:
+    /// pages follow the time-ordered user id.
+    next_cursor: Option<Uuid>,
+}
+
+/// Escapes LIKE's wildcards so a search is a plain substring.
+fn like_pattern(search: &str) -> String {
+    let escaped = search
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{}%", escaped.to_lowercase())
+}
+
+#[utoipa::path(get, path = "/api/admin/users", tag = "admin", security(("token" = [])), params(UserQuery),
+    responses((status = 200, description = "A page of users (needs users.read)", body = UserPage),
+        (status = 400, description = "A bad filter", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "No users.read", body = crate::openapi::ErrorBody)))]
+pub async fn list_users(
+    _caller: Authorized<UsersRead>,
+    state: web::Data<AppState>,
+    query: web::Query<UserQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::field(
+            "limit",
+            format!("Enter a number from 1 to {MAX_LIMIT}."),
+        ));
+    }
+    let mut select = users::table
+        .select(User::as_select())
+        .order(users::id)
+        .limit(limit)
+        .into_boxed();
+    if let Some(search) = query
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        if search.chars().count() > 254 || search.chars().any(char::is_control) {
+            return Err(ApiError::field(
+                "search",
+                "Enter a shorter search without control characters.",
+            ));
+        }
+        let pattern = like_pattern(search);
+        select = select.filter(
+            users::email
+                .ilike(pattern.clone())
+                .or(users::username.ilike(pattern)),
+        );
+    }
+    if let Some(verified) = query.verified {
+        select = select.filter(users::verified.eq(verified));
+    }
+    if let Some(active) = query.active {
+        select = select.filter(users::active.eq(active));
+    }
+    if let Some(role) = query.role {
+        select = select.filter(
+            users::id.eq_any(
+                user_roles::table
+                    .filter(user_roles::role.eq(role))
+                    .select(user_roles::user_id),
+            ),
+        );
+    }
+    if let Some(cursor) = query.cursor {
+        select = select.filter(users::id.gt(cursor));
+    }
+    let mut conn = state.pool.get().await?;
+    let found: Vec<User> = select.load(&mut conn).await?;
+    let ids: Vec<Uuid> = found.iter().map(|u| u.id).collect();
+    let roles = authz::roles_of(&mut conn, &ids).await?;
+    let next_cursor = (found.len() as i64 == limit)
+        .then(|| ids.last().copied())
+        .flatten();
+    let users = found
+        .into_iter()
+        .map(|user| {
+            let mine = roles
+                .iter()
+                .filter(|(id, _)| *id == user.id)
+                .map(|(_, r)| r.clone())
+                .collect();
+            AdminUser::new(user, mine)
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(UserPage { users, next_cursor }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AdminUserDetail {
+    #[serde(flatten)]
+    user: AdminUser,
+    sessions: Vec<SessionBody>,
+}
+
+#[utoipa::path(get, path = "/api/admin/users/{id}", tag = "admin", security(("token" = [])),
+    params(("id" = Uuid, Path, description = "The user's id")),
+    responses((status = 200, description = "The user, with roles and live sessions (needs users.read)", body = AdminUserDetail),
+        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "No users.read", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
+pub async fn show_user(
+    _caller: Authorized<UsersRead>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&path)?;
+    let mut conn = state.pool.get().await?;
+    let user = crate::users::find(&mut conn, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let roles = authz::grants(&mut conn, &user).await?.roles;
+    let live = sessions::live(&mut conn, id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "user": AdminUserDetail {
+        user: AdminUser::new(user, roles),
+        sessions: live.into_iter().map(|s| SessionBody::of(s, None)).collect(),
+    } })))
+}
+
+#[utoipa::path(post, path = "/api/admin/users/{id}/deactivate", tag = "admin", security(("token" = [])),
+    params(("id" = Uuid, Path, description = "The user's id")),
+    responses((status = 204, description = "Deactivated; every session and token stopped at once (needs users.deactivate)"),
+        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "No users.deactivate", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
+pub async fn deactivate(
+    caller: Authorized<UsersDeactivate>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    request_id: RequestId,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&path)?;
+    let mut conn = state.pool.get().await?;
+    admin::set_active(&mut conn, id, false, &origin(&caller, &req, &request_id)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(post, path = "/api/admin/users/{id}/activate", tag = "admin", security(("token" = [])),
+    params(("id" = Uuid, Path, description = "The user's id")),
+    responses((status = 204, description = "Active again (needs users.deactivate)"),
+        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "No users.deactivate", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
+pub async fn activate(
+    caller: Authorized<UsersDeactivate>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    request_id: RequestId,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&path)?;
+    let mut conn = state.pool.get().await?;
+    admin::set_active(&mut conn, id, true, &origin(&caller, &req, &request_id)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolesRequest {
+    /// The user's roles after the change: exactly these.
+    #[schema(max_items = 32)]
+    roles: Vec<String>,
+}
+
+#[utoipa::path(put, path = "/api/admin/users/{id}/roles", tag = "admin", security(("token" = [])),
+    params(("id" = Uuid, Path, description = "The user's id")), request_body = RolesRequest,
+    responses((status = 200, description = "Roles set; a revoked role stops the user's tokens at once (needs roles.manage)"),
+        (status = 400, description = "An unknown role", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "No roles.manage", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
+pub async fn set_roles(
+    caller: Authorized<RolesManage>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    request_id: RequestId,
+    path: web::Path<String>,
+    body: web::Json<RolesRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&path)?;
+    let wanted = body.into_inner().roles;
+    if wanted.len() > 32 {
+        return Err(ApiError::field(
+            "roles",
+            "Ensure this list has no more than 32 roles.",
+        ));
+    }
+    let mut conn = state.pool.get().await?;
+    let change =
+        admin::set_roles(&mut conn, id, &wanted, &origin(&caller, &req, &request_id)).await?;
+    let mut roles = wanted;
+    roles.sort();
+    roles.dedup();
+    Ok(HttpResponse::Ok().json(json!({
+        "roles": roles, "granted": change.granted, "revoked": change.revoked,
+    })))
+}
+
+#[utoipa::path(delete, path = "/api/admin/users/{id}/sessions", tag = "admin", security(("token" = [])),
+    params(("id" = Uuid, Path, description = "The user's id")),
+    responses((status = 204, description = "Every session of the user ended at once (needs sessions.revoke)"),
+        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "No sessions.revoke", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
+pub async fn end_sessions(
+    caller: Authorized<SessionsRevoke>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    request_id: RequestId,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&path)?;
+    let mut conn = state.pool.get().await?;
+    admin::end_sessions(&mut conn, id, &origin(&caller, &req, &request_id)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(post, path = "/api/admin/users/{id}/confirmation", tag = "admin", security(("token" = [])),
+    params(("id" = Uuid, Path, description = "The user's id")),
+    responses((status = 202, description = "A new confirmation link is on its way (needs users.write)"),
+        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "No users.write", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
+pub async fn send_confirmation(
+    caller: Authorized<UsersWrite>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    request_id: RequestId,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&path)?;
+    let mut conn = state.pool.get().await?;
+    admin::send_confirmation(&mut conn, &state, id, &origin(&caller, &req, &request_id)).await?;
+    Ok(HttpResponse::Accepted().json(json!({})))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct AuditQuery {
+    actor: Option<Uuid>,
+    target: Option<Uuid>,
+    #[param(max_length = 64)]
+    action: Option<String>,
+    /// `next_cursor` of the previous page (entries come newest first).
+    cursor: Option<i64>,
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    entries: Vec<audit::Entry>,
+    next_cursor: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/admin/audit", tag = "admin", security(("token" = [])), params(AuditQuery),
+    responses((status = 200, description = "The audit trail, newest first (needs audit.read)", body = AuditPage),
+        (status = 400, description = "A bad filter", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "No audit.read", body = crate::openapi::ErrorBody)))]
+pub async fn audit_trail(
+    _caller: Authorized<AuditRead>,
+    state: web::Data<AppState>,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::field(
+            "limit",
+            format!("Enter a number from 1 to {MAX_LIMIT}."),
+        ));
+    }
+    let filter = audit::Filter {
+        actor: query.actor,
+        target: query.target,
+        action: query.action,
+        before: query.cursor,
+        limit,
+    };
+    let mut conn = state.pool.get().await?;
+    let entries = audit::list(&mut conn, &filter).await?;
+    let next_cursor = (entries.len() as i64 == limit)
+        .then(|| entries.last().map(|e| e.id))
+        .flatten();
+    Ok(HttpResponse::Ok().json(AuditPage {
+        entries,
+        next_cursor,
+    }))
+}
