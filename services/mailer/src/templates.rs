@@ -110,7 +110,8 @@ macro_rules! embed_locale {
 }
 
 /// Every embedded file, by locale code. A locale may leave files out; `en` has them all.
-const EMBEDDED: [(&str, &[(&str, &str)]); 2] = [("en", embed_locale!("en")), ("fr", embed_locale!("fr"))];
+const EMBEDDED: [(&str, &[(&str, &str)]); 2] =
+    [("en", embed_locale!("en")), ("fr", embed_locale!("fr"))];
 
 /// Every template name a locale can have, relative to its folder.
 fn template_names() -> impl Iterator<Item = String> {
@@ -618,10 +619,18 @@ mod tests {
     #[test]
     fn locales_match_on_the_language_of_a_tag() {
         for tag in ["fr", "fr-CA", "fr_FR", "FR", " fr-ch "] {
-            assert_eq!(MailLocale::matching(tag).map(MailLocale::code), Some("fr"), "{tag}");
+            assert_eq!(
+                MailLocale::matching(tag).map(MailLocale::code),
+                Some("fr"),
+                "{tag}"
+            );
         }
         for tag in ["en", "en-GB", "en_US"] {
-            assert_eq!(MailLocale::matching(tag).map(MailLocale::code), Some("en"), "{tag}");
+            assert_eq!(
+                MailLocale::matching(tag).map(MailLocale::code),
+                Some("en"),
+                "{tag}"
+            );
         }
         for tag in ["de", "", "-", "french", "f"] {
             assert!(MailLocale::matching(tag).is_none(), "{tag}");
@@ -672,7 +681,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mailer-tpl-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(dir.join("fr/password-changed")).unwrap();
         std::fs::write(dir.join("fr/password-changed/body.txt"), "{% if %}").unwrap();
-        let err = Templates::load(Some(&dir), "Accounts").err().expect("should fail");
+        let err = Templates::load(Some(&dir), "Accounts")
+            .err()
+            .expect("should fail");
         std::fs::remove_dir_all(&dir).unwrap();
         let err = err.to_string();
         assert!(err.contains("fr templates"), "{err}");
@@ -689,7 +700,9 @@ mod tests {
         let [en, fr] = &LOCALES;
         assert_eq!(
             templates.source(en, "role-changed/subject.txt"),
-            Some(&TemplateSource::Override(dir.join("en/role-changed/subject.txt")))
+            Some(&TemplateSource::Override(
+                dir.join("en/role-changed/subject.txt")
+            ))
         );
         assert_eq!(
             templates.source(fr, "role-changed/subject.txt"),
@@ -710,7 +723,9 @@ mod tests {
         let [_, fr_locale] = &LOCALES;
         assert_eq!(
             templates.source(fr_locale, "password-changed/subject.txt"),
-            Some(&TemplateSource::Fallback(Box::new(TemplateSource::Embedded)))
+            Some(&TemplateSource::Fallback(Box::new(
+                TemplateSource::Embedded
+            )))
         );
         let mail = templates
             .render(&sample_event("password-changed", "fr").unwrap())

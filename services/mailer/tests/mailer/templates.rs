@@ -68,7 +68,9 @@ fn every_mail(templates: &Templates) -> Vec<(String, RenderedMail)> {
     let mut mails = Vec::new();
     for locale in locale_codes() {
         for kind in Event::TYPES {
-            let mail = templates.render(&sample_event(kind, locale).unwrap()).unwrap();
+            let mail = templates
+                .render(&sample_event(kind, locale).unwrap())
+                .unwrap();
             mails.push((format!("{locale}/{kind}"), mail));
         }
         let revoked = event_with("role-changed", locale, json!({"granted": false}));
@@ -93,7 +95,10 @@ fn every_template_renders_in_every_locale_and_matches_its_snapshot() {
             "{name}: {}",
             mail.html
         );
-        assert!(!mail.text.contains("{{") && !mail.html.contains("{{"), "{name}");
+        assert!(
+            !mail.text.contains("{{") && !mail.html.contains("{{"),
+            "{name}"
+        );
         snapshot(name, mail);
     }
 }
@@ -110,7 +115,9 @@ fn a_hostile_username_device_role_or_product_never_reaches_html_unescaped() {
     });
     for locale in locale_codes() {
         for kind in Event::TYPES {
-            let mail = templates.render(&event_with(kind, locale, hostile.clone())).unwrap();
+            let mail = templates
+                .render(&event_with(kind, locale, hostile.clone()))
+                .unwrap();
             for tag in ["<script", "<img", "<b>"] {
                 assert!(
                     !mail.html.contains(tag),
@@ -119,7 +126,8 @@ fn a_hostile_username_device_role_or_product_never_reaches_html_unescaped() {
                 );
             }
             assert!(
-                mail.html.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;"),
+                mail.html
+                    .contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;"),
                 "{locale}/{kind}: {}",
                 mail.html
             );
@@ -182,12 +190,21 @@ fn a_javascript_link_in_a_payload_is_refused_not_rendered() {
 fn a_french_payload_gets_french_subjects() {
     let expected = [
         ("user-registered", "Bienvenue sur Accounts"),
-        ("email-confirmation-requested", "Confirmez votre adresse e-mail"),
-        ("password-reset-requested", "Réinitialisation de votre mot de passe"),
+        (
+            "email-confirmation-requested",
+            "Confirmez votre adresse e-mail",
+        ),
+        (
+            "password-reset-requested",
+            "Réinitialisation de votre mot de passe",
+        ),
         ("password-changed", "Votre mot de passe a été modifié"),
         ("email-changed", "Votre adresse e-mail a été modifiée"),
         ("new-sign-in", "Nouvelle connexion à votre compte Accounts"),
-        ("role-changed", "Le rôle support a été ajouté à votre compte Accounts"),
+        (
+            "role-changed",
+            "Le rôle support a été ajouté à votre compte Accounts",
+        ),
     ];
     assert_eq!(expected.len(), Event::TYPES.len());
     for (kind, subject) in expected {
@@ -229,7 +246,11 @@ fn the_product_name_appears_in_every_mail_and_ecoms_in_none() {
             assert!(!part.contains("Ecoms"), "{name}: {part}");
         }
         assert!(mail.text.contains("Acme & Sons"), "{name}: {}", mail.text);
-        assert!(mail.html.contains("Acme &amp; Sons"), "{name}: {}", mail.html);
+        assert!(
+            mail.html.contains("Acme &amp; Sons"),
+            "{name}: {}",
+            mail.html
+        );
     }
     let welcome = templates
         .render(&sample_event("user-registered", "en").unwrap())
@@ -247,31 +268,71 @@ fn french_punctuation_takes_a_non_breaking_space() {
             }
         }
     }
-    assert!(render("new-sign-in", "fr").text.contains("Appareil\u{a0}: Firefox on Linux"));
+    assert!(
+        render("new-sign-in", "fr")
+            .text
+            .contains("Appareil\u{a0}: Firefox on Linux")
+    );
 }
 
 #[test]
 fn dates_follow_the_locale() {
     let en = render("password-changed", "en");
-    assert!(en.text.contains("on November 23, 2026 at 14:05 UTC."), "{}", en.text);
+    assert!(
+        en.text.contains("on November 23, 2026 at 14:05 UTC."),
+        "{}",
+        en.text
+    );
     let fr = render("password-changed", "fr");
-    assert!(fr.text.contains("le 23 novembre 2026 à 14:05 UTC."), "{}", fr.text);
-    assert!(fr.html.contains("le 23 novembre 2026 à 14:05 UTC."), "{}", fr.html);
+    assert!(
+        fr.text.contains("le 23 novembre 2026 à 14:05 UTC."),
+        "{}",
+        fr.text
+    );
+    assert!(
+        fr.html.contains("le 23 novembre 2026 à 14:05 UTC."),
+        "{}",
+        fr.html
+    );
 }
 
 #[test]
 fn email_changed_tells_the_old_address_where_it_went_and_how_to_undo_it() {
     let mail = render("email-changed", "en");
     let link = "https://accounts.example.com/account/revert-email?token=sample-token";
-    assert!(mail.text.contains("changed to n***@example.org"), "{}", mail.text);
+    assert!(
+        mail.text.contains("changed to n***@example.org"),
+        "{}",
+        mail.text
+    );
     assert!(!mail.text.contains("new.address@example.org"));
     assert!(!mail.html.contains("new.address@example.org"));
-    assert!(mail.text.contains(&format!("Undo this change: {link}")), "{}", mail.text);
-    assert!(mail.html.contains(&format!("href=\"{link}\"")), "{}", mail.html);
-    assert!(mail.text.contains("until November 30, 2026 at 14:05 UTC"), "{}", mail.text);
+    assert!(
+        mail.text.contains(&format!("Undo this change: {link}")),
+        "{}",
+        mail.text
+    );
+    assert!(
+        mail.html.contains(&format!("href=\"{link}\"")),
+        "{}",
+        mail.html
+    );
+    assert!(
+        mail.text.contains("until November 30, 2026 at 14:05 UTC"),
+        "{}",
+        mail.text
+    );
     let fr = render("email-changed", "fr");
-    assert!(fr.text.contains("remplacée par n***@example.org"), "{}", fr.text);
-    assert!(fr.text.contains("jusqu’au 30 novembre 2026 à 14:05 UTC"), "{}", fr.text);
+    assert!(
+        fr.text.contains("remplacée par n***@example.org"),
+        "{}",
+        fr.text
+    );
+    assert!(
+        fr.text.contains("jusqu’au 30 novembre 2026 à 14:05 UTC"),
+        "{}",
+        fr.text
+    );
 }
 
 #[test]
@@ -287,7 +348,11 @@ fn new_sign_in_names_the_device_the_place_the_time_and_the_way_out() {
     ] {
         assert!(mail.text.contains(expected), "{expected}: {}", mail.text);
     }
-    assert!(mail.html.contains(&format!("href=\"{link}\"")), "{}", mail.html);
+    assert!(
+        mail.html.contains(&format!("href=\"{link}\"")),
+        "{}",
+        mail.html
+    );
     // A user agent is the client's to choose: it cannot add lines to the mail.
     let forged = event_with(
         "new-sign-in",
@@ -296,7 +361,8 @@ fn new_sign_in_names_the_device_the_place_the_time_and_the_way_out() {
     );
     let mail = Templates::embedded().render(&forged).unwrap();
     assert!(
-        mail.text.contains("Device: Firefox URGENT: call +1 555 0100\n"),
+        mail.text
+            .contains("Device: Firefox URGENT: call +1 555 0100\n"),
         "{}",
         mail.text
     );
@@ -305,7 +371,10 @@ fn new_sign_in_names_the_device_the_place_the_time_and_the_way_out() {
 #[test]
 fn role_changed_says_whether_the_role_was_granted_or_revoked() {
     let granted = render("role-changed", "en");
-    assert_eq!(granted.subject, "Your Accounts account was given the support role");
+    assert_eq!(
+        granted.subject,
+        "Your Accounts account was given the support role"
+    );
     let revoked = Templates::embedded()
         .render(&event_with("role-changed", "en", json!({"granted": false})))
         .unwrap();
@@ -367,7 +436,10 @@ fn an_override_in_the_old_layout_still_replaces_the_english_file() {
     let templates = templates.unwrap();
     let mail = templates.render(&password_changed("en")).unwrap();
     assert_eq!(mail.subject, "Security notice for ada");
-    assert!(mail.text.contains("was changed on November 24, 2026 at 13:00 UTC"));
+    assert!(
+        mail.text
+            .contains("was changed on November 24, 2026 at 13:00 UTC")
+    );
     let fr = templates.render(&password_changed("fr")).unwrap();
     assert_eq!(fr.subject, "Votre mot de passe a été modifié");
 }
@@ -381,7 +453,11 @@ fn a_locale_override_replaces_that_locale_only() {
         "Alerte de sécurité pour {{ username }} ({{ product }})",
     )
     .unwrap();
-    std::fs::write(dir.join("fr/base.txt"), "{% block content %}{% endblock content %}-- fin").unwrap();
+    std::fs::write(
+        dir.join("fr/base.txt"),
+        "{% block content %}{% endblock content %}-- fin",
+    )
+    .unwrap();
     let templates = Templates::load(Some(&dir), "Acme");
     std::fs::remove_dir_all(&dir).unwrap();
     let templates = templates.unwrap();
@@ -390,7 +466,11 @@ fn a_locale_override_replaces_that_locale_only() {
     assert!(fr.text.ends_with("-- fin"), "{}", fr.text);
     let en = templates.render(&password_changed("en")).unwrap();
     assert_eq!(en.subject, "Your password was changed");
-    assert!(en.text.contains("This is an automated message"), "{}", en.text);
+    assert!(
+        en.text.contains("This is an automated message"),
+        "{}",
+        en.text
+    );
 }
 
 /// Runs the built `mailer` binary with a clean template configuration.
@@ -412,7 +492,11 @@ fn mailer_render_prints_every_part_through_the_configured_overrides() {
     let dir = temp_dir();
     std::fs::create_dir_all(dir.join("fr/new-sign-in")).unwrap();
     let override_file = dir.join("fr/new-sign-in/subject.txt");
-    std::fs::write(&override_file, "Connexion depuis {{ device }} — {{ product }}").unwrap();
+    std::fs::write(
+        &override_file,
+        "Connexion depuis {{ device }} — {{ product }}",
+    )
+    .unwrap();
     let output = mailer(
         &["render", "new-sign-in", "--locale", "fr-CA"],
         &[
@@ -430,11 +514,19 @@ fn mailer_render_prints_every_part_through_the_configured_overrides() {
     );
     assert!(stdout.contains(&subject_header), "{stdout}");
     assert!(
-        stdout.contains("----- text (fr/new-sign-in/body.txt: embedded; fr/base.txt: embedded) -----"),
+        stdout.contains(
+            "----- text (fr/new-sign-in/body.txt: embedded; fr/base.txt: embedded) -----"
+        ),
         "{stdout}"
     );
-    assert!(stdout.contains("Appareil\u{a0}: Firefox on Linux"), "{stdout}");
-    assert!(stdout.contains("----- html (fr/new-sign-in/body.html: embedded"), "{stdout}");
+    assert!(
+        stdout.contains("Appareil\u{a0}: Firefox on Linux"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("----- html (fr/new-sign-in/body.html: embedded"),
+        "{stdout}"
+    );
     assert!(stdout.contains("<a href=\"https://"), "{stdout}");
 
     let output = mailer(&["render", "user-registered"], &[]);
