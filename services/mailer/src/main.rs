@@ -157,6 +157,14 @@ fn print_sample(
     let event = templates::sample_event(event_type, locale.code())
         .with_context(|| format!("no sample payload for {event_type}"))?;
     let mail = templates.render(&event)?;
+    if let Some(dir) = &settings.templates_dir {
+        for path in templates::unused_overrides(dir)? {
+            eprintln!(
+                "warning: {} matches no template and is ignored (expected <locale>/<event-type>/{{subject.txt,body.txt,body.html}} or <locale>/base.{{txt,html}})",
+                path.display()
+            );
+        }
+    }
     let origin = |name: &str| {
         let source = templates
             .source(locale, name)

@@ -386,6 +386,51 @@ impl Templates {
     }
 }
 
+/// Files under the override directory that match no template name (a typo, a locale we don't
+/// ship) and are therefore ignored. Dotfiles are left out.
+pub fn unused_overrides(dir: &Path) -> Result<Vec<PathBuf>, TemplateError> {
+    let known: Vec<String> = LOCALES
+        .iter()
+        .flat_map(|locale| template_names().map(move |name| format!("{}/{name}", locale.code)))
+        .chain(template_names())
+        .collect();
+    let mut unused = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let read_error = |source| TemplateError::Read {
+            path: folder.display().to_string(),
+            source,
+        };
+        for entry in std::fs::read_dir(&folder).map_err(read_error)? {
+            let path = entry.map_err(read_error)?.path();
+            if path
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with('.'))
+            {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let relative = path
+                .strip_prefix(dir)
+                .map(|r| {
+                    r.components()
+                        .map(|c| c.as_os_str().to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join("/")
+                })
+                .unwrap_or_default();
+            if !known.contains(&relative) {
+                unused.push(path);
+            }
+        }
+    }
+    unused.sort();
+    Ok(unused)
+}
+
 /// A link for a mail: `url` for text bodies, `href` already escaped for an HTML attribute (use it
 /// with `| safe`; Tera's own escaping would also turn every `/` into `&#x2F;`).
 #[derive(Serialize)]
@@ -732,6 +777,31 @@ mod tests {
             .unwrap();
         assert_eq!(mail.subject, "Your password was changed");
         assert!(mail.text.contains("Le mot de passe"), "{}", mail.text);
+    }
+
+    #[test]
+    fn files_that_match_no_template_are_reported() {
+        let dir = std::env::temp_dir().join(format!("mailer-tpl-{}", uuid::Uuid::new_v4()));
+        for file in [
+            "fr/new-sign-in/subject.txt",
+            "password-changed/body.txt",
+            "fr/new-signin/subject.txt",
+            "de/base.txt",
+            "fr/.gitkeep",
+        ] {
+            let path = dir.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, "x").unwrap();
+        }
+        let unused = unused_overrides(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            unused.unwrap(),
+            vec![
+                dir.join("de/base.txt"),
+                dir.join("fr/new-signin/subject.txt")
+            ]
+        );
     }
 
     #[test]

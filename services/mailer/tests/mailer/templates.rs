@@ -492,6 +492,9 @@ fn mailer_render_prints_every_part_through_the_configured_overrides() {
     let dir = temp_dir();
     std::fs::create_dir_all(dir.join("fr/new-sign-in")).unwrap();
     let override_file = dir.join("fr/new-sign-in/subject.txt");
+    let typo = dir.join("fr/new-signin/body.txt");
+    std::fs::create_dir_all(typo.parent().unwrap()).unwrap();
+    std::fs::write(&typo, "never used").unwrap();
     std::fs::write(
         &override_file,
         "Connexion depuis {{ device }} — {{ product }}",
@@ -528,6 +531,10 @@ fn mailer_render_prints_every_part_through_the_configured_overrides() {
         "{stdout}"
     );
     assert!(stdout.contains("<a href=\"https://"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("warning: {} matches no template", typo.display())),
+        "{stderr}"
+    );
 
     let output = mailer(&["render", "user-registered"], &[]);
     let stdout = String::from_utf8_lossy(&output.stdout);
