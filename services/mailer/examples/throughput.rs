@@ -125,5 +125,6 @@ fn envelope(n: usize) -> Envelope {
             Uuid::new_v4().simple()
         ),
         confirmation_expires_at: Utc::now(),
+        locale: "en".to_string(),
     }))
 }

@@ -31,6 +31,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Per-command SMTP timeout.
     pub smtp_timeout: Duration,
+    /// The product the mail speaks for (`{{ product }}` in templates, subjects included).
+    pub product_name: String,
 }
 
 impl Settings {
@@ -87,6 +89,7 @@ impl Settings {
         let retry_cap = positive("MAILER_RETRY_MAX_MS", "600000")?;
         let poll = positive("MAILER_POLL_MS", "5000")?;
         let smtp_timeout = positive("MAILER_SMTP_TIMEOUT_SECS", "30")?;
+        let product_name = product_name(&env.var("MAILER_PRODUCT_NAME", "Accounts"))?;
 
         Ok(Self {
             database_url: SecretString::from(database_url.to_string()),
@@ -102,8 +105,33 @@ impl Settings {
             retry_cap: Duration::from_millis(retry_cap.max(retry_base)),
             poll_interval: Duration::from_millis(poll),
             smtp_timeout: Duration::from_secs(smtp_timeout),
+            product_name,
         })
     }
+}
+
+/// The longest product name we put in a subject line.
+const PRODUCT_NAME_MAX_CHARS: usize = 80;
+
+/// A product name goes into subjects (one header line), so it must be one short line of text.
+fn product_name(value: &str) -> anyhow::Result<String> {
+    let name = value.trim();
+    if name.is_empty() {
+        return Err(anyhow!(
+            "MAILER_PRODUCT_NAME is blank; set it to the name users know the product by, or unset it for \"Accounts\""
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(anyhow!(
+            "MAILER_PRODUCT_NAME contains a control character (a newline?); it must be one line of text"
+        ));
+    }
+    if name.chars().count() > PRODUCT_NAME_MAX_CHARS {
+        return Err(anyhow!(
+            "MAILER_PRODUCT_NAME is longer than {PRODUCT_NAME_MAX_CHARS} characters; it appears in every subject line"
+        ));
+    }
+    Ok(name.to_string())
 }
 
 #[cfg(test)]
@@ -128,6 +156,15 @@ mod tests {
         assert_eq!(s.retry_base, Duration::from_secs(2));
         assert_eq!(s.concurrency, 16);
         assert!(s.templates_dir.is_none());
+        assert_eq!(s.product_name, "Accounts");
+    }
+
+    #[test]
+    fn the_product_name_is_configurable_and_trimmed() {
+        let s = settings(&[("MAILER_PRODUCT_NAME", "  Acme Shop & Co ")]).unwrap();
+        assert_eq!(s.product_name, "Acme Shop & Co");
+        let s = settings(&[("MAILER_PRODUCT_NAME", "Ça marche")]).unwrap();
+        assert_eq!(s.product_name, "Ça marche");
     }
 
     #[test]
@@ -142,6 +179,9 @@ mod tests {
             ("MAILER_CONCURRENCY", "0"),
             ("MAILER_MAX_ATTEMPTS", "many"),
             ("MAILER_RETRY_BASE_MS", "-1"),
+            ("MAILER_PRODUCT_NAME", "   "),
+            ("MAILER_PRODUCT_NAME", "Acme\r\nBcc: victim@example.com"),
+            ("MAILER_PRODUCT_NAME", "x".repeat(81).as_str()),
         ] {
             let err = settings(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{name}: {err}");

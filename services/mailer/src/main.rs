@@ -1,12 +1,15 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{Parser, Subcommand, builder::PossibleValuesParser};
+use events::Event;
 use mailer::{
     config::Settings,
     db,
     failed_sends::FailedSend,
     operator::{self, Selection},
     startup::Application,
+    templates::{self, LOCALES, MailLocale, Templates},
 };
 use secrecy::ExposeSecret;
 
@@ -28,6 +31,28 @@ enum Command {
     /// Inspect and resend mail that could not be sent.
     #[command(subcommand)]
     Failed(Failed),
+    /// Print a sample mail (subject, text, HTML) rendered from a built-in payload through the
+    /// configured templates (MAILER_TEMPLATES_DIR, MAILER_PRODUCT_NAME), to check overrides
+    /// before deploying them.
+    Render {
+        /// The event type whose mail to render.
+        #[arg(value_parser = PossibleValuesParser::new(Event::TYPES))]
+        event_type: String,
+        /// The language of the mail; a regional tag such as fr-CA picks its language.
+        #[arg(long, default_value = "en", value_parser = parse_locale)]
+        locale: &'static MailLocale,
+    },
+}
+
+/// A shipped locale, or an error that lists them.
+fn parse_locale(tag: &str) -> Result<&'static MailLocale, String> {
+    MailLocale::matching(tag).ok_or_else(|| {
+        let codes: Vec<_> = LOCALES.iter().map(MailLocale::code).collect();
+        format!(
+            "no templates for this locale; the shipped locales are {} (a regional tag such as fr-CA picks its language)",
+            codes.join(", ")
+        )
+    })
 }
 
 #[derive(Subcommand)]
@@ -76,6 +101,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             app.run_until_stopped().await?;
         }
         Command::Migrate => db::migrate(settings.database_url.expose_secret()).await?,
+        Command::Render { event_type, locale } => print_sample(&settings, &event_type, locale)?,
         Command::Failed(Failed::List { json, all }) => {
             let rows = operator::list(&settings, all).await?;
             if json {
@@ -118,6 +144,47 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Renders `event_type`'s sample and prints each part under a header naming the files it came from.
+fn print_sample(
+    settings: &Settings,
+    event_type: &str,
+    locale: &'static MailLocale,
+) -> anyhow::Result<()> {
+    let templates = Templates::load(settings.templates_dir.as_deref(), &settings.product_name)
+        .context("loading templates (check MAILER_TEMPLATES_DIR)")?;
+    let event = templates::sample_event(event_type, locale.code())
+        .with_context(|| format!("no sample payload for {event_type}"))?;
+    let mail = templates.render(&event)?;
+    if let Some(dir) = &settings.templates_dir {
+        for path in templates::unused_overrides(dir)? {
+            eprintln!(
+                "warning: {} matches no template and is ignored (expected <locale>/<event-type>/{{subject.txt,body.txt,body.html}} or <locale>/base.{{txt,html}})",
+                path.display()
+            );
+        }
+    }
+    let origin = |name: &str| {
+        let source = templates
+            .source(locale, name)
+            .map_or_else(|| "missing".to_string(), ToString::to_string);
+        format!("{}/{name}: {source}", locale.code())
+    };
+    let part = |title: &str, file: &str, base: Option<&str>| {
+        let mut header = origin(&format!("{event_type}/{file}"));
+        if let Some(base) = base {
+            header = format!("{header}; {}", origin(base));
+        }
+        format!("----- {title} ({header}) -----")
+    };
+    println!("{}", part("subject", "subject.txt", None));
+    println!("{}", mail.subject);
+    println!("{}", part("text", "body.txt", Some("base.txt")));
+    println!("{}", mail.text.trim_end());
+    println!("{}", part("html", "body.html", Some("base.html")));
+    println!("{}", mail.html.trim_end());
+    Ok(())
 }
 
 fn print_table(rows: &[FailedSend]) {

@@ -71,7 +71,7 @@ pub async fn retry(settings: &Settings, selection: Selection) -> anyhow::Result<
         Selection::All => failed_sends::list(&mut conn, false).await?,
     };
     let templates = Arc::new(
-        Templates::load(settings.templates_dir.as_deref())
+        Templates::load(settings.templates_dir.as_deref(), &settings.product_name)
             .context("loading templates (check MAILER_TEMPLATES_DIR)")?,
     );
     let smtp = SmtpSender::new(

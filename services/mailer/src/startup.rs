@@ -38,7 +38,7 @@ impl Application {
         db::migrate(&database_url).await?;
         // Sends settle concurrently; the consumer, health checks and claims need a few more.
         let pool = db::pool(&database_url, settings.concurrency + 4)?;
-        let templates = Templates::load(settings.templates_dir.as_deref())
+        let templates = Templates::load(settings.templates_dir.as_deref(), &settings.product_name)
             .context("loading templates (check MAILER_TEMPLATES_DIR)")?;
         let smtp = SmtpSender::new(
             settings.smtp_url.expose_secret(),

@@ -1,67 +1,63 @@
-//! Mail templates: one folder per event type (`subject.txt`, `body.html`, `body.txt`) extending
-//! `base.html` / `base.txt`. They are embedded in the binary; a file of the same relative name in
-//! the override directory replaces the embedded one. Names ending in `.html` are autoescaped.
+//! Mail templates, per locale: `templates/<locale>/<event-type>/{subject.txt,body.html,body.txt}`,
+//! each body extending its locale's `base.html` / `base.txt`. They are embedded in the binary; a
+//! file of the same relative name in the override directory (`<dir>/fr/password-changed/body.txt`)
+//! replaces the embedded one. A locale that lacks a file uses the `en` one, and a payload whose
+//! locale we don't ship gets `en`. Names ending in `.html` are autoescaped.
 
-use std::path::Path;
+mod context;
+mod locale;
+mod sample;
 
-use chrono::{DateTime, Utc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+};
+
 use events::Event;
-use serde::Serialize;
 use tera::Tera;
 
-/// Every template file, by the name templates use to refer to each other.
-const EMBEDDED: &[(&str, &str)] = &[
-    ("base.html", include_str!("../templates/base.html")),
-    ("base.txt", include_str!("../templates/base.txt")),
-    (
-        "user-registered/subject.txt",
-        include_str!("../templates/user-registered/subject.txt"),
-    ),
-    (
-        "user-registered/body.html",
-        include_str!("../templates/user-registered/body.html"),
-    ),
-    (
-        "user-registered/body.txt",
-        include_str!("../templates/user-registered/body.txt"),
-    ),
-    (
-        "email-confirmation-requested/subject.txt",
-        include_str!("../templates/email-confirmation-requested/subject.txt"),
-    ),
-    (
-        "email-confirmation-requested/body.html",
-        include_str!("../templates/email-confirmation-requested/body.html"),
-    ),
-    (
-        "email-confirmation-requested/body.txt",
-        include_str!("../templates/email-confirmation-requested/body.txt"),
-    ),
-    (
-        "password-reset-requested/subject.txt",
-        include_str!("../templates/password-reset-requested/subject.txt"),
-    ),
-    (
-        "password-reset-requested/body.html",
-        include_str!("../templates/password-reset-requested/body.html"),
-    ),
-    (
-        "password-reset-requested/body.txt",
-        include_str!("../templates/password-reset-requested/body.txt"),
-    ),
-    (
-        "password-changed/subject.txt",
-        include_str!("../templates/password-changed/subject.txt"),
-    ),
-    (
-        "password-changed/body.html",
-        include_str!("../templates/password-changed/body.html"),
-    ),
-    (
-        "password-changed/body.txt",
-        include_str!("../templates/password-changed/body.txt"),
-    ),
-];
+pub use locale::{FALLBACK_LOCALE, LOCALES, MailLocale};
+pub use sample::sample_event;
+
+/// The parts of every mail, named as in each event type's folder.
+pub const PARTS: [&str; 3] = ["subject.txt", "body.txt", "body.html"];
+
+/// Embeds `templates/<locale>/...` as `(name relative to the locale, content)` pairs.
+macro_rules! embed_locale {
+    ($locale:literal) => {
+        embed_locale!(@files $locale;
+            "base.html", "base.txt",
+            "user-registered/subject.txt", "user-registered/body.txt", "user-registered/body.html",
+            "email-confirmation-requested/subject.txt", "email-confirmation-requested/body.txt",
+            "email-confirmation-requested/body.html",
+            "password-reset-requested/subject.txt", "password-reset-requested/body.txt",
+            "password-reset-requested/body.html",
+            "password-changed/subject.txt", "password-changed/body.txt", "password-changed/body.html",
+            "email-changed/subject.txt", "email-changed/body.txt", "email-changed/body.html",
+            "new-sign-in/subject.txt", "new-sign-in/body.txt", "new-sign-in/body.html",
+            "role-changed/subject.txt", "role-changed/body.txt", "role-changed/body.html",
+        )
+    };
+    (@files $locale:literal; $($file:literal),* $(,)?) => {
+        &[$(($file, include_str!(concat!("../templates/", $locale, "/", $file)))),*]
+    };
+}
+
+/// Every embedded file, by locale code. A locale may leave files out; `en` has them all.
+const EMBEDDED: [(&str, &[(&str, &str)]); 2] =
+    [("en", embed_locale!("en")), ("fr", embed_locale!("fr"))];
+
+/// Every template name a locale can have, relative to its folder.
+fn template_names() -> impl Iterator<Item = String> {
+    ["base.html", "base.txt"]
+        .into_iter()
+        .map(String::from)
+        .chain(
+            Event::TYPES
+                .into_iter()
+                .flat_map(|kind| PARTS.into_iter().map(move |part| format!("{kind}/{part}"))),
+        )
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -70,23 +66,32 @@ pub enum TemplateError {
         path: String,
         source: std::io::Error,
     },
+    #[error("compiling the {locale} templates: {message}")]
+    Compile {
+        locale: &'static str,
+        message: String,
+    },
     #[error("template {name}: {message}")]
     Render { name: String, message: String },
 }
 
+/// Tera nests the useful part (the file, the line and the cause) in its source chain.
+fn tera_message(error: &tera::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
 impl TemplateError {
     fn render(name: &str, error: &tera::Error) -> Self {
-        // Tera nests the useful part (the line and the cause) in its source chain.
-        let mut message = error.to_string();
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
         Self::Render {
             name: name.to_string(),
-            message,
+            message: tera_message(error),
         }
     }
 }
@@ -96,73 +101,166 @@ impl TemplateError {
 pub struct RenderedMail {
     /// The template folder, which is also the event type.
     pub template: &'static str,
+    /// The locale whose templates wrote it (after fallback).
+    pub locale: &'static str,
     pub subject: String,
     pub text: String,
     pub html: String,
 }
 
-/// The compiled templates. Load once; rendering is read-only.
-pub struct Templates {
+/// Where a template's text came from, for operators checking their overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateSource {
+    Embedded,
+    Override(PathBuf),
+    /// The locale has no such file; the `en` one (embedded or overridden) stands in.
+    Fallback(Box<TemplateSource>),
+}
+
+impl std::fmt::Display for TemplateSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded => f.write_str("embedded"),
+            Self::Override(path) => write!(f, "override {}", path.display()),
+            Self::Fallback(en) => write!(f, "en fallback, {en}"),
+        }
+    }
+}
+
+/// One locale's compiled templates.
+struct LocaleTemplates {
+    locale: &'static MailLocale,
     tera: Tera,
+    sources: BTreeMap<String, TemplateSource>,
+}
+
+/// The compiled templates of every shipped locale. Load once; rendering is read-only.
+pub struct Templates {
+    locales: Vec<LocaleTemplates>,
+    product: String,
 }
 
 impl Templates {
-    /// The templates embedded in the binary.
+    /// The templates embedded in the binary, for the default product name.
     pub fn embedded() -> Self {
-        Self::load(None).expect("the embedded templates compile (checked by tests)")
+        Self::load(None, "Accounts").expect("the embedded templates compile (checked by tests)")
     }
 
-    /// The embedded templates, each replaced by `overrides/<name>` where that file exists.
-    pub fn load(overrides: Option<&Path>) -> Result<Self, TemplateError> {
-        let mut files = Vec::with_capacity(EMBEDDED.len());
-        for (name, embedded) in EMBEDDED {
-            let content = match overrides.map(|dir| dir.join(name)) {
-                Some(path) if path.is_file() => {
-                    std::fs::read_to_string(&path).map_err(|source| TemplateError::Read {
-                        path: path.display().to_string(),
-                        source,
-                    })?
-                }
-                _ => (*embedded).to_string(),
+    /// The embedded templates, each replaced by `overrides/<locale>/<name>` where that file
+    /// exists. `overrides/<name>` (the layout from before locales) still overrides `en`.
+    pub fn load(overrides: Option<&Path>, product: &str) -> Result<Self, TemplateError> {
+        Self::compile(&EMBEDDED, overrides, product)
+    }
+
+    fn compile(
+        embedded: &[(&str, &[(&str, &str)])],
+        overrides: Option<&Path>,
+        product: &str,
+    ) -> Result<Self, TemplateError> {
+        let read = |relative: &str| -> Result<Option<(String, PathBuf)>, TemplateError> {
+            let Some(path) = overrides.map(|dir| dir.join(relative)) else {
+                return Ok(None);
             };
-            files.push((*name, content));
+            if !path.is_file() {
+                return Ok(None);
+            }
+            std::fs::read_to_string(&path)
+                .map(|content| Some((content, path.clone())))
+                .map_err(|source| TemplateError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })
+        };
+
+        // The English text of every template: what a locale without its own file gets.
+        let mut english: HashMap<String, (String, TemplateSource)> = HashMap::new();
+        let mut locales = Vec::with_capacity(LOCALES.len());
+        for locale in &LOCALES {
+            let embedded = embedded
+                .iter()
+                .find(|(code, _)| *code == locale.code())
+                .map_or(&[][..], |(_, files)| *files);
+            let mut files = Vec::new();
+            let mut sources = BTreeMap::new();
+            for name in template_names() {
+                let own = read(&format!("{}/{name}", locale.code()))?;
+                let legacy = if locale.code() == FALLBACK_LOCALE.code() {
+                    read(&name)?
+                } else {
+                    None
+                };
+                let (content, source) = match own.or(legacy) {
+                    Some((content, path)) => (content, TemplateSource::Override(path)),
+                    None => match embedded.iter().find(|(file, _)| *file == name) {
+                        Some((_, content)) => ((*content).to_string(), TemplateSource::Embedded),
+                        None => match english.get(&name) {
+                            Some((content, source)) => (
+                                content.clone(),
+                                TemplateSource::Fallback(Box::new(source.clone())),
+                            ),
+                            None => {
+                                return Err(TemplateError::Compile {
+                                    locale: locale.code(),
+                                    message: format!("{name} is missing"),
+                                });
+                            }
+                        },
+                    },
+                };
+                if locale.code() == FALLBACK_LOCALE.code() {
+                    english.insert(name.clone(), (content.clone(), source.clone()));
+                }
+                sources.insert(name.clone(), source);
+                files.push((name, content));
+            }
+            let mut tera = Tera::default();
+            tera.add_raw_templates(files)
+                .map_err(|e| TemplateError::Compile {
+                    locale: locale.code(),
+                    message: tera_message(&e),
+                })?;
+            locales.push(LocaleTemplates {
+                locale,
+                tera,
+                sources,
+            });
         }
-        let mut tera = Tera::default();
-        tera.add_raw_templates(files)
-            .map_err(|e| TemplateError::render("(compiling)", &e))?;
-        Ok(Self { tera })
+        Ok(Self {
+            locales,
+            product: product.to_string(),
+        })
     }
 
-    /// Renders the mail for `event` from its typed context.
+    /// Where `<locale>/<name>` came from (`name` as `new-sign-in/body.html`).
+    pub fn source(&self, locale: &MailLocale, name: &str) -> Option<&TemplateSource> {
+        self.locales
+            .iter()
+            .find(|l| l.locale.code() == locale.code())
+            .and_then(|l| l.sources.get(name))
+    }
+
+    /// Renders the mail for `event` in its locale, from a typed context.
     pub fn render(&self, event: &Event) -> Result<RenderedMail, TemplateError> {
         let template = event.kind();
-        let context = match event {
-            Event::UserRegistered(e) => tera_context(&ConfirmationContext {
-                username: display_name(e.username.as_deref(), &e.email),
-                confirmation: Link::parse(template, &e.confirmation_url)?,
-                expires_at: format_time(e.confirmation_expires_at),
-            }),
-            Event::EmailConfirmationRequested(e) => tera_context(&ConfirmationContext {
-                username: display_name(e.username.as_deref(), &e.email),
-                confirmation: Link::parse(template, &e.confirmation_url)?,
-                expires_at: format_time(e.confirmation_expires_at),
-            }),
-            Event::PasswordResetRequested(e) => tera_context(&PasswordResetContext {
-                username: display_name(e.username.as_deref(), &e.email),
-                reset: Link::parse(template, &e.reset_url)?,
-                expires_at: format_time(e.reset_expires_at),
-            }),
-            Event::PasswordChanged(e) => tera_context(&PasswordChangedContext {
-                username: display_name(e.username.as_deref(), &e.email),
-                changed_at: format_time(e.changed_at),
-            }),
-        }
-        .map_err(|e| TemplateError::render(template, &e))?;
+        let wanted = MailLocale::for_payload(event.locale());
+        let compiled = self
+            .locales
+            .iter()
+            .find(|l| l.locale.code() == wanted.code())
+            .or_else(|| self.locales.first())
+            .ok_or_else(|| TemplateError::Render {
+                name: template.to_string(),
+                message: "no templates are loaded".to_string(),
+            })?;
+        let locale = compiled.locale;
+        let mut context = context::for_event(event, locale)?;
+        context.insert("product", &self.product);
         let render = |part: &str| {
             let name = format!("{template}/{part}");
-            self.tera
+            compiled
+                .tera
                 .render(&name, &context)
-                .map_err(|e| TemplateError::render(&name, &e))
+                .map_err(|e| TemplateError::render(&format!("{}/{name}", locale.code()), &e))
         };
         // A subject is one header line: newlines from a template must not start new headers.
         let subject = render("subject.txt")?
@@ -171,6 +269,7 @@ impl Templates {
             .join(" ");
         Ok(RenderedMail {
             template,
+            locale: locale.code(),
             subject,
             text: render("body.txt")?,
             html: render("body.html")?,
@@ -178,75 +277,49 @@ impl Templates {
     }
 }
 
-/// A link for a mail: `url` for text bodies, `href` already escaped for an HTML attribute (use it
-/// with `| safe`; Tera's own escaping would also turn every `/` into `&#x2F;`).
-#[derive(Serialize)]
-struct Link {
-    url: String,
-    href: String,
-}
-
-impl Link {
-    /// Only absolute http(s) URLs become links, so a bad producer cannot plant `javascript:`.
-    fn parse(template: &str, raw: &str) -> Result<Self, TemplateError> {
-        let url = url::Url::parse(raw)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| TemplateError::Render {
-                name: template.to_string(),
-                message: "the event's link is not an absolute http(s) URL".to_string(),
-            })?;
-        let url = url.to_string();
-        let mut href = String::with_capacity(url.len());
-        for c in url.chars() {
-            match c {
-                '&' => href.push_str("&amp;"),
-                '"' => href.push_str("&quot;"),
-                '\'' => href.push_str("&#39;"),
-                '<' => href.push_str("&lt;"),
-                '>' => href.push_str("&gt;"),
-                c => href.push(c),
+/// Files under the override directory that match no template name (a typo, a locale we don't
+/// ship) and are therefore ignored. Dotfiles are left out.
+pub fn unused_overrides(dir: &Path) -> Result<Vec<PathBuf>, TemplateError> {
+    let known: Vec<String> = LOCALES
+        .iter()
+        .flat_map(|locale| template_names().map(move |name| format!("{}/{name}", locale.code())))
+        .chain(template_names())
+        .collect();
+    let mut unused = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let read_error = |source| TemplateError::Read {
+            path: folder.display().to_string(),
+            source,
+        };
+        for entry in std::fs::read_dir(&folder).map_err(read_error)? {
+            let path = entry.map_err(read_error)?.path();
+            if path
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with('.'))
+            {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let relative = path
+                .strip_prefix(dir)
+                .map(|r| {
+                    r.components()
+                        .map(|c| c.as_os_str().to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join("/")
+                })
+                .unwrap_or_default();
+            if !known.contains(&relative) {
+                unused.push(path);
             }
         }
-        Ok(Self { url, href })
     }
-}
-
-/// Context of `user-registered` and `email-confirmation-requested`.
-#[derive(Serialize)]
-struct ConfirmationContext<'a> {
-    username: &'a str,
-    confirmation: Link,
-    expires_at: String,
-}
-
-#[derive(Serialize)]
-struct PasswordResetContext<'a> {
-    username: &'a str,
-    reset: Link,
-    expires_at: String,
-}
-
-#[derive(Serialize)]
-struct PasswordChangedContext<'a> {
-    username: &'a str,
-    changed_at: String,
-}
-
-fn tera_context(value: &impl Serialize) -> tera::Result<tera::Context> {
-    tera::Context::from_serialize(value)
-}
-
-/// The username, or the local part of the address when the user chose none.
-fn display_name<'a>(username: Option<&'a str>, email: &'a str) -> &'a str {
-    match username.map(str::trim) {
-        Some(name) if !name.is_empty() => name,
-        _ => email.split('@').next().unwrap_or(email),
-    }
-}
-
-fn format_time(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M UTC").to_string()
+    unused.sort();
+    Ok(unused)
 }
 
 #[cfg(test)]
@@ -254,31 +327,96 @@ mod tests {
     use super::*;
 
     #[test]
-    fn display_name_falls_back_to_the_local_part() {
-        assert_eq!(display_name(Some("ada"), "x@example.com"), "ada");
-        assert_eq!(display_name(None, "grace@example.com"), "grace");
-        assert_eq!(display_name(Some("  "), "grace@example.com"), "grace");
-    }
-
-    #[test]
-    fn links_must_be_http_and_are_escaped_for_attributes() {
-        let link = Link::parse("t", "https://example.com/c?token=a&b=\"x\"").unwrap();
-        assert_eq!(link.href, "https://example.com/c?token=a&amp;b=%22x%22");
-        assert_eq!(link.url, "https://example.com/c?token=a&b=%22x%22");
-        assert!(Link::parse("t", "javascript:alert(1)").is_err());
-        assert!(Link::parse("t", "/relative").is_err());
+    fn every_shipped_locale_embeds_every_template() {
+        for (code, files) in EMBEDDED {
+            assert!(LOCALES.iter().any(|l| l.code() == code), "{code}");
+            for name in template_names() {
+                assert!(files.iter().any(|(f, _)| *f == name), "{code}/{name}");
+            }
+        }
+        assert_eq!(EMBEDDED.len(), LOCALES.len());
     }
 
     #[test]
     fn a_broken_override_fails_loading_with_its_name() {
         let dir = std::env::temp_dir().join(format!("mailer-tpl-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(dir.join("password-changed")).unwrap();
-        std::fs::write(dir.join("password-changed/body.txt"), "{% if %}").unwrap();
-        let err = Templates::load(Some(&dir)).err().expect("should fail");
+        std::fs::create_dir_all(dir.join("fr/password-changed")).unwrap();
+        std::fs::write(dir.join("fr/password-changed/body.txt"), "{% if %}").unwrap();
+        let err = Templates::load(Some(&dir), "Accounts")
+            .err()
+            .expect("should fail");
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(
-            err.to_string().contains("password-changed/body.txt"),
-            "{err}"
+        let err = err.to_string();
+        assert!(err.contains("fr templates"), "{err}");
+        assert!(err.contains("password-changed/body.txt"), "{err}");
+    }
+
+    #[test]
+    fn sources_say_which_files_an_override_replaced() {
+        let dir = std::env::temp_dir().join(format!("mailer-tpl-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("en/role-changed")).unwrap();
+        std::fs::write(dir.join("en/role-changed/subject.txt"), "Roles").unwrap();
+        let templates = Templates::load(Some(&dir), "Accounts").unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let [en, fr] = &LOCALES;
+        assert_eq!(
+            templates.source(en, "role-changed/subject.txt"),
+            Some(&TemplateSource::Override(
+                dir.join("en/role-changed/subject.txt")
+            ))
+        );
+        assert_eq!(
+            templates.source(fr, "role-changed/subject.txt"),
+            Some(&TemplateSource::Embedded)
+        );
+    }
+
+    #[test]
+    fn a_file_missing_from_a_locale_falls_back_to_english() {
+        let [(_, en), (_, fr)] = EMBEDDED;
+        let partial_fr: Vec<(&str, &str)> = fr
+            .iter()
+            .copied()
+            .filter(|(name, _)| *name != "password-changed/subject.txt")
+            .collect();
+        let embedded: [(&str, &[(&str, &str)]); 2] = [("en", en), ("fr", &partial_fr)];
+        let templates = Templates::compile(&embedded, None, "Accounts").unwrap();
+        let [_, fr_locale] = &LOCALES;
+        assert_eq!(
+            templates.source(fr_locale, "password-changed/subject.txt"),
+            Some(&TemplateSource::Fallback(Box::new(
+                TemplateSource::Embedded
+            )))
+        );
+        let mail = templates
+            .render(&sample_event("password-changed", "fr").unwrap())
+            .unwrap();
+        assert_eq!(mail.subject, "Your password was changed");
+        assert!(mail.text.contains("Le mot de passe"), "{}", mail.text);
+    }
+
+    #[test]
+    fn files_that_match_no_template_are_reported() {
+        let dir = std::env::temp_dir().join(format!("mailer-tpl-{}", uuid::Uuid::new_v4()));
+        for file in [
+            "fr/new-sign-in/subject.txt",
+            "password-changed/body.txt",
+            "fr/new-signin/subject.txt",
+            "de/base.txt",
+            "fr/.gitkeep",
+        ] {
+            let path = dir.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, "x").unwrap();
+        }
+        let unused = unused_overrides(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            unused.unwrap(),
+            vec![
+                dir.join("de/base.txt"),
+                dir.join("fr/new-signin/subject.txt")
+            ]
         );
     }
 }

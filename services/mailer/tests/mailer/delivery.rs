@@ -23,7 +23,7 @@ async fn an_event_arrives_as_one_multipart_mail_with_the_link_in_both_parts() {
     assert_eq!(mail.recipients, vec![email.clone()]);
     assert_eq!(mail.mail_from, "noreply@example.test");
     let parsed = MessageParser::default().parse(&mail.data).unwrap();
-    assert_eq!(parsed.subject(), Some("Ecoms Welcome Mail"));
+    assert_eq!(parsed.subject(), Some("Accounts Welcome Mail"));
     let to = parsed.to().unwrap().first().unwrap();
     assert_eq!(to.address(), Some(email.as_str()));
     assert_eq!(

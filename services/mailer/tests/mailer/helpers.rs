@@ -230,6 +230,7 @@ pub fn registered(email: &str, username: Option<&str>) -> Envelope {
         username: username.map(str::to_string),
         confirmation_url: format!("http://localhost:8080/api/users/confirm?token={token}"),
         confirmation_expires_at: Utc.with_ymd_and_hms(2026, 11, 24, 13, 0, 0).unwrap(),
+        locale: "en".to_string(),
     }))
 }
 

@@ -1,13 +1,13 @@
-//! Snapshots of every rendered template. Run with `UPDATE_SNAPSHOTS=1` to rewrite them after an
-//! intended change, and review the diff.
+//! Every template in every shipped locale: snapshots, escaping, links, locale matching and
+//! fallback, the product name, and `mailer render`. Run with `UPDATE_SNAPSHOTS=1` to rewrite the
+//! snapshots after an intended change, and review the diff.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, process::Command};
 
 use chrono::{TimeZone, Utc};
-use events::{
-    EmailConfirmationRequested, Event, PasswordChanged, PasswordResetRequested, UserRegistered,
-};
-use mailer::templates::{RenderedMail, Templates};
+use events::{Event, PasswordChanged, UserRegistered};
+use mailer::templates::{LOCALES, MailLocale, RenderedMail, Templates, sample_event};
+use serde_json::json;
 use uuid::Uuid;
 
 fn user_id() -> Uuid {
@@ -16,6 +16,10 @@ fn user_id() -> Uuid {
 
 fn at() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 24, 13, 0, 0).unwrap()
+}
+
+fn locale_codes() -> impl Iterator<Item = &'static str> {
+    LOCALES.iter().map(MailLocale::code)
 }
 
 fn snapshot(name: &str, mail: &RenderedMail) {
@@ -43,51 +47,109 @@ fn snapshot(name: &str, mail: &RenderedMail) {
     );
 }
 
-/// The welcome mail for `email`, as the templates render it.
-fn registered(email: &str, username: Option<&str>, confirmation_url: &str) -> RenderedMail {
+/// The sample event of `kind` in `locale`, with `changes` merged into its payload.
+fn event_with(kind: &str, locale: &str, changes: serde_json::Value) -> Event {
+    let event = sample_event(kind, locale).unwrap();
+    let mut value = serde_json::to_value(&event).unwrap();
+    for (key, change) in changes.as_object().unwrap() {
+        value["data"][key] = change.clone();
+    }
+    serde_json::from_value(value).unwrap()
+}
+
+fn render(kind: &str, locale: &str) -> RenderedMail {
     Templates::embedded()
-        .render(&Event::UserRegistered(UserRegistered {
-            user_id: user_id(),
-            email: email.into(),
-            username: username.map(Into::into),
-            confirmation_url: confirmation_url.into(),
-            confirmation_expires_at: at(),
-        }))
+        .render(&sample_event(kind, locale).unwrap())
         .unwrap()
 }
 
-#[test]
-fn user_registered() {
-    let mail = registered(
-        "ada@example.com",
-        Some("ada"),
-        "http://localhost:8080/api/users/confirm?token=abc&x=1",
-    );
-    snapshot("user-registered", &mail);
+/// Every mail of every shipped locale, from the sample payloads.
+fn every_mail(templates: &Templates) -> Vec<(String, RenderedMail)> {
+    let mut mails = Vec::new();
+    for locale in locale_codes() {
+        for kind in Event::TYPES {
+            let mail = templates
+                .render(&sample_event(kind, locale).unwrap())
+                .unwrap();
+            mails.push((format!("{locale}/{kind}"), mail));
+        }
+        let revoked = event_with("role-changed", locale, json!({"granted": false}));
+        let mail = templates.render(&revoked).unwrap();
+        mails.push((format!("{locale}/role-changed-revoked"), mail));
+    }
+    mails
 }
 
 #[test]
-fn user_registered_without_a_username_greets_the_local_part() {
-    let mail = registered(
-        "grace.hopper@example.com",
-        None,
-        "http://localhost:8080/api/users/confirm?token=abc",
-    );
-    assert!(mail.text.contains("Hello, grace.hopper!"));
-    assert!(mail.html.contains("Hello, grace.hopper!"));
+fn every_template_renders_in_every_locale_and_matches_its_snapshot() {
+    let mails = every_mail(&Templates::embedded());
+    assert_eq!(mails.len(), LOCALES.len() * (Event::TYPES.len() + 1));
+    for (name, mail) in &mails {
+        let locale = name.split('/').next().unwrap();
+        assert_eq!(mail.locale, locale, "{name}");
+        assert!(!mail.subject.trim().is_empty(), "{name}: empty subject");
+        assert!(!mail.subject.contains('\n'), "{name}: {}", mail.subject);
+        assert!(mail.text.contains("Hello, ada!") || mail.text.contains("Bonjour ada,"));
+        assert!(
+            mail.html.contains(&format!("<html lang=\"{locale}\">")),
+            "{name}: {}",
+            mail.html
+        );
+        assert!(
+            !mail.text.contains("{{") && !mail.html.contains("{{"),
+            "{name}"
+        );
+        snapshot(name, mail);
+    }
 }
 
 #[test]
-fn html_in_a_username_is_escaped() {
-    let mail = registered(
-        "mallory@example.com",
-        Some("<script>alert(1)</script>"),
-        "http://localhost:8080/api/users/confirm?token=abc",
-    );
-    assert!(!mail.html.contains("<script>"), "{}", mail.html);
+fn a_hostile_username_device_role_or_product_never_reaches_html_unescaped() {
+    let templates = Templates::load(None, "<script>alert('product')</script>").unwrap();
+    let hostile = json!({
+        "username": "<script>alert(1)</script>",
+        "device": "<img src=x onerror=alert(2)> on \"Linux\"",
+        "ip": "<b>203.0.113.7</b>",
+        "role": "<script>alert(3)</script>",
+        "new_email": "<script>@evil.example",
+    });
+    for locale in locale_codes() {
+        for kind in Event::TYPES {
+            let mail = templates
+                .render(&event_with(kind, locale, hostile.clone()))
+                .unwrap();
+            for tag in ["<script", "<img", "<b>"] {
+                assert!(
+                    !mail.html.contains(tag),
+                    "{locale}/{kind}: {tag} unescaped in {}",
+                    mail.html
+                );
+            }
+            assert!(
+                mail.html
+                    .contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;"),
+                "{locale}/{kind}: {}",
+                mail.html
+            );
+        }
+    }
+}
+
+#[test]
+fn the_escaped_welcome_mail_is_stable() {
+    let mail = Templates::embedded()
+        .render(&Event::UserRegistered(UserRegistered {
+            user_id: user_id(),
+            email: "mallory@example.com".into(),
+            username: Some("<script>alert(1)</script>".into()),
+            confirmation_url: "http://localhost:8080/api/users/confirm?token=abc&x=1".into(),
+            confirmation_expires_at: at(),
+            locale: "en".into(),
+        }))
+        .unwrap();
     assert!(
         mail.html
-            .contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;"),
+            .contains("href=\"http://localhost:8080/api/users/confirm?token=abc&amp;x=1\""),
         "{}",
         mail.html
     );
@@ -95,68 +157,403 @@ fn html_in_a_username_is_escaped() {
 }
 
 #[test]
-fn email_confirmation_requested() {
-    let mail = Templates::embedded()
-        .render(&Event::EmailConfirmationRequested(
-            EmailConfirmationRequested {
-                user_id: user_id(),
-                email: "ada@example.com".into(),
-                username: Some("ada".into()),
-                confirmation_url: "http://localhost:8080/api/users/confirm?token=def".into(),
-                confirmation_expires_at: at(),
-            },
-        ))
-        .unwrap();
-    snapshot("email-confirmation-requested", &mail);
+fn every_link_in_every_mail_is_http_or_https() {
+    for (name, mail) in every_mail(&Templates::embedded()) {
+        let hrefs: Vec<&str> = mail.html.split("href=\"").skip(1).collect();
+        for href in hrefs {
+            assert!(
+                href.starts_with("https://") || href.starts_with("http://"),
+                "{name}: {href}"
+            );
+        }
+    }
 }
 
 #[test]
-fn password_reset_requested() {
+fn a_javascript_link_in_a_payload_is_refused_not_rendered() {
+    for (kind, field) in [
+        ("user-registered", "confirmation_url"),
+        ("email-confirmation-requested", "confirmation_url"),
+        ("password-reset-requested", "reset_url"),
+        ("email-changed", "revert_url"),
+        ("new-sign-in", "reject_url"),
+    ] {
+        for bad in ["javascript:alert(1)", "data:text/html,hi", "/relative"] {
+            let event = event_with(kind, "fr", json!({ field: bad }));
+            let err = Templates::embedded().render(&event).unwrap_err();
+            assert!(err.to_string().contains("http(s)"), "{kind}: {err}");
+        }
+    }
+}
+
+#[test]
+fn a_french_payload_gets_french_subjects() {
+    let expected = [
+        ("user-registered", "Bienvenue sur Accounts"),
+        (
+            "email-confirmation-requested",
+            "Confirmez votre adresse e-mail",
+        ),
+        (
+            "password-reset-requested",
+            "Réinitialisation de votre mot de passe",
+        ),
+        ("password-changed", "Votre mot de passe a été modifié"),
+        ("email-changed", "Votre adresse e-mail a été modifiée"),
+        ("new-sign-in", "Nouvelle connexion à votre compte Accounts"),
+        (
+            "role-changed",
+            "Le rôle support a été ajouté à votre compte Accounts",
+        ),
+    ];
+    assert_eq!(expected.len(), Event::TYPES.len());
+    for (kind, subject) in expected {
+        let mail = render(kind, "fr");
+        assert_eq!(mail.locale, "fr");
+        assert_eq!(mail.subject, subject, "{kind}");
+        assert_ne!(mail.subject, render(kind, "en").subject, "{kind}");
+    }
+}
+
+#[test]
+fn regional_tags_like_fr_ca_map_to_their_language() {
+    for tag in ["fr-CA", "fr_FR", "FR", "fr-ch"] {
+        for kind in Event::TYPES {
+            let mail = render(kind, tag);
+            assert_eq!(mail.locale, "fr", "{tag}");
+            assert_eq!(mail, render(kind, "fr"), "{tag} {kind}");
+        }
+    }
+    assert_eq!(render("new-sign-in", "en-GB").locale, "en");
+}
+
+#[test]
+fn a_locale_we_do_not_ship_falls_back_to_english() {
+    for tag in ["de", "de-DE", "", "zz", "klingon"] {
+        for kind in Event::TYPES {
+            let mail = render(kind, tag);
+            assert_eq!(mail.locale, "en", "{tag}");
+            assert_eq!(mail, render(kind, "en"), "{tag} {kind}");
+        }
+    }
+}
+
+#[test]
+fn the_product_name_appears_in_every_mail_and_ecoms_in_none() {
+    let templates = Templates::load(None, "Acme & Sons").unwrap();
+    for (name, mail) in every_mail(&templates) {
+        for part in [&mail.subject, &mail.text, &mail.html] {
+            assert!(!part.contains("Ecoms"), "{name}: {part}");
+        }
+        assert!(mail.text.contains("Acme & Sons"), "{name}: {}", mail.text);
+        assert!(
+            mail.html.contains("Acme &amp; Sons"),
+            "{name}: {}",
+            mail.html
+        );
+    }
+    let welcome = templates
+        .render(&sample_event("user-registered", "en").unwrap())
+        .unwrap();
+    assert_eq!(welcome.subject, "Acme & Sons Welcome Mail");
+}
+
+#[test]
+fn french_punctuation_takes_a_non_breaking_space() {
+    for kind in Event::TYPES {
+        let mail = render(kind, "fr");
+        for part in [&mail.subject, &mail.text, &mail.html] {
+            for bad in [" :", " ;", " !", " ?", " »", "« "] {
+                assert!(!part.contains(bad), "fr/{kind} has {bad:?}: {part}");
+            }
+        }
+    }
+    assert!(
+        render("new-sign-in", "fr")
+            .text
+            .contains("Appareil\u{a0}: Firefox on Linux")
+    );
+}
+
+#[test]
+fn dates_follow_the_locale() {
+    let en = render("password-changed", "en");
+    assert!(
+        en.text.contains("on November 23, 2026 at 14:05 UTC."),
+        "{}",
+        en.text
+    );
+    let fr = render("password-changed", "fr");
+    assert!(
+        fr.text.contains("le 23 novembre 2026 à 14:05 UTC."),
+        "{}",
+        fr.text
+    );
+    assert!(
+        fr.html.contains("le 23 novembre 2026 à 14:05 UTC."),
+        "{}",
+        fr.html
+    );
+}
+
+#[test]
+fn email_changed_tells_the_old_address_where_it_went_and_how_to_undo_it() {
+    let mail = render("email-changed", "en");
+    let link = "https://accounts.example.com/account/revert-email?token=sample-token";
+    assert!(
+        mail.text.contains("changed to n***@example.org"),
+        "{}",
+        mail.text
+    );
+    assert!(!mail.text.contains("new.address@example.org"));
+    assert!(!mail.html.contains("new.address@example.org"));
+    assert!(
+        mail.text.contains(&format!("Undo this change: {link}")),
+        "{}",
+        mail.text
+    );
+    assert!(
+        mail.html.contains(&format!("href=\"{link}\"")),
+        "{}",
+        mail.html
+    );
+    assert!(
+        mail.text.contains("until November 30, 2026 at 14:05 UTC"),
+        "{}",
+        mail.text
+    );
+    let fr = render("email-changed", "fr");
+    assert!(
+        fr.text.contains("remplacée par n***@example.org"),
+        "{}",
+        fr.text
+    );
+    assert!(
+        fr.text.contains("jusqu’au 30 novembre 2026 à 14:05 UTC"),
+        "{}",
+        fr.text
+    );
+}
+
+#[test]
+fn new_sign_in_names_the_device_the_place_the_time_and_the_way_out() {
+    let mail = render("new-sign-in", "en");
+    let link = "https://accounts.example.com/account/reject-sign-in?token=sample-token";
+    for expected in [
+        "Device: Firefox on Linux",
+        "IP address 203.0.113.7",
+        "Time: November 23, 2026 at 14:05 UTC",
+        &format!("This wasn't me: {link}"),
+        "until November 30, 2026 at 14:05 UTC",
+    ] {
+        assert!(mail.text.contains(expected), "{expected}: {}", mail.text);
+    }
+    assert!(
+        mail.html.contains(&format!("href=\"{link}\"")),
+        "{}",
+        mail.html
+    );
+    // A user agent is the client's to choose: it cannot add lines to the mail.
+    let forged = event_with(
+        "new-sign-in",
+        "en",
+        json!({"device": "Firefox\n\nURGENT: call +1 555 0100"}),
+    );
+    let mail = Templates::embedded().render(&forged).unwrap();
+    assert!(
+        mail.text
+            .contains("Device: Firefox URGENT: call +1 555 0100\n"),
+        "{}",
+        mail.text
+    );
+}
+
+#[test]
+fn role_changed_says_whether_the_role_was_granted_or_revoked() {
+    let granted = render("role-changed", "en");
+    assert_eq!(
+        granted.subject,
+        "Your Accounts account was given the support role"
+    );
+    let revoked = Templates::embedded()
+        .render(&event_with("role-changed", "en", json!({"granted": false})))
+        .unwrap();
+    assert_eq!(
+        revoked.subject,
+        "The support role was removed from your Accounts account"
+    );
+    assert!(revoked.text.contains("was removed"), "{}", revoked.text);
+    let revoked_fr = Templates::embedded()
+        .render(&event_with("role-changed", "fr", json!({"granted": false})))
+        .unwrap();
+    assert_eq!(
+        revoked_fr.subject,
+        "Le rôle support a été retiré de votre compte Accounts"
+    );
+}
+
+#[test]
+fn without_a_username_the_mail_greets_the_local_part() {
     let mail = Templates::embedded()
-        .render(&Event::PasswordResetRequested(PasswordResetRequested {
+        .render(&Event::UserRegistered(UserRegistered {
             user_id: user_id(),
-            email: "ada@example.com".into(),
+            email: "grace.hopper@example.com".into(),
             username: None,
-            reset_url: "http://localhost:8080/password/reset?token=ghi".into(),
-            reset_expires_at: at(),
+            confirmation_url: "http://localhost:8080/api/users/confirm?token=abc".into(),
+            confirmation_expires_at: at(),
+            locale: "en".into(),
         }))
         .unwrap();
-    snapshot("password-reset-requested", &mail);
+    assert!(mail.text.contains("Hello, grace.hopper!"));
+    assert!(mail.html.contains("Hello, grace.hopper!"));
+}
+
+fn password_changed(locale: &str) -> Event {
+    Event::PasswordChanged(PasswordChanged {
+        user_id: user_id(),
+        email: "ada@example.com".into(),
+        username: Some("ada".into()),
+        changed_at: at(),
+        locale: locale.into(),
+    })
+}
+
+fn temp_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("mailer-overrides-{}", Uuid::new_v4()))
 }
 
 #[test]
-fn password_changed() {
-    let mail = Templates::embedded()
-        .render(&Event::PasswordChanged(PasswordChanged {
-            user_id: user_id(),
-            email: "ada@example.com".into(),
-            username: Some("ada".into()),
-            changed_at: at(),
-        }))
-        .unwrap();
-    snapshot("password-changed", &mail);
-}
-
-#[test]
-fn an_override_directory_replaces_single_files() {
-    let dir = std::env::temp_dir().join(format!("mailer-overrides-{}", Uuid::new_v4()));
+fn an_override_in_the_old_layout_still_replaces_the_english_file() {
+    let dir = temp_dir();
     std::fs::create_dir_all(dir.join("password-changed")).unwrap();
     std::fs::write(
         dir.join("password-changed/subject.txt"),
         "Security notice for {{ username }}",
     )
     .unwrap();
-    let templates = Templates::load(Some(&dir));
+    let templates = Templates::load(Some(&dir), "Accounts");
     std::fs::remove_dir_all(&dir).unwrap();
-    let mail = templates
-        .unwrap()
-        .render(&Event::PasswordChanged(PasswordChanged {
-            user_id: user_id(),
-            email: "ada@example.com".into(),
-            username: Some("ada".into()),
-            changed_at: at(),
-        }))
-        .unwrap();
+    let templates = templates.unwrap();
+    let mail = templates.render(&password_changed("en")).unwrap();
     assert_eq!(mail.subject, "Security notice for ada");
-    assert!(mail.text.contains("was changed on 2026-11-24 13:00 UTC"));
+    assert!(
+        mail.text
+            .contains("was changed on November 24, 2026 at 13:00 UTC")
+    );
+    let fr = templates.render(&password_changed("fr")).unwrap();
+    assert_eq!(fr.subject, "Votre mot de passe a été modifié");
+}
+
+#[test]
+fn a_locale_override_replaces_that_locale_only() {
+    let dir = temp_dir();
+    std::fs::create_dir_all(dir.join("fr/password-changed")).unwrap();
+    std::fs::write(
+        dir.join("fr/password-changed/subject.txt"),
+        "Alerte de sécurité pour {{ username }} ({{ product }})",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("fr/base.txt"),
+        "{% block content %}{% endblock content %}-- fin",
+    )
+    .unwrap();
+    let templates = Templates::load(Some(&dir), "Acme");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let templates = templates.unwrap();
+    let fr = templates.render(&password_changed("fr-CA")).unwrap();
+    assert_eq!(fr.subject, "Alerte de sécurité pour ada (Acme)");
+    assert!(fr.text.ends_with("-- fin"), "{}", fr.text);
+    let en = templates.render(&password_changed("en")).unwrap();
+    assert_eq!(en.subject, "Your password was changed");
+    assert!(
+        en.text.contains("This is an automated message"),
+        "{}",
+        en.text
+    );
+}
+
+/// Runs the built `mailer` binary with a clean template configuration.
+fn mailer(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mailer"));
+    command
+        .args(args)
+        .env_remove("MAILER_TEMPLATES_DIR")
+        .env_remove("MAILER_PRODUCT_NAME")
+        .env("RUST_LOG", "error");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn mailer_render_prints_every_part_through_the_configured_overrides() {
+    let dir = temp_dir();
+    std::fs::create_dir_all(dir.join("fr/new-sign-in")).unwrap();
+    let override_file = dir.join("fr/new-sign-in/subject.txt");
+    let typo = dir.join("fr/new-signin/body.txt");
+    std::fs::create_dir_all(typo.parent().unwrap()).unwrap();
+    std::fs::write(&typo, "never used").unwrap();
+    std::fs::write(
+        &override_file,
+        "Connexion depuis {{ device }} — {{ product }}",
+    )
+    .unwrap();
+    let output = mailer(
+        &["render", "new-sign-in", "--locale", "fr-CA"],
+        &[
+            ("MAILER_TEMPLATES_DIR", dir.to_str().unwrap()),
+            ("MAILER_PRODUCT_NAME", "Acme"),
+        ],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let subject_header = format!(
+        "----- subject (fr/new-sign-in/subject.txt: override {}) -----\nConnexion depuis Firefox on Linux — Acme\n",
+        override_file.display()
+    );
+    assert!(stdout.contains(&subject_header), "{stdout}");
+    assert!(
+        stdout.contains(
+            "----- text (fr/new-sign-in/body.txt: embedded; fr/base.txt: embedded) -----"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Appareil\u{a0}: Firefox on Linux"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("----- html (fr/new-sign-in/body.html: embedded"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("<a href=\"https://"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("warning: {} matches no template", typo.display())),
+        "{stderr}"
+    );
+
+    let output = mailer(&["render", "user-registered"], &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("\nAccounts Welcome Mail\n"), "{stdout}");
+}
+
+#[test]
+fn mailer_render_rejects_an_unknown_type_or_locale_and_lists_the_valid_ones() {
+    let output = mailer(&["render", "user-exploded"], &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for kind in Event::TYPES {
+        assert!(stderr.contains(kind), "{kind} not listed: {stderr}");
+    }
+
+    let output = mailer(&["render", "new-sign-in", "--locale", "de"], &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("'de'"), "{stderr}");
+    assert!(stderr.contains("en, fr"), "{stderr}");
 }

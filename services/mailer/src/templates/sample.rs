@@ -1,0 +1,113 @@
+//! Made-up events for `mailer render`, so an operator sees every template with every field set.
+
+use chrono::{DateTime, Utc};
+use events::{
+    EmailChanged, EmailConfirmationRequested, Event, NewSignIn, PasswordChanged,
+    PasswordResetRequested, RoleChanged, UserRegistered,
+};
+
+/// The instant every sample mail uses, so that two renders of one template compare equal.
+fn sample_time() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_795_442_700, 0).unwrap_or_default() // 2026-11-23 14:05 UTC
+}
+
+/// A made-up event of type `kind`, for `mailer render`: every field the templates use is set.
+pub fn sample_event(kind: &str, locale: &str) -> Option<Event> {
+    let now = sample_time();
+    let user_id = uuid::Uuid::nil();
+    let email = "ada@example.com".to_string();
+    let username = Some("ada".to_string());
+    let locale = locale.to_string();
+    let link = |path: &str| format!("https://accounts.example.com{path}?token=sample-token");
+    let event = match kind {
+        "user-registered" => Event::UserRegistered(UserRegistered {
+            user_id,
+            email,
+            username,
+            confirmation_url: link("/api/users/confirm"),
+            confirmation_expires_at: now + chrono::Duration::hours(1),
+            locale,
+        }),
+        "email-confirmation-requested" => {
+            Event::EmailConfirmationRequested(EmailConfirmationRequested {
+                user_id,
+                email,
+                username,
+                confirmation_url: link("/api/users/confirm"),
+                confirmation_expires_at: now + chrono::Duration::hours(1),
+                locale,
+            })
+        }
+        "password-reset-requested" => Event::PasswordResetRequested(PasswordResetRequested {
+            user_id,
+            email,
+            username,
+            reset_url: link("/password/reset"),
+            reset_expires_at: now + chrono::Duration::hours(1),
+            locale,
+        }),
+        "password-changed" => Event::PasswordChanged(PasswordChanged {
+            user_id,
+            email,
+            username,
+            changed_at: now,
+            locale,
+        }),
+        "email-changed" => Event::EmailChanged(EmailChanged {
+            user_id,
+            email,
+            new_email: "new.address@example.org".to_string(),
+            username,
+            changed_at: now,
+            revert_url: link("/account/revert-email"),
+            revert_expires_at: now + chrono::Duration::days(7),
+            locale,
+        }),
+        "new-sign-in" => Event::NewSignIn(NewSignIn {
+            user_id,
+            email,
+            username,
+            device: "Firefox on Linux".to_string(),
+            ip: "203.0.113.7".to_string(),
+            signed_in_at: now,
+            reject_url: link("/account/reject-sign-in"),
+            reject_expires_at: now + chrono::Duration::days(7),
+            locale,
+        }),
+        "role-changed" => Event::RoleChanged(RoleChanged {
+            user_id,
+            email,
+            username,
+            role: "support".to_string(),
+            granted: true,
+            changed_at: now,
+            locale,
+        }),
+        _ => return None,
+    };
+    Some(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn samples_happen_at_a_fixed_instant() {
+        assert_eq!(
+            sample_time(),
+            Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn sample_events_exist_for_every_type() {
+        for kind in Event::TYPES {
+            let event = sample_event(kind, "fr").unwrap();
+            assert_eq!(event.kind(), kind);
+            assert_eq!(event.locale(), "fr");
+        }
+        assert!(sample_event("user-exploded", "en").is_none());
+    }
+}
