@@ -31,6 +31,12 @@ impl Origin {
         }
     }
 
+    /// The same origin, acting as `actor`.
+    pub fn by(mut self, actor: Uuid) -> Self {
+        self.actor = Some(actor);
+        self
+    }
+
     /// An operator at the command line.
     pub fn cli() -> Self {
         Self {
@@ -38,6 +44,26 @@ impl Origin {
             client_ip: "cli".into(),
             request_id: String::new(),
         }
+    }
+}
+
+/// The request's client address and id; handlers add the actor.
+impl actix_web::FromRequest for Origin {
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        use actix_web::HttpMessage;
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        std::future::ready(Ok(Self {
+            actor: None,
+            client_ip: crate::routes::client_ip(req),
+            request_id,
+        }))
     }
 }
 

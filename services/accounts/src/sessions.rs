@@ -18,7 +18,10 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use serde_json::json;
+
 use crate::{
+    audit::{self, Origin},
     schema::{refresh_tokens, sessions},
     tokens::refresh,
     users::{self, User},
@@ -259,24 +262,33 @@ pub async fn end_now(
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
     ending: Ending,
+    origin: &Origin,
 ) -> QueryResult<usize> {
     use diesel_async::AsyncConnection;
     crate::db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
             users::lock(conn, user_id).await?;
-            match &ending {
+            let ended = match &ending {
                 Ending::All => {
                     users::revoke_access_tokens(conn, user_id).await?;
-                    end_all(conn, user_id).await
+                    end_all(conn, user_id).await?
                 }
                 Ending::Only(ids) => {
                     let mut ended = 0;
                     for id in ids {
                         ended += usize::from(end(conn, user_id, *id).await?);
                     }
-                    Ok(ended)
+                    ended
                 }
+            };
+            let details = match &ending {
+                Ending::All => json!({ "all": true, "sessions": ended }),
+                Ending::Only(ids) => json!({ "ids": ids, "sessions": ended }),
+            };
+            if ended > 0 || matches!(ending, Ending::All) {
+                audit::record(conn, origin, "sessions.ended", Some(user_id), details).await?;
             }
+            Ok(ended)
         })
         .await
     })

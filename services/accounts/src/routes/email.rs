@@ -7,7 +7,10 @@ use super::{
     confirm::page,
     sessions::{BAD_ACTION_LINK, TokenQuery, TokenRequest},
 };
+use serde_json::json;
+
 use crate::{
+    audit::{self, Origin},
     db,
     domain::EmailAddress,
     error::ApiError,
@@ -33,6 +36,7 @@ enum Reverted {
 pub async fn revert(
     state: web::Data<AppState>,
     request_id: RequestId,
+    origin: Origin,
     body: web::Json<TokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let claims = body.into_inner().verify(&state, Purpose::EmailRevert)?;
@@ -66,6 +70,8 @@ pub async fn revert(
             let restored = users::update(conn, user.id, &changes).await?;
             users::revoke_access_tokens(conn, user.id).await?;
             sessions::end_all(conn, user.id).await?;
+            let origin = origin.clone().by(user.id);
+            audit::record(conn, &origin, "email.reverted", Some(user.id), json!({})).await?;
             recovery::mail_reset_link(conn, &state, &restored, &request_id).await?;
             Ok(Reverted::Done)
         })

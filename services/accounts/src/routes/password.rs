@@ -12,6 +12,7 @@ use super::{
     confirm::{EmailOnly, mail_request, page},
 };
 use crate::{
+    audit::{self, Origin},
     db,
     domain::{self, FieldErrors, REQUIRED, push_error},
     error::ApiError,
@@ -62,6 +63,7 @@ pub struct ResetRequest {
 pub async fn reset(
     state: web::Data<AppState>,
     request_id: RequestId,
+    origin: Origin,
     body: web::Json<ResetRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner();
@@ -116,6 +118,8 @@ pub async fn reset(
             let updated = users::update(conn, user.id, &changes).await?;
             users::revoke_access_tokens(conn, user.id).await?;
             sessions::end_all(conn, user.id).await?;
+            let origin = origin.clone().by(user.id);
+            audit::record(conn, &origin, "password.reset", Some(user.id), json!({})).await?;
             let event = Event::PasswordChanged(PasswordChanged {
                 user_id: updated.id,
                 email: updated.email,

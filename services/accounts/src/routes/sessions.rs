@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::confirm::page;
+use serde_json::json;
+
 use crate::{
+    audit::{self, Origin},
     auth::Authenticated,
     db,
     error::ApiError,
@@ -77,12 +80,14 @@ pub async fn list(
 pub async fn delete(
     auth: Authenticated,
     state: web::Data<AppState>,
+    origin: Origin,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     // Not a uuid, another user's session, or one already ended: all the same 404.
     let id = Uuid::parse_str(&path.into_inner()).map_err(|_| ApiError::NotFound)?;
     let mut conn = state.pool.get().await?;
-    match sessions::end_now(&mut conn, auth.user.id, Ending::Only(vec![id])).await? {
+    let origin = origin.by(auth.user.id);
+    match sessions::end_now(&mut conn, auth.user.id, Ending::Only(vec![id]), &origin).await? {
         0 => Err(ApiError::NotFound),
         _ => Ok(HttpResponse::NoContent().finish()),
     }
@@ -115,6 +120,7 @@ impl TokenRequest {
 pub async fn reject_sign_in(
     state: web::Data<AppState>,
     request_id: RequestId,
+    origin: Origin,
     body: web::Json<TokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let claims = body.into_inner().verify(&state, Purpose::SignInReject)?;
@@ -131,6 +137,8 @@ pub async fn reject_sign_in(
                 return Ok(false);
             }
             sessions::end(conn, user.id, session_id).await?;
+            let details = json!({ "session": session_id, "by": "sign-in notice" });
+            audit::record(conn, &origin, "sign-in.rejected", Some(user.id), details).await?;
             if user.active {
                 recovery::mail_reset_link(conn, &state, &user, &request_id).await?;
             }

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::{UserEnvelope, client_ip, device};
 use crate::{
+    audit::{self, Origin},
     auth::Authenticated,
     authz, db,
     domain::{self, EmailAddress, FieldErrors, REQUIRED, locale, profile, push_error},
@@ -69,6 +70,7 @@ pub async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
     request_id: RequestId,
+    origin: Origin,
     body: web::Json<UserEnvelope<ProfileUpdate>>,
 ) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner().into_inner()?;
@@ -215,13 +217,16 @@ pub async fn update(
                 return Ok(None);
             }
             let updated = users::update(conn, user.id, &changes).await?;
+            let origin = origin.clone().by(user.id);
             if new_email.is_some() {
                 mail_email_change(conn, &state, &before, &updated, &request_id).await?;
+                audit::record(conn, &origin, "email.changed", Some(user.id), json!({})).await?;
             }
             if new_password.is_none() {
                 return Ok(Some((updated, None)));
             }
             // A new password ends every session; this client gets a new one, fresh.
+            audit::record(conn, &origin, "password.changed", Some(user.id), json!({})).await?;
             users::revoke_access_tokens(conn, updated.id).await?;
             sessions::end_all(conn, updated.id).await?;
             let event = Event::PasswordChanged(PasswordChanged {

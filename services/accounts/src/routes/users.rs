@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::{UserEnvelope, client_ip, device};
 use crate::{
+    audit::Origin,
     auth::{Authenticated, DEACTIVATED},
     authz::{self, Grants},
     db, devices,
@@ -317,6 +318,7 @@ pub const BAD_REFRESH: &str = "The refresh token is invalid, expired or revoked.
 pub async fn refresh(
     state: web::Data<AppState>,
     req: HttpRequest,
+    origin: Origin,
     body: web::Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let presented = body
@@ -360,7 +362,7 @@ pub async fn refresh(
     };
     if !user.active {
         // Deactivation ends every session; this one predates that rule.
-        sessions::end_now(&mut conn, user.id, Ending::All).await?;
+        sessions::end_now(&mut conn, user.id, Ending::All, &origin).await?;
         return Err(ApiError::Forbidden(DEACTIVATED));
     }
     let body = signin::body_with_tokens(&state, *user, &session, refresh_token, &grants);
@@ -381,6 +383,7 @@ pub struct LogoutRequest {
 pub async fn logout(
     state: web::Data<AppState>,
     auth: Authenticated,
+    origin: Origin,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     // The body is optional: an empty one means "this session", with nothing more to revoke.
@@ -410,6 +413,6 @@ pub async fn logout(
                 .collect(),
         ),
     };
-    sessions::end_now(&mut conn, auth.user.id, ending).await?;
+    sessions::end_now(&mut conn, auth.user.id, ending, &origin.by(auth.user.id)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
