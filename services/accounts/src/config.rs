@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::anyhow;
+use ipnet::IpNet;
 use secrecy::SecretString;
 use settings::Env;
 use url::Url;
@@ -31,6 +32,10 @@ pub struct Settings {
     pub reset_password_url: Option<Url>,
     pub require_verified_email: bool,
     pub lockout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` entries are believed (`ACCOUNTS_TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Registrations one client may make in an hour; 0 turns the limit off.
+    pub registrations_per_hour: u32,
     pub outbox_poll_interval: Duration,
     pub outbox_retention: Duration,
 }
@@ -122,6 +127,12 @@ impl Settings {
             reset_password_url: env.optional_url("ACCOUNTS_RESET_PASSWORD_URL")?,
             require_verified_email: env.flag("ACCOUNTS_REQUIRE_VERIFIED_EMAIL", false)?,
             lockout: seconds("ACCOUNTS_LOCKOUT_SECONDS", "900")?,
+            trusted_proxies: trusted_proxies(&env.var("ACCOUNTS_TRUSTED_PROXIES", ""))?,
+            registrations_per_hour: env.parse(
+                "ACCOUNTS_REGISTRATIONS_PER_HOUR",
+                "20",
+                "a whole number (0 turns the limit off)",
+            )?,
             outbox_poll_interval: Duration::from_millis(
                 env.positive("ACCOUNTS_OUTBOX_POLL_MS", "1000")?,
             ),
@@ -135,6 +146,24 @@ impl Settings {
             .join(path.trim_start_matches('/'))
             .expect("a relative path joins onto an http URL")
     }
+}
+
+/// A comma- or space-separated list of CIDR blocks; a bare address means just that address.
+fn trusted_proxies(list: &str) -> anyhow::Result<Vec<IpNet>> {
+    list.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    anyhow!(
+                        "ACCOUNTS_TRUSTED_PROXIES has {entry:?}, which is not a CIDR block; expected a list such as 10.0.0.0/8, fd00::/8"
+                    )
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -156,10 +185,20 @@ mod tests {
         assert_eq!(s.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.bcrypt_cost, 12);
         assert!(s.jwt_key_is_default);
+        assert!(s.trusted_proxies.is_empty());
+        assert_eq!(s.registrations_per_hour, 20);
         assert_eq!(
             s.public_link("api/users/confirm").as_str(),
             "http://localhost:8080/api/users/confirm"
         );
+    }
+
+    #[test]
+    fn trusted_proxies_take_cidr_blocks_and_addresses() {
+        let s =
+            settings(&[("ACCOUNTS_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1 fd00::/8")]).unwrap();
+        let shown: Vec<String> = s.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.0.2.1/32", "fd00::/8"]);
     }
 
     #[test]
@@ -172,6 +211,8 @@ mod tests {
             ("AMQP_URL", "not a url"),
             ("ACCOUNTS_PUBLIC_URL", ""),
             ("ACCOUNTS_REQUIRE_VERIFIED_EMAIL", "maybe"),
+            ("ACCOUNTS_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal"),
+            ("ACCOUNTS_REGISTRATIONS_PER_HOUR", "-1"),
         ] {
             let err = settings(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{err}");

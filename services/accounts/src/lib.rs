@@ -1,6 +1,7 @@
 //! The accounts service: users, sessions, tokens, and the outbox that announces what happened.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod domain;

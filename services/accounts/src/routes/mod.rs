@@ -68,9 +68,3 @@ impl<T> UserEnvelope<T> {
         self.user.ok_or_else(|| ApiError::field("user", REQUIRED))
     }
 }
-
-/// The client's address for throttling: the TCP peer, which a client cannot forge.
-pub fn client_ip(req: &actix_web::HttpRequest) -> String {
-    req.peer_addr()
-        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string())
-}

@@ -1,30 +1,34 @@
 //! Registration, login, token refresh and logout.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use chrono::Utc;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use events::{Event, UserRegistered};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{UserEnvelope, client_ip};
+use super::UserEnvelope;
 use crate::{
     auth::{Authenticated, DEACTIVATED},
+    client::ClientAddr,
     db,
     domain::{self, EmailAddress, FieldErrors, REQUIRED, profile, push_error},
     error::{ApiError, BAD_LOGIN},
     outbox, sessions,
     state::AppState,
     telemetry::RequestId,
-    throttle,
+    throttle::{self, HourlyLimit, LoginGuard},
     tokens::Purpose,
     users::{self, NewUser, User, UserBody},
 };
 
 pub const EMAIL_TAKEN: &str = "user with this email already exists.";
 pub const USERNAME_TAKEN: &str = "user with this username already exists.";
+pub const TOO_MANY_REGISTRATIONS: &str =
+    "Too many registrations from your network. Try again later.";
 pub const UNVERIFIED: &str = "Confirm your email address before logging in.";
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -43,10 +47,11 @@ pub struct Registration {
 #[utoipa::path(post, path = "/api/users", tag = "users", request_body = crate::openapi::RegisterRequest,
     responses((status = 201, description = "Registered; a user-registered event is in the outbox", body = crate::openapi::UserResponse),
         (status = 400, description = "Validation failed or malformed body", body = crate::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Password hashing is saturated; see Retry-After", body = crate::openapi::ErrorBody)))]
+        (status = 429, description = "Too many registrations from this client this hour (ACCOUNTS_REGISTRATIONS_PER_HOUR), or password hashing is saturated; see Retry-After", body = crate::openapi::ErrorBody)))]
 pub async fn register(
     state: web::Data<AppState>,
     request_id: RequestId,
+    client: ClientAddr,
     body: web::Json<UserEnvelope<Registration>>,
 ) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner().into_inner()?;
@@ -86,13 +91,23 @@ pub async fn register(
     let address = text("address", &input.address);
 
     let mut conn = state.pool.get().await?;
-    if let Some(email) = &email
-        && users::find_by_email(&mut conn, email.as_str())
+    if let Some(email) = &email {
+        // Counted before the duplicate check, which would otherwise tell anyone, unthrottled,
+        // whether an address has an account.
+        let limit = HourlyLimit {
+            bucket: "register:client",
+            key: client.throttle_key(),
+            per_hour: state.settings.registrations_per_hour,
+            message: TOO_MANY_REGISTRATIONS,
+        };
+        throttle::hourly(&mut conn, vec![limit], Utc::now()).await?;
+        if users::find_by_email(&mut conn, email.as_str())
             .await?
             .is_some()
-    {
-        // Checked before hashing so a duplicate costs no bcrypt; the unique index still decides races.
-        push_error(&mut errors, "email", EMAIL_TAKEN);
+        {
+            // Checked before hashing so a duplicate costs no bcrypt; the unique index still decides races.
+            push_error(&mut errors, "email", EMAIL_TAKEN);
+        }
     }
     let (Some(email), Some(password), true) = (email, password, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
@@ -166,6 +181,12 @@ pub fn access_token(state: &AppState, user: &User) -> String {
     state.tokens.sign(&claims).token
 }
 
+/// The throttle key of a login whose email does not parse: such an address has no account, but
+/// guessing at it is still counted, under a bounded key.
+fn unparseable_account(email: &str) -> String {
+    format!("unparseable:{:x}", Sha256::digest(email.to_lowercase()))
+}
+
 /// Starts a session and returns the user with a fresh access token and refresh token.
 pub async fn with_new_session(
     state: &AppState,
@@ -190,10 +211,10 @@ pub struct Credentials {
     responses((status = 200, description = "Logged in", body = crate::openapi::UserResponse), (status = 400, description = "Validation failed or malformed body", body = crate::openapi::ErrorBody),
         (status = 401, description = "Incorrect email or password", body = crate::openapi::ErrorBody),
         (status = 403, description = "Deactivated, or unverified when verification is mandatory", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Locked out or hashing saturated; see Retry-After", body = crate::openapi::ErrorBody)))]
+        (status = 429, description = "Throttled before any password check: this account and client locked after 5 failures, this account delayed after 20 failures in 15 minutes (1 s doubling to 15 min), this client locked after 50 failures, or hashing saturated; see Retry-After", body = crate::openapi::ErrorBody)))]
 pub async fn login(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    client: ClientAddr,
     body: web::Json<UserEnvelope<Credentials>>,
 ) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner().into_inner()?;
@@ -211,32 +232,38 @@ pub async fn login(
     }
     // Turned away before any database work, so a flood's 429s stay fast.
     state.hasher.check_capacity()?;
-    let email = email.to_lowercase();
-    let ip = client_ip(&req);
+    let address = EmailAddress::parse(email).ok();
+    let account = address
+        .as_ref()
+        .map_or_else(|| unparseable_account(email), |a| a.as_str().to_string());
     let mut conn = state.pool.get().await?;
-    if let Some(retry_after) =
-        throttle::login_locked(&mut conn, &email, &ip, state.settings.lockout).await?
-    {
-        metrics::counter!("accounts_logins_total", "outcome" => "locked").increment(1);
-        return Err(ApiError::Throttled {
-            message: "Too many failed login attempts. Try again later.",
-            retry_after,
-        });
-    }
+    let attempt = LoginGuard::new(state.settings.lockout)
+        .begin(&mut conn, &account, &client, Utc::now())
+        .await
+        .inspect_err(|_| {
+            metrics::counter!("accounts_logins_total", "outcome" => "locked").increment(1);
+        })?;
     // Unknown (or syntactically invalid) addresses verify against a dummy hash: same cost.
-    let user = match EmailAddress::parse(&email) {
-        Ok(address) => users::find_by_email(&mut conn, address.as_str()).await?,
-        Err(_) => None,
+    let user = match &address {
+        Some(address) => users::find_by_email(&mut conn, address.as_str()).await?,
+        None => None,
     };
     let password = SecretString::from(password);
-    let matched = state
+    let matched = match state
         .hasher
         .verify(&password, user.as_ref().map(|u| u.password_hash.clone()))
-        .await?;
+        .await
+    {
+        Ok(matched) => matched,
+        Err(e) => {
+            attempt.cancel(&mut conn).await?;
+            return Err(e.into());
+        }
+    };
     let user = match (matched, user) {
         (true, Some(user)) => user,
         _ => {
-            throttle::record_login_failure(&mut conn, &email, &ip).await?;
+            attempt.failed(&mut conn).await?;
             metrics::counter!("accounts_logins_total", "outcome" => "failed").increment(1);
             return Err(ApiError::Unauthorized {
                 field: "credentials",
@@ -244,13 +271,13 @@ pub async fn login(
             });
         }
     };
+    attempt.succeeded(&mut conn).await?;
     if !user.active {
         return Err(ApiError::Forbidden(DEACTIVATED));
     }
     if state.settings.require_verified_email && !user.verified {
         return Err(ApiError::Forbidden(UNVERIFIED));
     }
-    throttle::clear_login_failures(&mut conn, &email, &ip).await?;
     users::record_login(&mut conn, user.id).await?;
     metrics::counter!("accounts_logins_total", "outcome" => "ok").increment(1);
     let body = with_new_session(&state, &mut conn, user).await?;

@@ -8,3 +8,4 @@ mod helpers;
 mod openapi;
 mod register;
 mod sessions;
+mod throttle;
