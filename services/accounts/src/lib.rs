@@ -7,6 +7,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod hashing;
+pub mod http_policy;
 pub mod openapi;
 pub mod outbox;
 pub mod pages;

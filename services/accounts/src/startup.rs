@@ -16,6 +16,7 @@ use crate::{
     db,
     error::{json_error, query_error},
     hashing::PasswordHasher,
+    http_policy,
     outbox::relay::OutboxRelay,
     pages::Pages,
     routes,
@@ -81,6 +82,8 @@ impl Application {
         });
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(http_policy::body_limit))
+                .wrap(from_fn(http_policy::security_headers))
                 .wrap(from_fn(telemetry::observe))
                 .app_data(state.clone())
                 .app_data(

@@ -1,5 +1,6 @@
 //! HTTP routes. One module per resource; `configure` is the whole route table.
 
+pub(crate) mod assets;
 pub(crate) mod confirm;
 pub(crate) mod health;
 pub(crate) mod password;
@@ -28,6 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/account/email-confirmed").route(web::get().to(confirm::success_page)))
         .service(resource("/account/confirm-email").route(web::get().to(confirm::request_page)))
         .service(resource("/account/reset-password").route(web::get().to(password::reset_page)))
+        .service(resource("/account/assets/{name}").route(web::get().to(assets::asset)))
         .service(resource("/.well-known/jwks.json").route(web::get().to(health::jwks)))
         .service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))

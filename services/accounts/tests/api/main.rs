@@ -4,6 +4,7 @@ mod auth;
 mod bad_input;
 mod confirm;
 mod events;
+mod hardening;
 mod helpers;
 mod openapi;
 mod register;
