@@ -5,6 +5,7 @@ diesel::table! {
         id -> Uuid,
         email -> Text,
         username -> Nullable<Text>,
+        username_skeleton -> Nullable<Text>,
         password_hash -> Text,
         first_name -> Text,
         last_name -> Text,

@@ -23,6 +23,7 @@ use crate::{
     state::AppState,
     telemetry,
     tokens::{SigningKeys, TokenIssuer},
+    users,
 };
 
 /// Request bodies larger than this get 413.
@@ -39,6 +40,11 @@ impl Application {
         let database_url = settings.database_url.expose_secret().to_string();
         db::migrate(&database_url).await?;
         let pool = db::pool(&database_url, 16)?;
+        let mut conn = pool.get().await.context("connecting to the database")?;
+        users::normalize_identifiers(&mut conn)
+            .await
+            .context("normalizing stored emails and usernames")?;
+        drop(conn);
         let keys = SigningKeys::load(
             &settings.jwt_key_file,
             settings.jwt_key_is_default,
