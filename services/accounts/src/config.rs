@@ -140,6 +140,13 @@ impl Settings {
         })
     }
 
+    /// Whether a missing signing key may be replaced by a generated development key: only when
+    /// no key file is configured and the service is reachable only on this machine.
+    pub fn development_key_allowed(&self) -> bool {
+        self.jwt_key_is_default
+            && matches!(self.public_url.host_str(), Some("localhost" | "127.0.0.1"))
+    }
+
     /// An absolute URL under the public base, such as `api/users/confirm`.
     pub fn public_link(&self, path: &str) -> Url {
         self.public_url
@@ -191,6 +198,22 @@ mod tests {
             s.public_link("api/users/confirm").as_str(),
             "http://localhost:8080/api/users/confirm"
         );
+    }
+
+    #[test]
+    fn a_development_key_only_for_a_local_public_url_without_a_key_file() {
+        for (url, allowed) in [
+            ("http://localhost:8080", true),
+            ("http://127.0.0.1:18180", true),
+            ("https://accounts.example.com", false),
+            ("http://localhost.example.com", false),
+            ("http://10.0.0.1:8080", false),
+        ] {
+            let s = settings(&[("ACCOUNTS_PUBLIC_URL", url)]).unwrap();
+            assert_eq!(s.development_key_allowed(), allowed, "{url}");
+        }
+        let s = settings(&[("ACCOUNTS_JWT_KEY_FILE", "/etc/key.pem")]).unwrap();
+        assert!(!s.development_key_allowed());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::{
     routes,
     state::AppState,
     telemetry,
-    tokens::{SigningKeys, TokenIssuer},
+    tokens::{KeyError, SigningKeys, TokenIssuer},
     users,
 };
 
@@ -37,6 +37,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        if settings.jwt_key_is_default && !settings.development_key_allowed() {
+            // A generated key on a public deployment would differ per replica and vanish with
+            // the container: refuse before touching anything.
+            return Err(KeyError::NotConfigured {
+                public_url: settings.public_url.to_string(),
+            }
+            .into());
+        }
         let database_url = settings.database_url.expose_secret().to_string();
         db::migrate(&database_url).await?;
         let pool = db::pool(&database_url, 16)?;
@@ -47,7 +55,7 @@ impl Application {
         drop(conn);
         let keys = SigningKeys::load(
             &settings.jwt_key_file,
-            settings.jwt_key_is_default,
+            settings.development_key_allowed(),
             &settings.jwt_previous_key_files,
         )
         .context("loading the JWT signing key (ACCOUNTS_JWT_KEY_FILE)")?;

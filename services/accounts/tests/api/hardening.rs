@@ -258,3 +258,42 @@ async fn huge_bodies_get_the_json_413_on_every_route() {
     // The token still works: nothing above was half-processed.
     assert_eq!(app.current_user(&token).await.status(), StatusCode::OK);
 }
+
+/// Startup with a public URL and no ACCOUNTS_JWT_KEY_FILE: the settings a forgotten secret leaves.
+async fn build_without_a_key_file(public_url: &str) -> (anyhow::Result<u16>, bool) {
+    let db = testkit::TestDatabase::new("accounts");
+    let dir = crate::helpers::TempDir(
+        std::env::temp_dir().join(format!("accounts-key-{}", uuid::Uuid::new_v4())),
+    );
+    let vars = std::collections::HashMap::from([
+        ("ACCOUNTS_DATABASE_URL", db.url().to_string()),
+        ("AMQP_URL", testkit::unreachable_amqp_url()),
+        ("ACCOUNTS_ADDR", "127.0.0.1:0".to_string()),
+        ("ACCOUNTS_BCRYPT_COST", "4".to_string()),
+        ("ACCOUNTS_PUBLIC_URL", public_url.to_string()),
+    ]);
+    let mut settings = accounts::config::Settings::from_lookup(|name| vars.get(name).cloned())
+        .expect("valid settings");
+    assert!(settings.jwt_key_is_default);
+    // Where the development key would go, so that a wrongly created one is seen and removed.
+    settings.jwt_key_file = dir.0.join("dev-jwt-key.pem");
+    let built = accounts::startup::Application::build(settings)
+        .await
+        .map(|app| app.port());
+    (built, dir.0.join("dev-jwt-key.pem").exists())
+}
+
+#[tokio::test]
+async fn a_public_deployment_without_a_key_file_refuses_to_start() {
+    for public_url in ["https://accounts.example.com", "http://10.0.0.7:8080"] {
+        let (built, created) = build_without_a_key_file(public_url).await;
+        let message = format!("{:#}", built.expect_err("startup must fail"));
+        assert!(message.contains("openssl genpkey"), "{message}");
+        assert!(message.contains("ACCOUNTS_JWT_KEY_FILE"), "{message}");
+        assert!(!created, "a development key was written for {public_url}");
+    }
+    // Locally it still just works.
+    let (built, created) = build_without_a_key_file("http://127.0.0.1:8080").await;
+    assert!(built.is_ok());
+    assert!(created);
+}
