@@ -129,6 +129,8 @@ class Stack:
         self.accounts = Service("accounts", {**common, "ACCOUNTS_DATABASE_URL": f"{PG}/{self.accounts_db}",
                                              "ACCOUNTS_ADDR": ACCOUNTS, "ACCOUNTS_PUBLIC_URL": f"http://{ACCOUNTS}",
                                              "ACCOUNTS_JWT_KEY_FILE": str(self.keydir / "k.pem"),
+                                             # Load and fault runs register from one address.
+                                             "ACCOUNTS_REGISTRATIONS_PER_HOUR": "0",
                                              "ACCOUNTS_OUTBOX_POLL_MS": "1000", **(accounts_env or {})}, ACCOUNTS)
         self.mailer = Service("mailer", {**common, "MAILER_DATABASE_URL": f"{PG}/{self.mailer_db}", "MAILER_ADDR": MAILER,
                                          "MAILER_SMTP_URL": f"smtp://127.0.0.1:{SMTP_PORT}", "MAILER_CONCURRENCY": "32",

@@ -61,7 +61,7 @@ impl actix_web::FromRequest for Origin {
             .unwrap_or_default();
         std::future::ready(Ok(Self {
             actor: None,
-            client_ip: crate::routes::client_ip(req),
+            client_ip: crate::client::ClientAddr::of(req).to_string(),
             request_id,
         }))
     }

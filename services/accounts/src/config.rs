@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::anyhow;
+use ipnet::IpNet;
 use secrecy::SecretString;
 use settings::Env;
 use url::Url;
@@ -39,6 +40,10 @@ pub struct Settings {
     pub refresh_grace: Duration,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` entries are believed (`ACCOUNTS_TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Registrations one client may make in an hour; 0 turns the limit off.
+    pub registrations_per_hour: u32,
     pub outbox_poll_interval: Duration,
     pub outbox_retention: Duration,
 }
@@ -136,11 +141,24 @@ impl Settings {
             audit_retention: Duration::from_secs(
                 86_400 * env.positive("ACCOUNTS_AUDIT_RETENTION_DAYS", "365")?,
             ),
+            trusted_proxies: trusted_proxies(&env.var("ACCOUNTS_TRUSTED_PROXIES", ""))?,
+            registrations_per_hour: env.parse(
+                "ACCOUNTS_REGISTRATIONS_PER_HOUR",
+                "20",
+                "a whole number (0 turns the limit off)",
+            )?,
             outbox_poll_interval: Duration::from_millis(
                 env.positive("ACCOUNTS_OUTBOX_POLL_MS", "1000")?,
             ),
             outbox_retention: seconds("ACCOUNTS_OUTBOX_RETENTION_SECONDS", "604800")?,
         })
+    }
+
+    /// Whether a missing signing key may be replaced by a generated development key: only when
+    /// no key file is configured and the service is reachable only on this machine.
+    pub fn development_key_allowed(&self) -> bool {
+        self.jwt_key_is_default
+            && matches!(self.public_url.host_str(), Some("localhost" | "127.0.0.1"))
     }
 
     /// An absolute URL under the public base, such as `api/users/confirm`.
@@ -149,6 +167,24 @@ impl Settings {
             .join(path.trim_start_matches('/'))
             .expect("a relative path joins onto an http URL")
     }
+}
+
+/// A comma- or space-separated list of CIDR blocks; a bare address means just that address.
+fn trusted_proxies(list: &str) -> anyhow::Result<Vec<IpNet>> {
+    list.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    anyhow!(
+                        "ACCOUNTS_TRUSTED_PROXIES has {entry:?}, which is not a CIDR block; expected a list such as 10.0.0.0/8, fd00::/8"
+                    )
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -173,10 +209,36 @@ mod tests {
         assert_eq!(s.reauth, Duration::from_secs(300));
         assert_eq!(s.email_revert, Duration::from_secs(604_800));
         assert_eq!(s.refresh_grace, Duration::from_secs(10));
+        assert!(s.trusted_proxies.is_empty());
+        assert_eq!(s.registrations_per_hour, 20);
         assert_eq!(
             s.public_link("api/users/confirm").as_str(),
             "http://localhost:8080/api/users/confirm"
         );
+    }
+
+    #[test]
+    fn a_development_key_only_for_a_local_public_url_without_a_key_file() {
+        for (url, allowed) in [
+            ("http://localhost:8080", true),
+            ("http://127.0.0.1:18180", true),
+            ("https://accounts.example.com", false),
+            ("http://localhost.example.com", false),
+            ("http://10.0.0.1:8080", false),
+        ] {
+            let s = settings(&[("ACCOUNTS_PUBLIC_URL", url)]).unwrap();
+            assert_eq!(s.development_key_allowed(), allowed, "{url}");
+        }
+        let s = settings(&[("ACCOUNTS_JWT_KEY_FILE", "/etc/key.pem")]).unwrap();
+        assert!(!s.development_key_allowed());
+    }
+
+    #[test]
+    fn trusted_proxies_take_cidr_blocks_and_addresses() {
+        let s =
+            settings(&[("ACCOUNTS_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1 fd00::/8")]).unwrap();
+        let shown: Vec<String> = s.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.0.2.1/32", "fd00::/8"]);
     }
 
     #[test]
@@ -191,6 +253,8 @@ mod tests {
             ("ACCOUNTS_REQUIRE_VERIFIED_EMAIL", "maybe"),
             ("ACCOUNTS_REAUTH_SECONDS", "-1"),
             ("ACCOUNTS_REFRESH_REUSE_GRACE_SECONDS", "soon"),
+            ("ACCOUNTS_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal"),
+            ("ACCOUNTS_REGISTRATIONS_PER_HOUR", "-1"),
         ] {
             let err = settings(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{err}");

@@ -104,6 +104,18 @@ impl From<crate::hashing::HashingError> for ApiError {
     }
 }
 
+impl From<crate::throttle::ThrottleError> for ApiError {
+    fn from(e: crate::throttle::ThrottleError) -> Self {
+        match e {
+            crate::throttle::ThrottleError::Throttled(throttled) => Self::Throttled {
+                message: throttled.message,
+                retry_after: throttled.retry_after,
+            },
+            crate::throttle::ThrottleError::Database(e) => e.into(),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {

@@ -41,6 +41,30 @@ impl Pages {
     }
 }
 
+/// The pages' scripts and stylesheet, served from files because the pages' Content-Security-Policy
+/// allows no inline script or style. `(content type, body)` by file name.
+pub fn asset(name: &str) -> Option<(&'static str, &'static str)> {
+    match name {
+        "pages.css" => Some((
+            "text/css; charset=utf-8",
+            include_str!("../assets/pages.css"),
+        )),
+        "confirm-email.js" => Some((
+            "text/javascript; charset=utf-8",
+            include_str!("../assets/confirm-email.js"),
+        )),
+        "reset-password.js" => Some((
+            "text/javascript; charset=utf-8",
+            include_str!("../assets/reset-password.js"),
+        )),
+        "action.js" => Some((
+            "text/javascript; charset=utf-8",
+            include_str!("../assets/action.js"),
+        )),
+        _ => None,
+    }
+}
+
 impl Default for Pages {
     fn default() -> Self {
         Self::new()

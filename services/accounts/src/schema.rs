@@ -5,6 +5,7 @@ diesel::table! {
         id -> Uuid,
         email -> Text,
         username -> Nullable<Text>,
+        username_skeleton -> Nullable<Text>,
         password_hash -> Text,
         first_name -> Text,
         last_name -> Text,
@@ -54,20 +55,29 @@ diesel::table! {
 }
 
 diesel::table! {
-    login_failures (id) {
+    login_attempts (id) {
         id -> Int8,
-        email -> Text,
-        ip -> Text,
-        failed_at -> Timestamptz,
+        account -> Text,
+        client -> Text,
+        started_at -> Timestamptz,
+        outcome -> Text,
     }
 }
 
 diesel::table! {
-    mail_requests (id) {
+    login_delays (account) {
+        account -> Text,
+        failures -> Int4,
+        last_attempt_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    rate_limit_hits (id) {
         id -> Int8,
-        kind -> Text,
-        email -> Text,
-        requested_at -> Timestamptz,
+        bucket -> Text,
+        key -> Text,
+        hit_at -> Timestamptz,
     }
 }
 

@@ -16,12 +16,14 @@ use crate::{
     db,
     error::{json_error, query_error},
     hashing::PasswordHasher,
+    http_policy,
     outbox::relay::OutboxRelay,
     pages::Pages,
     routes,
     state::AppState,
     telemetry,
-    tokens::{SigningKeys, TokenIssuer},
+    tokens::{KeyError, SigningKeys, TokenIssuer},
+    users,
 };
 
 /// Request bodies larger than this get 413.
@@ -36,12 +38,25 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        if settings.jwt_key_is_default && !settings.development_key_allowed() {
+            // A generated key on a public deployment would differ per replica and vanish with
+            // the container: refuse before touching anything.
+            return Err(KeyError::NotConfigured {
+                public_url: settings.public_url.to_string(),
+            }
+            .into());
+        }
         let database_url = settings.database_url.expose_secret().to_string();
         db::migrate(&database_url).await?;
         let pool = db::pool(&database_url, 16)?;
+        let mut conn = pool.get().await.context("connecting to the database")?;
+        users::normalize_identifiers(&mut conn)
+            .await
+            .context("normalizing stored emails and usernames")?;
+        drop(conn);
         let keys = SigningKeys::load(
             &settings.jwt_key_file,
-            settings.jwt_key_is_default,
+            settings.development_key_allowed(),
             &settings.jwt_previous_key_files,
         )
         .context("loading the JWT signing key (ACCOUNTS_JWT_KEY_FILE)")?;
@@ -83,6 +98,8 @@ impl Application {
         });
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(http_policy::body_limit))
+                .wrap(from_fn(http_policy::security_headers))
                 .wrap(from_fn(telemetry::observe))
                 .app_data(state.clone())
                 .app_data(

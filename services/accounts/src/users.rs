@@ -7,7 +7,10 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::schema::users;
+use crate::{
+    domain::{EmailAddress, profile::username_skeleton},
+    schema::users,
+};
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = users)]
@@ -115,9 +118,11 @@ pub const USERNAME_TAKEN: &str = "user with this username already exists.";
 pub const EMAIL_KEY: &str = "users_email_key";
 pub const USERNAME_KEY: &str = "users_username_key";
 
+/// Inserts the user; the username's skeleton (what makes it unique) is derived here.
 pub async fn insert(conn: &mut AsyncPgConnection, new: &NewUser<'_>) -> QueryResult<User> {
+    let skeleton = new.username.map(username_skeleton);
     diesel::insert_into(users::table)
-        .values(new)
+        .values((new, users::username_skeleton.eq(skeleton)))
         .returning(User::as_returning())
         .get_result(conn)
         .await
@@ -159,8 +164,13 @@ pub async fn update(
     id: Uuid,
     changes: &UserChanges,
 ) -> QueryResult<User> {
+    // A new username brings its skeleton along, whoever built the change set.
+    let skeleton = changes
+        .username
+        .as_ref()
+        .map(|username| users::username_skeleton.eq(username.as_deref().map(username_skeleton)));
     diesel::update(users::table.find(id))
-        .set(changes)
+        .set((changes, skeleton))
         .returning(User::as_returning())
         .get_result(conn)
         .await
@@ -211,6 +221,46 @@ pub async fn set_active(conn: &mut AsyncPgConnection, id: Uuid, active: bool) ->
         .await?;
     if !active {
         crate::sessions::end_all(conn, id).await?;
+    }
+    Ok(())
+}
+
+/// Brings rows written before the current identifier rules up to them: email domains in IDNA
+/// ASCII form, and usernames with their skeleton. Run at startup, after the migrations; a row that
+/// would collide with another is left as it is and reported, for an operator to resolve.
+pub async fn normalize_identifiers(conn: &mut AsyncPgConnection) -> QueryResult<()> {
+    let stale: Vec<(Uuid, String, Option<String>)> = users::table
+        .filter(
+            users::username
+                .is_not_null()
+                .and(users::username_skeleton.is_null())
+                .or(diesel::dsl::sql::<diesel::sql_types::Bool>(
+                    "email ~ '[^[:ascii:]]'",
+                )),
+        )
+        .select((users::id, users::email, users::username))
+        .load(conn)
+        .await?;
+    for (id, email, username) in stale {
+        let email = EmailAddress::parse(&email).map_or(email, EmailAddress::into_inner);
+        let skeleton = username.as_deref().map(username_skeleton);
+        let updated = diesel::update(users::table.find(id))
+            .set((
+                users::email.eq(&email),
+                users::username_skeleton.eq(&skeleton),
+            ))
+            .execute(conn)
+            .await;
+        match updated {
+            Ok(_) => {}
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            )) => {
+                tracing::warn!(user_id = %id, "an older account's email or username collides with another under the current rules; left unchanged");
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

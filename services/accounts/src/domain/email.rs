@@ -8,22 +8,27 @@ pub const INVALID_EMAIL: &str = "Enter a valid email address.";
 
 impl EmailAddress {
     pub fn parse(raw: &str) -> Result<Self, &'static str> {
-        let normalized = raw.trim().to_lowercase();
-        // 254 is the longest address SMTP can carry (RFC 5321 path limit minus the brackets).
-        if normalized.len() > 254
-            || normalized.chars().any(char::is_control)
-            || !email_address::EmailAddress::is_valid(&normalized)
-        {
+        let raw = raw.trim();
+        // 254 is the longest address SMTP can carry (RFC 5321 path limit minus the brackets); the
+        // raw form may be longer only by its Unicode domain, which must fit once in ASCII.
+        if raw.len() > 4 * 254 || raw.chars().any(char::is_control) {
+            return Err(INVALID_EMAIL);
+        }
+        let (local, domain) = raw.rsplit_once('@').ok_or(INVALID_EMAIL)?;
+        // One spelling per domain: IDNA's ASCII form (UTS 46, STD3 rules, DNS lengths), lower-case,
+        // so `bücher.de` and `xn--bcher-kva.de` are one address.
+        let domain = idna::domain_to_ascii_strict(domain).map_err(|_| INVALID_EMAIL)?;
+        let normalized = format!("{}@{domain}", local.to_lowercase());
+        if normalized.len() > 254 || !email_address::EmailAddress::is_valid(&normalized) {
             return Err(INVALID_EMAIL);
         }
         // Accept only addresses a mail server can route: a dotted domain, no IP literals or quoting.
-        let (local, domain) = normalized.rsplit_once('@').ok_or(INVALID_EMAIL)?;
         let domain_ok = domain.contains('.')
             && !domain.starts_with('.')
             && !domain.ends_with('.')
             && domain
                 .chars()
-                .all(|c| c.is_alphanumeric() || c == '-' || c == '.');
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
         if local.is_empty() || local.starts_with('"') || !domain_ok {
             return Err(INVALID_EMAIL);
         }
@@ -58,6 +63,29 @@ mod tests {
             "ada.lovelace@example.com"
         );
         assert!(EmailAddress::parse("a+tag@sub.example.co.uk").is_ok());
+    }
+
+    #[test]
+    fn domains_are_stored_in_idna_ascii_form() {
+        let unicode = EmailAddress::parse("U@Bücher.DE").unwrap();
+        let ascii = EmailAddress::parse("u@XN--BCHER-KVA.de").unwrap();
+        assert_eq!(unicode.as_str(), "u@xn--bcher-kva.de");
+        assert_eq!(unicode, ascii);
+        // Full-width dots and letters fold too (UTS 46 mapping).
+        assert_eq!(
+            EmailAddress::parse("u@ｅｘａｍｐｌｅ。com")
+                .unwrap()
+                .as_str(),
+            "u@example.com"
+        );
+        for bad in [
+            "u@xn--zz.de",
+            "u@exa_mple.com",
+            "u@-example.com",
+            "u@bü cher.de",
+        ] {
+            assert!(EmailAddress::parse(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Free-text profile fields and usernames: bounded, printable, and never markup-significant for
 //! the mail and pages that show them (those escape anyway; these limits keep storage sane).
 
+use unicode_normalization::UnicodeNormalization;
+
 use super::{FieldErrors, push_error};
 
 pub const USERNAME_INVALID: &str = "Enter a valid username. This value may contain only letters, numbers, and @/./+/-/_ characters.";
@@ -38,9 +40,11 @@ pub fn text(errors: &mut FieldErrors, field: &str, value: &str) -> String {
     value.to_string()
 }
 
-/// Django's username rule: letters, digits and @ . + - _ only.
+/// Django's username rule: letters, digits and @ . + - _ only, after NFKC normalization (so
+/// compatibility forms such as full-width letters are stored as their plain equivalents).
 pub fn username(errors: &mut FieldErrors, value: &str) -> Option<String> {
-    let value = text(errors, "username", value);
+    let value: String = value.nfkc().collect();
+    let value = text(errors, "username", &value);
     if value.is_empty() {
         return None;
     }
@@ -51,6 +55,16 @@ pub fn username(errors: &mut FieldErrors, value: &str) -> Option<String> {
         push_error(errors, "username", USERNAME_INVALID);
     }
     Some(value)
+}
+
+/// What a username looks like: NFKC, case-folded, then the Unicode TR 39 confusable skeleton
+/// (folded again, since a skeleton may contain capitals). Usernames are unique by this value, so
+/// `аdmin` (Cyrillic а) or `ＡＤＭＩＮ` cannot pose as `admin`.
+pub fn username_skeleton(username: &str) -> String {
+    let folded = username.nfkc().collect::<String>().to_lowercase();
+    unicode_security::skeleton(&folded)
+        .collect::<String>()
+        .to_lowercase()
 }
 
 /// An image is a link to an http(s) resource, or nothing.
@@ -82,6 +96,19 @@ mod tests {
         assert!(errors.is_empty());
         username(&mut errors, "<script>");
         assert_eq!(errors["username"], [USERNAME_INVALID]);
+    }
+
+    #[test]
+    fn usernames_are_nfkc_and_unique_by_their_skeleton() {
+        let mut errors = FieldErrors::new();
+        assert_eq!(username(&mut errors, "ａｄｍｉｎ"), Some("admin".into()));
+        assert!(errors.is_empty());
+        let admin = username_skeleton("admin");
+        for lookalike in ["\u{430}dmin", "ADMIN", "Admin", "ａｄｍｉｎ", "\u{410}DMIN"] {
+            assert_eq!(username_skeleton(lookalike), admin, "{lookalike}");
+        }
+        assert_ne!(username_skeleton("admins"), admin);
+        assert_ne!(username_skeleton("bob"), admin);
     }
 
     #[test]

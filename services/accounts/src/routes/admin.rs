@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{client_ip, sessions::SessionBody};
+use super::sessions::SessionBody;
 use crate::{
     admin::{self, AdminError},
     audit::{self, Origin},
@@ -42,7 +42,11 @@ impl From<AdminError> for ApiError {
 }
 
 fn origin<P: authz::Required>(caller: &Authorized<P>, req: &HttpRequest, id: &RequestId) -> Origin {
-    Origin::new(Some(caller.caller.user.id), &client_ip(req), id)
+    Origin::new(
+        Some(caller.caller.user.id),
+        &crate::client::ClientAddr::of(req).to_string(),
+        id,
+    )
 }
 
 fn path_id(raw: &str) -> Result<Uuid, ApiError> {

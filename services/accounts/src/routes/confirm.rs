@@ -1,6 +1,7 @@
 //! Email confirmation: the link from the mail, and asking for a new one.
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use chrono::Utc;
 use diesel_async::AsyncConnection;
 use events::{EmailConfirmationRequested, Event};
 use serde::Deserialize;
@@ -8,13 +9,14 @@ use serde_json::json;
 
 use super::UserEnvelope;
 use crate::{
+    client::ClientAddr,
     db::PooledConnection,
     domain::{EmailAddress, REQUIRED},
     error::ApiError,
     links, outbox,
     state::AppState,
     telemetry::RequestId,
-    throttle,
+    throttle::{self, HourlyLimit},
     tokens::Purpose,
     users,
 };
@@ -92,10 +94,19 @@ pub struct EmailOnly {
     email: Option<String>,
 }
 
-/// The common start of a request that sends mail: a valid address, within its hourly limit.
+pub const TOO_MANY_FOR_ADDRESS: &str = "Too many requests for this address. Try again later.";
+pub const TOO_MANY_FROM_CLIENT: &str = "Too many requests from your network. Try again later.";
+/// Mail-sending requests per address (per kind) and per client (all kinds), in an hour.
+pub const MAIL_REQUESTS_PER_ADDRESS: u32 = 3;
+pub const MAIL_REQUESTS_PER_CLIENT: u32 = 20;
+
+/// The common start of a request that sends mail: a valid address, within the hourly limits of
+/// the address and of the client. Counted for any address, so the limit reveals nothing about
+/// which accounts exist.
 pub async fn mail_request(
     state: &AppState,
-    kind: &str,
+    kind: &'static str,
+    client: &ClientAddr,
     body: UserEnvelope<EmailOnly>,
 ) -> Result<(EmailAddress, PooledConnection), ApiError> {
     let raw = body.into_inner()?.email.unwrap_or_default();
@@ -104,12 +115,21 @@ pub async fn mail_request(
     }
     let email = EmailAddress::parse(&raw).map_err(|m| ApiError::field("email", m))?;
     let mut conn = state.pool.get().await?;
-    if let Some(retry_after) = throttle::mail_request(&mut conn, kind, email.as_str()).await? {
-        return Err(ApiError::Throttled {
-            message: "Too many requests for this address. Try again later.",
-            retry_after,
-        });
-    }
+    let limits = vec![
+        HourlyLimit {
+            bucket: kind,
+            key: email.as_str().to_string(),
+            per_hour: MAIL_REQUESTS_PER_ADDRESS,
+            message: TOO_MANY_FOR_ADDRESS,
+        },
+        HourlyLimit {
+            bucket: "mail:client",
+            key: client.throttle_key(),
+            per_hour: MAIL_REQUESTS_PER_CLIENT,
+            message: TOO_MANY_FROM_CLIENT,
+        },
+    ];
+    throttle::hourly(&mut conn, limits, Utc::now()).await?;
     Ok((email, conn))
 }
 
@@ -117,13 +137,15 @@ pub async fn mail_request(
 #[utoipa::path(post, path = "/api/users/confirm/resend", tag = "confirmation", request_body = crate::openapi::EmailRequest,
     responses((status = 202, description = "Accepted for any address"),
         (status = 400, description = "Not an email address", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many requests for this address", body = crate::openapi::ErrorBody)))]
+        (status = 429, description = "Too many requests this hour: 3 per address, or 20 mail-sending requests per client; see Retry-After", body = crate::openapi::ErrorBody)))]
 pub async fn resend(
     state: web::Data<AppState>,
     request_id: RequestId,
+    client: ClientAddr,
     body: web::Json<UserEnvelope<EmailOnly>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (email, mut conn) = mail_request(&state, "confirm", body.into_inner()).await?;
+    let (email, mut conn) =
+        mail_request(&state, "confirm:address", &client, body.into_inner()).await?;
     conn.transaction::<_, diesel::result::Error, _>(async |conn| {
         let Some(user) = users::find_by_email(conn, email.as_str()).await? else {
             return Ok(());
@@ -171,6 +193,5 @@ pub fn page(
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header(("Referrer-Policy", "no-referrer"))
         .body(html))
 }

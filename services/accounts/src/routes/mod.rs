@@ -1,6 +1,7 @@
 //! HTTP routes. One module per resource; `configure` is the whole route table.
 
 pub(crate) mod admin;
+pub(crate) mod assets;
 pub(crate) mod confirm;
 pub(crate) mod email;
 pub(crate) mod health;
@@ -56,6 +57,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/account/reject-sign-in").route(web::get().to(sessions::reject_sign_in_page)),
         )
+        .service(resource("/account/assets/{name}").route(web::get().to(assets::asset)))
         .service(resource("/.well-known/jwks.json").route(web::get().to(health::jwks)))
         .service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))
@@ -97,12 +99,6 @@ impl<T> UserEnvelope<T> {
     }
 }
 
-/// The client's address for throttling: the TCP peer, which a client cannot forge.
-pub fn client_ip(req: &actix_web::HttpRequest) -> String {
-    req.peer_addr()
-        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string())
-}
-
 /// The device a request comes from, as a session records it.
 pub fn device(req: &actix_web::HttpRequest) -> crate::sessions::Device {
     crate::sessions::Device {
@@ -112,6 +108,6 @@ pub fn device(req: &actix_web::HttpRequest) -> crate::sessions::Device {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string(),
-        ip: client_ip(req),
+        ip: crate::client::ClientAddr::of(req).to_string(),
     }
 }

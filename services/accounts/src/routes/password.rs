@@ -13,6 +13,7 @@ use super::{
 };
 use crate::{
     audit::{self, Origin},
+    client::ClientAddr,
     db,
     domain::{self, FieldErrors, REQUIRED, push_error},
     error::ApiError,
@@ -30,13 +31,15 @@ pub const BAD_RESET_LINK: &str = "The reset link is invalid, expired or already 
 #[utoipa::path(post, path = "/api/users/password/forgot", tag = "password", request_body = crate::openapi::EmailRequest,
     responses((status = 202, description = "Accepted for any address"),
         (status = 400, description = "Not an email address", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many requests for this address", body = crate::openapi::ErrorBody)))]
+        (status = 429, description = "Too many requests this hour: 3 per address, or 20 mail-sending requests per client; see Retry-After", body = crate::openapi::ErrorBody)))]
 pub async fn forgot(
     state: web::Data<AppState>,
     request_id: RequestId,
+    client: ClientAddr,
     body: web::Json<UserEnvelope<EmailOnly>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (email, mut conn) = mail_request(&state, "reset", body.into_inner()).await?;
+    let (email, mut conn) =
+        mail_request(&state, "reset:address", &client, body.into_inner()).await?;
     // Both paths do the same lookup inside a transaction; only a real account adds one insert.
     conn.transaction::<_, diesel::result::Error, _>(async |conn| {
         match users::find_by_email(conn, email.as_str()).await? {

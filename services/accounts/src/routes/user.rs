@@ -9,18 +9,20 @@ use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
-use super::{UserEnvelope, client_ip, device};
+use super::{UserEnvelope, device};
 use crate::{
     audit::{self, Origin},
     auth::Authenticated,
-    authz, db,
+    authz,
+    client::ClientAddr,
+    db,
     domain::{self, EmailAddress, FieldErrors, REQUIRED, locale, profile, push_error},
     error::ApiError,
     links, outbox, sessions,
     signin::{self, Notice},
     state::AppState,
     telemetry::RequestId,
-    throttle,
+    throttle::LoginGuard,
     users::{self, EMAIL_TAKEN, USERNAME_TAKEN, User, UserBody, UserChanges},
 };
 
@@ -71,6 +73,7 @@ pub async fn update(
     req: HttpRequest,
     request_id: RequestId,
     origin: Origin,
+    client: ClientAddr,
     body: web::Json<UserEnvelope<ProfileUpdate>>,
 ) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner().into_inner()?;
@@ -174,27 +177,29 @@ pub async fn update(
     }
     let mut conn = state.pool.get().await?;
     if let Some(current) = current_password {
-        // A wrong current password is a failed login: the same throttle counts it.
-        let ip = client_ip(&req);
-        if let Some(retry_after) =
-            throttle::login_locked(&mut conn, &user.email, &ip, state.settings.lockout).await?
-        {
-            return Err(ApiError::Throttled {
-                message: "Too many failed login attempts. Try again later.",
-                retry_after,
-            });
-        }
-        let matched = state
+        // A wrong current password is a failed login: the same throttle counts it, before bcrypt.
+        let attempt = LoginGuard::new(state.settings.lockout)
+            .begin(&mut conn, &user.email, &client, Utc::now())
+            .await?;
+        let matched = match state
             .hasher
             .verify(
                 &SecretString::from(current),
                 Some(user.password_hash.clone()),
             )
-            .await?;
+            .await
+        {
+            Ok(matched) => matched,
+            Err(e) => {
+                attempt.cancel(&mut conn).await?;
+                return Err(e.into());
+            }
+        };
         if !matched {
-            throttle::record_login_failure(&mut conn, &user.email, &ip).await?;
+            attempt.failed(&mut conn).await?;
             return Err(ApiError::field("current_password", WRONG_CURRENT_PASSWORD));
         }
+        attempt.succeeded(&mut conn).await?;
     }
     if let Some(password) = &new_password {
         changes.password_hash = Some(state.hasher.hash(password.secret()).await?);

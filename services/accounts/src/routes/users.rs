@@ -7,13 +7,15 @@ use events::{Event, UserRegistered};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{UserEnvelope, client_ip, device};
+use super::{UserEnvelope, device};
 use crate::{
     audit::Origin,
     auth::{Authenticated, DEACTIVATED},
     authz::{self, Grants},
+    client::ClientAddr,
     db, devices,
     domain::{self, EmailAddress, FieldErrors, REQUIRED, locale, profile, push_error},
     error::{ApiError, BAD_LOGIN},
@@ -22,10 +24,12 @@ use crate::{
     signin::{self, Notice},
     state::AppState,
     telemetry::RequestId,
-    throttle,
+    throttle::{self, HourlyLimit, LoginGuard},
     users::{self, EMAIL_TAKEN, NewUser, USERNAME_TAKEN, UserBody},
 };
 
+pub const TOO_MANY_REGISTRATIONS: &str =
+    "Too many registrations from your network. Try again later.";
 pub const UNVERIFIED: &str = "Confirm your email address before logging in.";
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -45,11 +49,12 @@ pub struct Registration {
 #[utoipa::path(post, path = "/api/users", tag = "users", request_body = crate::openapi::RegisterRequest,
     responses((status = 201, description = "Registered; a user-registered event is in the outbox", body = crate::openapi::UserResponse),
         (status = 400, description = "Validation failed or malformed body", body = crate::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Password hashing is saturated; see Retry-After", body = crate::openapi::ErrorBody)))]
+        (status = 429, description = "Too many registrations from this client this hour (ACCOUNTS_REGISTRATIONS_PER_HOUR), or password hashing is saturated; see Retry-After", body = crate::openapi::ErrorBody)))]
 pub async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
     request_id: RequestId,
+    client: ClientAddr,
     body: web::Json<UserEnvelope<Registration>>,
 ) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner().into_inner()?;
@@ -99,13 +104,23 @@ pub async fn register(
     let address = text("address", &input.address);
 
     let mut conn = state.pool.get().await?;
-    if let Some(email) = &email
-        && users::find_by_email(&mut conn, email.as_str())
+    if let Some(email) = &email {
+        // Counted before the duplicate check, which would otherwise tell anyone, unthrottled,
+        // whether an address has an account.
+        let limit = HourlyLimit {
+            bucket: "register:client",
+            key: client.throttle_key(),
+            per_hour: state.settings.registrations_per_hour,
+            message: TOO_MANY_REGISTRATIONS,
+        };
+        throttle::hourly(&mut conn, vec![limit], Utc::now()).await?;
+        if users::find_by_email(&mut conn, email.as_str())
             .await?
             .is_some()
-    {
-        // Checked before hashing so a duplicate costs no bcrypt; the unique index still decides races.
-        push_error(&mut errors, "email", EMAIL_TAKEN);
+        {
+            // Checked before hashing so a duplicate costs no bcrypt; the unique index still decides races.
+            push_error(&mut errors, "email", EMAIL_TAKEN);
+        }
     }
     let (Some(email), Some(password), true) = (email, password, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
@@ -187,6 +202,12 @@ pub async fn register(
     Ok(HttpResponse::Created().json(json!({ "user": body })))
 }
 
+/// The throttle key of a login whose email does not parse: such an address has no account, but
+/// guessing at it is still counted, under a bounded key.
+fn unparseable_account(email: &str) -> String {
+    format!("unparseable:{:x}", Sha256::digest(email.to_lowercase()))
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Credentials {
     email: Option<String>,
@@ -197,11 +218,12 @@ pub struct Credentials {
     responses((status = 200, description = "Logged in", body = crate::openapi::UserResponse), (status = 400, description = "Validation failed or malformed body", body = crate::openapi::ErrorBody),
         (status = 401, description = "Incorrect email or password", body = crate::openapi::ErrorBody),
         (status = 403, description = "Deactivated, or unverified when verification is mandatory", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Locked out or hashing saturated; see Retry-After", body = crate::openapi::ErrorBody)))]
+        (status = 429, description = "Throttled before any password check: this account and client locked after 5 failures, this account delayed after 20 failures in 15 minutes (1 s doubling to 15 min), this client locked after 50 failures, or hashing saturated; see Retry-After", body = crate::openapi::ErrorBody)))]
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
     request_id: RequestId,
+    client: ClientAddr,
     body: web::Json<UserEnvelope<Credentials>>,
 ) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner().into_inner()?;
@@ -219,32 +241,38 @@ pub async fn login(
     }
     // Turned away before any database work, so a flood's 429s stay fast.
     state.hasher.check_capacity()?;
-    let email = email.to_lowercase();
-    let ip = client_ip(&req);
+    let address = EmailAddress::parse(email).ok();
+    let account = address
+        .as_ref()
+        .map_or_else(|| unparseable_account(email), |a| a.as_str().to_string());
     let mut conn = state.pool.get().await?;
-    if let Some(retry_after) =
-        throttle::login_locked(&mut conn, &email, &ip, state.settings.lockout).await?
-    {
-        metrics::counter!("accounts_logins_total", "outcome" => "locked").increment(1);
-        return Err(ApiError::Throttled {
-            message: "Too many failed login attempts. Try again later.",
-            retry_after,
-        });
-    }
+    let attempt = LoginGuard::new(state.settings.lockout)
+        .begin(&mut conn, &account, &client, Utc::now())
+        .await
+        .inspect_err(|_| {
+            metrics::counter!("accounts_logins_total", "outcome" => "locked").increment(1);
+        })?;
     // Unknown (or syntactically invalid) addresses verify against a dummy hash: same cost.
-    let user = match EmailAddress::parse(&email) {
-        Ok(address) => users::find_by_email(&mut conn, address.as_str()).await?,
-        Err(_) => None,
+    let user = match &address {
+        Some(address) => users::find_by_email(&mut conn, address.as_str()).await?,
+        None => None,
     };
     let password = SecretString::from(password);
-    let matched = state
+    let matched = match state
         .hasher
         .verify(&password, user.as_ref().map(|u| u.password_hash.clone()))
-        .await?;
+        .await
+    {
+        Ok(matched) => matched,
+        Err(e) => {
+            attempt.cancel(&mut conn).await?;
+            return Err(e.into());
+        }
+    };
     let user = match (matched, user) {
         (true, Some(user)) => user,
         _ => {
-            throttle::record_login_failure(&mut conn, &email, &ip).await?;
+            attempt.failed(&mut conn).await?;
             metrics::counter!("accounts_logins_total", "outcome" => "failed").increment(1);
             return Err(ApiError::Unauthorized {
                 field: "credentials",
@@ -252,13 +280,13 @@ pub async fn login(
             });
         }
     };
+    attempt.succeeded(&mut conn).await?;
     if !user.active {
         return Err(ApiError::Forbidden(DEACTIVATED));
     }
     if state.settings.require_verified_email && !user.verified {
         return Err(ApiError::Forbidden(UNVERIFIED));
     }
-    throttle::clear_login_failures(&mut conn, &email, &ip).await?;
     let device = device(&req);
     let verified_hash = user.password_hash;
     let signed_in = db::retrying(async || {

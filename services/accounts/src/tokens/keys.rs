@@ -20,6 +20,10 @@ pub enum KeyError {
         "{path} does not exist; create one with `openssl genpkey -algorithm ed25519 -out {path}`, or unset ACCOUNTS_JWT_KEY_FILE to use a development key"
     )]
     Missing { path: String },
+    #[error(
+        "ACCOUNTS_JWT_KEY_FILE is not set, and ACCOUNTS_PUBLIC_URL ({public_url}) is not localhost or 127.0.0.1, so no development key is made. Create a signing key with `openssl genpkey -algorithm ed25519 -out jwt-key.pem` (keep it secret, mode 0600) and set ACCOUNTS_JWT_KEY_FILE to its path"
+    )]
+    NotConfigured { public_url: String },
     #[error("cannot read {path}: {source}")]
     Io {
         path: String,

@@ -71,6 +71,8 @@ pub async fn spawn_with(options: Options<'_>) -> TestApp {
         ("ACCOUNTS_ADDR", "127.0.0.1:0".into()),
         ("ACCOUNTS_BCRYPT_COST", "4".into()),
         ("ACCOUNTS_OUTBOX_POLL_MS", "200".into()),
+        // Every test registers from 127.0.0.1; the throttle tests turn the limit back on.
+        ("ACCOUNTS_REGISTRATIONS_PER_HOUR", "0".into()),
     ]);
     vars.extend(options.vars.iter().map(|(k, v)| (*k, v.clone())));
     let mut settings =

@@ -203,3 +203,93 @@ async fn concurrent_duplicate_registrations_create_one_user() {
         1
     );
 }
+
+#[tokio::test]
+async fn unicode_and_punycode_spellings_of_a_domain_are_one_account() {
+    let app = spawn_app().await;
+    let created = app.register(&registration("U@Bücher.DE", PASSWORD)).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: serde_json::Value = created.json().await.unwrap();
+    assert_eq!(created["user"]["email"], "u@xn--bcher-kva.de");
+    for spelling in ["u@xn--bcher-kva.de", "u@BÜCHER.de", "u@ｂüｃｈｅｒ。de"] {
+        let response = app.register(&registration(spelling, PASSWORD)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{spelling}");
+        assert_eq!(
+            errors(response).await["email"][0],
+            "user with this email already exists.",
+            "{spelling}"
+        );
+        assert_eq!(
+            app.login(spelling, PASSWORD).await.status(),
+            StatusCode::OK,
+            "{spelling}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn confusable_usernames_collide_even_when_registered_in_parallel() {
+    let app = spawn_app().await;
+    let mut body = registration(&unique_email(), PASSWORD);
+    body["user"]["username"] = json!("admin");
+    assert_eq!(app.register(&body).await.status(), StatusCode::CREATED);
+    // Cyrillic а, Cyrillic А with Latin capitals, full-width letters, Latin capitals.
+    for lookalike in ["\u{430}dmin", "\u{410}DMIN", "ａｄｍｉｎ", "ADMIN"] {
+        let mut body = registration(&unique_email(), PASSWORD);
+        body["user"]["username"] = json!(lookalike);
+        let response = app.register(&body).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{lookalike}");
+        assert_eq!(
+            errors(response).await["username"][0],
+            "user with this username already exists.",
+            "{lookalike}"
+        );
+    }
+    // A profile change cannot take a lookalike either.
+    let (_, other) = app.register_user().await;
+    let token = other["user"]["token"].as_str().unwrap();
+    let response = app
+        .update_user(token, json!({ "username": "\u{430}dm\u{456}n" }))
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        errors(response).await["username"][0],
+        "user with this username already exists."
+    );
+
+    // Racing lookalikes of a fresh name: exactly one wins, the rest get the message, never a 500.
+    for trial in 0..6 {
+        let base = format!("pal{trial}");
+        let variants = [
+            base.clone(),
+            base.replace('a', "\u{430}"),
+            base.to_uppercase(),
+            base.replace('p', "\u{440}"),
+            base.replace('l', "\u{217c}"),
+            base.chars()
+                .map(|c| char::from_u32(c as u32 + 0xfee0).unwrap_or(c))
+                .collect(),
+        ];
+        let attempts = variants.iter().map(|name| {
+            let mut body = registration(&unique_email(), PASSWORD);
+            body["user"]["username"] = json!(name);
+            let app = &app;
+            async move { app.register(&body).await.status() }
+        });
+        let statuses = futures_util::future::join_all(attempts).await;
+        assert_eq!(
+            statuses
+                .iter()
+                .filter(|s| **s == StatusCode::CREATED)
+                .count(),
+            1,
+            "trial {trial}: {statuses:?}"
+        );
+        assert!(
+            statuses
+                .iter()
+                .all(|s| *s == StatusCode::CREATED || *s == StatusCode::BAD_REQUEST),
+            "trial {trial}: {statuses:?}"
+        );
+    }
+}

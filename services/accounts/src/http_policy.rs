@@ -1,0 +1,100 @@
+//! What every response owes the client, whatever handler or extractor produced it: the body
+//! limit answered in the error envelope, and the security headers of API answers and pages.
+
+use actix_web::{
+    Error, HttpRequest, ResponseError,
+    body::{BoxBody, MessageBody},
+    dev::{ServiceRequest, ServiceResponse},
+    http::{
+        StatusCode,
+        header::{self, HeaderValue},
+    },
+    middleware::Next,
+};
+
+use crate::{error::ApiError, startup::MAX_BODY_BYTES};
+
+/// Pages load their script and stylesheet from files of this app and talk only to its API; nothing
+/// may frame them (clickjacking) or send their URL, which can carry a token, elsewhere.
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// Answers a body over [`MAX_BODY_BYTES`] with 413 in the error envelope: a declared length at once,
+/// before any handler runs, and a streamed one whatever extractor found it too large (the JSON
+/// extractor renders its own; `Bytes` and friends would answer text/plain).
+pub async fn body_limit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        let (request, _) = req.into_parts();
+        return Ok(too_large(request));
+    }
+    // Handlers and extractors answer errors as responses; an error that still escapes is rendered
+    // by actix from its own type, so a 413 among them is replaced by ours.
+    let response = match next.call(req).await {
+        Ok(response) => response.map_into_boxed_body(),
+        Err(e) if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(ApiError::PayloadTooLarge.into());
+        }
+        Err(e) => return Err(e),
+    };
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json(&response) {
+        let (request, _) = response.into_parts();
+        return Ok(too_large(request));
+    }
+    Ok(response)
+}
+
+fn too_large(request: HttpRequest) -> ServiceResponse<BoxBody> {
+    ServiceResponse::new(request, ApiError::PayloadTooLarge.error_response())
+}
+
+fn is_json(response: &ServiceResponse<BoxBody>) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// `Cache-Control: no-store` on every `/api` answer (they carry tokens and personal data), and on
+/// the pages a Content-Security-Policy without inline script, no framing, no referrer. Every
+/// response gets `nosniff`.
+pub async fn security_headers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let path = req.path().to_string();
+    let mut response = next.call(req).await?.map_into_boxed_body();
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if path == "/api" || path.starts_with("/api/") {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if path.starts_with("/account/") && is_html {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(PAGE_CSP),
+        );
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+    }
+    Ok(response)
+}
