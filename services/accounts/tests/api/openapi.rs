@@ -30,6 +30,14 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/user/sessions/{id}"),
     ("get", "/account/revert-email"),
     ("get", "/account/reject-sign-in"),
+    ("get", "/api/admin/users"),
+    ("get", "/api/admin/users/{id}"),
+    ("post", "/api/admin/users/{id}/deactivate"),
+    ("post", "/api/admin/users/{id}/activate"),
+    ("put", "/api/admin/users/{id}/roles"),
+    ("delete", "/api/admin/users/{id}/sessions"),
+    ("post", "/api/admin/users/{id}/confirmation"),
+    ("get", "/api/admin/audit"),
 ];
 
 #[tokio::test]
