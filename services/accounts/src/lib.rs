@@ -14,6 +14,7 @@ pub mod hashing;
 pub mod http_policy;
 pub mod links;
 pub mod openapi;
+pub mod operator;
 pub mod outbox;
 pub mod pages;
 pub mod recovery;

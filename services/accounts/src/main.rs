@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
-use accounts::{config::Settings, db, startup::Application, telemetry};
+use accounts::{config::Settings, db, operator, startup::Application, telemetry};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use secrecy::ExposeSecret;
 
 /// The accounts service. Configuration comes from the environment (see README); `.env` is read
@@ -19,6 +21,41 @@ enum Command {
     Serve,
     /// Create the database if needed and apply pending migrations, then exit.
     Migrate,
+    /// Create a superuser. The password is read from a prompt, or as two lines of standard input
+    /// when it is not a terminal; never from the command line.
+    CreateSuperuser {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        username: Option<String>,
+    },
+    /// Operate on users: list, show, grant, revoke, deactivate, activate.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Deprecated: use `accounts users deactivate`.
+    #[command(hide = true)]
+    Deactivate { email: String },
+    /// Deprecated: use `accounts users activate`.
+    #[command(hide = true)]
+    Activate { email: String },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// One line per user.
+    List {
+        /// Only users whose email or username contains this (case-insensitive).
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// A user's state, roles, permissions and live sessions.
+    Show { email: String },
+    /// Grant a role (admin, support, ...).
+    Grant { email: String, role: String },
+    /// Revoke a role; the user's sessions end at once.
+    Revoke { email: String, role: String },
     /// Deactivate an account: it can no longer log in, refresh or use its tokens.
     Deactivate { email: String },
     /// Reactivate a deactivated account.
@@ -39,6 +76,13 @@ async fn main() -> ExitCode {
     }
 }
 
+async fn connect(settings: &Settings) -> anyhow::Result<AsyncPgConnection> {
+    db::migrate(settings.database_url.expose_secret()).await?;
+    AsyncPgConnection::establish(settings.database_url.expose_secret())
+        .await
+        .context("connecting to ACCOUNTS_DATABASE_URL")
+}
+
 async fn run(command: Command) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     match command {
@@ -48,29 +92,39 @@ async fn run(command: Command) -> anyhow::Result<()> {
             app.run_until_stopped().await
         }
         Command::Migrate => db::migrate(settings.database_url.expose_secret()).await,
-        Command::Deactivate { email } => set_active(&settings, &email, false).await,
-        Command::Activate { email } => set_active(&settings, &email, true).await,
+        Command::CreateSuperuser { email, username } => {
+            let mut conn = connect(&settings).await?;
+            operator::create_superuser(&mut conn, &email, username.as_deref(), settings.bcrypt_cost)
+                .await
+        }
+        Command::Users(command) => {
+            let mut conn = connect(&settings).await?;
+            users(&mut conn, command).await
+        }
+        Command::Deactivate { email } => {
+            eprintln!("accounts: `deactivate` is deprecated; use `accounts users deactivate`");
+            operator::set_active(&mut connect(&settings).await?, &email, false).await
+        }
+        Command::Activate { email } => {
+            eprintln!("accounts: `activate` is deprecated; use `accounts users activate`");
+            operator::set_active(&mut connect(&settings).await?, &email, true).await
+        }
     }
 }
 
-async fn set_active(settings: &Settings, email: &str, active: bool) -> anyhow::Result<()> {
-    use diesel_async::AsyncConnection;
-    let mut conn =
-        diesel_async::AsyncPgConnection::establish(settings.database_url.expose_secret()).await?;
-    let email = accounts::domain::EmailAddress::parse(email)
-        .map_err(|m| anyhow::anyhow!("{email}: {m}"))?;
-    let Some(user) = accounts::users::find_by_email(&mut conn, email.as_str()).await? else {
-        anyhow::bail!("no account uses {}", email.as_str());
-    };
-    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-        accounts::users::lock(conn, user.id).await?;
-        accounts::users::set_active(conn, user.id, active).await
-    })
-    .await?;
-    println!(
-        "{} is now {}",
-        email.as_str(),
-        if active { "active" } else { "deactivated" }
-    );
-    Ok(())
+async fn users(conn: &mut AsyncPgConnection, command: UsersCommand) -> anyhow::Result<()> {
+    match command {
+        UsersCommand::List { search, limit } => {
+            operator::list(conn, search.as_deref(), limit, &mut std::io::stdout()).await
+        }
+        UsersCommand::Show { email } => operator::show(conn, &email).await,
+        UsersCommand::Grant { email, role } => {
+            operator::grant_or_revoke(conn, &email, &role, true).await
+        }
+        UsersCommand::Revoke { email, role } => {
+            operator::grant_or_revoke(conn, &email, &role, false).await
+        }
+        UsersCommand::Deactivate { email } => operator::set_active(conn, &email, false).await,
+        UsersCommand::Activate { email } => operator::set_active(conn, &email, true).await,
+    }
 }

@@ -1,6 +1,6 @@
 //! The per-request log line and latency histogram; logs and the recorder come from `telemetry`.
 
-pub use telemetry::{init_logging, metrics_handle};
+pub use telemetry::{init_logging, mask_address, metrics_handle};
 
 use std::time::Instant;
 

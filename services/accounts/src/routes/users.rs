@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{UserEnvelope, device};
 use crate::{
-    audit::Origin,
+    audit::{self, Origin},
     auth::{Authenticated, DEACTIVATED},
     authz::{self, Grants},
     client::ClientAddr,
@@ -23,7 +23,7 @@ use crate::{
     sessions::{self, Ending},
     signin::{self, Notice},
     state::AppState,
-    telemetry::RequestId,
+    telemetry::{self, RequestId},
     throttle::{self, HourlyLimit, LoginGuard},
     users::{self, EMAIL_TAKEN, NewUser, USERNAME_TAKEN, UserBody},
 };
@@ -246,12 +246,19 @@ pub async fn login(
         .as_ref()
         .map_or_else(|| unparseable_account(email), |a| a.as_str().to_string());
     let mut conn = state.pool.get().await?;
-    let attempt = LoginGuard::new(state.settings.lockout)
+    let origin = Origin::new(None, &client.to_string(), &request_id);
+    let attempt = match LoginGuard::new(state.settings.lockout)
         .begin(&mut conn, &account, &client, Utc::now())
         .await
-        .inspect_err(|_| {
+    {
+        Ok(attempt) => attempt,
+        Err(throttled) => {
             metrics::counter!("accounts_logins_total", "outcome" => "locked").increment(1);
-        })?;
+            let details = json!({ "email": telemetry::mask_address(&account) });
+            audit::record(&mut conn, &origin, "login.locked", None, details).await?;
+            return Err(throttled.into());
+        }
+    };
     // Unknown (or syntactically invalid) addresses verify against a dummy hash: same cost.
     let user = match &address {
         Some(address) => users::find_by_email(&mut conn, address.as_str()).await?,
@@ -271,8 +278,11 @@ pub async fn login(
     };
     let user = match (matched, user) {
         (true, Some(user)) => user,
-        _ => {
+        (_, user) => {
             attempt.failed(&mut conn).await?;
+            let details = json!({ "email": telemetry::mask_address(&account) });
+            let target = user.map(|u| u.id);
+            audit::record(&mut conn, &origin, "login.failed", target, details).await?;
             metrics::counter!("accounts_logins_total", "outcome" => "failed").increment(1);
             return Err(ApiError::Unauthorized {
                 field: "credentials",
@@ -310,6 +320,9 @@ pub async fn login(
             )
             .await?;
             let grants = authz::grants(conn, &user).await?;
+            let details = json!({ "session": started.session.id });
+            let origin = origin.clone().by(user.id);
+            audit::record(conn, &origin, "login.succeeded", Some(user.id), details).await?;
             Ok(Some((user, started, grants)))
         })
         .await

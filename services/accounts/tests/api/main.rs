@@ -1,5 +1,6 @@
 //! Integration tests of the accounts service over HTTP, against real Postgres and RabbitMQ.
 
+mod admin;
 mod auth;
 mod bad_input;
 mod confirm;
