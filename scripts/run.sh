@@ -68,6 +68,11 @@ cat <<MSG
   API docs        $ACCOUNTS_PUBLIC_URL/docs
   mail catcher    http://127.0.0.1:$MAIL_WEB_PORT
   metrics         $ACCOUNTS_PUBLIC_URL/metrics   http://$MAILER_ADDR/metrics
+  mailer admin    http://$MAILER_ADDR/admin/failed-sends   (a token with mail.read)
+
+  The first administrator (in another terminal; the password is prompted, never an argument):
+    $bin/accounts create-superuser --email you@example.com
+  then sign in with POST /api/users/login and use /api/admin/... with the token.
 
   Ctrl-C stops what make run started.
 

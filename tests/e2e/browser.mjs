@@ -1,5 +1,6 @@
 // Headless Chromium against the running stack: the confirm link and the reset link from real mail
-// captured by MailDev, the pages they open, the reset form, and a login with the new password.
+// captured by MailDev, the pages they open, the reset form, a login with the new password, and the
+// "this wasn't me" link of a new sign-in mail, which ends that session.
 // Usage: node tests/e2e/browser.mjs <accounts base URL> <MailDev base URL>
 import { createRequire } from "node:module";
 import assert from "node:assert/strict";
@@ -12,10 +13,10 @@ const email = `browser-${Date.now()}@example.com`;
 const password = "first-pass-1234";
 const newPassword = "second-pass-5678";
 
-async function post(path, body) {
+async function post(path, body, headers = {}) {
   const response = await fetch(`${api}${path}`, {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
+    headers: { "Content-Type": "application/json", ...headers },
     body: JSON.stringify(body),
   });
   return { status: response.status, body: await response.text() };
@@ -70,7 +71,23 @@ try {
   assert.equal(newLogin.status, 200, newLogin.body);
   const me = JSON.parse(newLogin.body).user;
   assert.equal(me.verified, true);
-  console.log("browser e2e: confirm page, reset form and new login all passed");
+
+  // A sign-in from another browser: its owner gets a "new sign-in" mail whose link ends that session.
+  const firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+  const stranger = await post("/api/users/login", { user: { email, password: newPassword } }, { "User-Agent": firefox });
+  assert.equal(stranger.status, 200, stranger.body);
+  const strangerToken = JSON.parse(stranger.body).user.token;
+  const reject = await linkFromMail(/new sign-in/i, `${api}/account/reject-sign-in?token=`);
+  await page.goto(reject);
+  await page.click("#submit");
+  await page.waitForSelector("#message.ok", { timeout: 10000 }).catch(async (e) => {
+    throw new Error(`the reject page did not succeed: ${await page.textContent("#message")}`, { cause: e });
+  });
+  const after = await fetch(`${api}/api/user`, { headers: { Authorization: `Token ${strangerToken}` } });
+  assert.equal(after.status, 401, "the rejected session's token stopped at once");
+  const mine = await fetch(`${api}/api/user`, { headers: { Authorization: `Token ${me.token}` } });
+  assert.equal(mine.status, 200, "the owner's own session goes on");
+  console.log("browser e2e: confirm page, reset form, new login and the new sign-in link all passed");
 } finally {
   await browser.close();
 }
