@@ -125,7 +125,7 @@ async fn bad_links_redirect_to_the_new_link_page_and_leave_the_user_unverified()
 }
 
 #[tokio::test]
-async fn json_confirmation_returns_the_user() {
+async fn a_mailed_link_reads_out_only_what_it_confirmed() {
     let app = spawn_app().await;
     let (id, link) = registered_with_link(&app).await;
     let response = app
@@ -139,6 +139,9 @@ async fn json_confirmation_returns_the_user() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["user"]["id"], id.as_str());
     assert_eq!(body["user"]["verified"], true);
+    // Whoever holds the link (a mailbox, a forwarded mail) learns nothing else of the profile.
+    let keys: Vec<&String> = body["user"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["email", "id", "verified"]);
 }
 
 #[tokio::test]
