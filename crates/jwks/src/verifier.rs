@@ -166,7 +166,11 @@ impl AccessTokenVerifier {
         let url = &self.inner.config.jwks_url;
         match self.fetch().await {
             Ok(keys) => {
-                tracing::info!(%url, keys = keys.len(), "fetched the token signing keys");
+                if keys.len() == 0 {
+                    tracing::warn!(%url, "the JWKS holds no Ed25519 signing key; every token will be refused");
+                } else {
+                    tracing::info!(%url, keys = keys.len(), "fetched the token signing keys");
+                }
                 let mut cache = self.write();
                 cache.keys = Arc::new(keys);
                 cache.fetched_at = Some(Instant::now());

@@ -33,9 +33,13 @@ pub enum AdminError {
         field: &'static str,
         message: String,
     },
-    /// accounts' keys or our database cannot be reached; not the caller's fault, and passing.
+    /// Our database cannot be reached; not the caller's fault, and passing.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// accounts' keys cannot be fetched, so the token cannot be checked. The `jwks` crate logs
+    /// each failed fetch; logging every refused request too would let a flood flood the logs.
+    #[error("accounts' signing keys are unavailable: {0}")]
+    KeysUnavailable(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -53,9 +57,7 @@ impl From<jwks::VerifyError> for AdminError {
     fn from(e: jwks::VerifyError) -> Self {
         match e {
             jwks::VerifyError::Invalid(reason) => Self::BadToken(reason),
-            jwks::VerifyError::KeysUnavailable(why) => {
-                Self::Unavailable(format!("accounts' signing keys: {why}"))
-            }
+            jwks::VerifyError::KeysUnavailable(why) => Self::KeysUnavailable(why),
         }
     }
 }
@@ -80,7 +82,7 @@ impl ResponseError for AdminError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Invalid { .. } => StatusCode::BAD_REQUEST,
             Self::Conflict { .. } => StatusCode::CONFLICT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::KeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -100,6 +102,11 @@ impl ResponseError for AdminError {
             }
             Self::Unavailable(why) => {
                 tracing::warn!(error = %why, "admin API: a dependency is unavailable");
+                response.insert_header((header::RETRY_AFTER, "5"));
+                json!({ "errors": { "server": [UNAVAILABLE] } })
+            }
+            Self::KeysUnavailable(why) => {
+                tracing::debug!(error = %why, "admin API: cannot check a token");
                 response.insert_header((header::RETRY_AFTER, "5"));
                 json!({ "errors": { "server": [UNAVAILABLE] } })
             }

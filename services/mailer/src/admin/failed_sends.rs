@@ -3,12 +3,14 @@
 //! The list leaves out the payload: an envelope holds live links with tokens (confirmation,
 //! reset), and a listing is for finding a row, not reading its mail. `show` returns the payload,
 //! because deciding whether to retry needs it; it needs the same `mail.read`, and every admin
-//! answer is `Cache-Control: no-store`. The raw bytes of an unreadable message are never returned.
+//! answer is `Cache-Control: no-store`. The raw bytes of a message that was not a readable event
+//! are never returned (`mailer failed show` prints them for whoever has the database).
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use events::Envelope;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -129,8 +131,11 @@ impl ListQuery {
 pub async fn list(
     _caller: Authorized<MailRead>,
     state: web::Data<AdminState>,
-    params: web::Query<ListParams>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, AdminError> {
+    // Read after the caller is authorized, so no one learns anything from a 400 without a token.
+    let params = web::Query::<ListParams>::from_query(request.query_string())
+        .map_err(|e| AdminError::invalid("query", format!("Invalid query string: {e}")))?;
     let query = ListQuery::parse(&params)?;
     let mut conn = state.pool.get().await?;
     // One row more than asked tells whether another page exists.
@@ -149,7 +154,7 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(json!({ "failed_sends": rows, "next_cursor": next_cursor })))
 }
 
-/// `GET /admin/failed-sends/{id}`: the whole row, payload included.
+/// `GET /admin/failed-sends/{id}`: the whole row, with the payload when it is a readable event.
 pub async fn show(
     _caller: Authorized<MailRead>,
     state: web::Data<AdminState>,
@@ -160,7 +165,13 @@ pub async fn show(
     let row = failed_sends::find(&mut conn, id)
         .await?
         .ok_or(AdminError::NotFound("failed_send"))?;
-    Ok(HttpResponse::Ok().json(json!({ "failed_send": row })))
+    let mut shown = serde_json::to_value(&row).map_err(anyhow::Error::from)?;
+    let payload = shown["payload"].to_string();
+    if Envelope::from_json(payload.as_bytes()).is_err() {
+        // Not a readable event: what is stored is the raw message, which may hold anything.
+        shown["payload"] = serde_json::Value::Null;
+    }
+    Ok(HttpResponse::Ok().json(json!({ "failed_send": shown })))
 }
 
 /// `POST /admin/failed-sends/{id}/retry`: runs the operator's retry (the one `mailer failed retry`

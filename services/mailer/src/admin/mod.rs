@@ -6,7 +6,7 @@ pub mod auth;
 pub mod error;
 mod failed_sends;
 
-use actix_web::{HttpRequest, HttpResponse, http::header, middleware::DefaultHeaders, web};
+use actix_web::{HttpResponse, http::header, middleware::DefaultHeaders, web};
 use jwks::{AccessTokenVerifier, VerifierConfig};
 
 use crate::{config::Settings, db::Pool};
@@ -31,7 +31,6 @@ pub fn configure(config: &mut web::ServiceConfig) {
         web::scope("/admin")
             // Shown failed sends carry live links (confirmation, reset): never cache them.
             .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
-            .app_data(web::QueryConfig::default().error_handler(query_error))
             .route("/failed-sends", web::get().to(failed_sends::list))
             .route("/failed-sends/{id}", web::get().to(failed_sends::show))
             .route(
@@ -44,8 +43,4 @@ pub fn configure(config: &mut web::ServiceConfig) {
 
 async fn not_found() -> Result<HttpResponse, AdminError> {
     Err(AdminError::NotFound("route"))
-}
-
-fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    AdminError::invalid("query", format!("Invalid query string: {err}")).into()
 }

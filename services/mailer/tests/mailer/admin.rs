@@ -423,3 +423,35 @@ async fn cached_keys_keep_working_when_accounts_goes_down() {
     );
     assert!(rotated.body["errors"]["server"].is_array());
 }
+
+#[tokio::test]
+async fn the_raw_bytes_of_an_unreadable_message_are_never_shown() {
+    let issuer = TestIssuer::start().await;
+    let mut app = spawn_trusting(&issuer, &[]).await;
+    let secret = "link-token-4f1c";
+    let body = format!("{{not json http://localhost:8080/api/users/confirm?token={secret}");
+    app.publish_raw("user-registered", body.as_bytes()).await;
+    let id = eventually("the unreadable message to be recorded", || async {
+        operator::list(&app.settings, false)
+            .await
+            .unwrap()
+            .first()
+            .map(|row| row.id)
+    })
+    .await;
+    let token = issuer.token(SUPPORT);
+
+    let list = get(&app, "/admin/failed-sends", &token).await;
+    let show = get(&app, &format!("/admin/failed-sends/{id}"), &token).await;
+
+    assert_eq!(ids(&list), [id]);
+    assert_eq!(show.status, 200, "{}", show.body);
+    assert!(
+        show.body["failed_send"]["payload"].is_null(),
+        "{}",
+        show.body
+    );
+    for answer in [&list, &show] {
+        assert!(!answer.body.to_string().contains(secret), "{}", answer.body);
+    }
+}
