@@ -222,6 +222,15 @@ impl AccessTokenVerifier {
     }
 }
 
+impl std::fmt::Debug for AccessTokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessTokenVerifier")
+            .field("config", &self.inner.config)
+            .field("keys", &self.read().keys.len())
+            .finish()
+    }
+}
+
 /// An error and its causes on one line (reqwest's own message omits the cause, such as "connection refused").
 fn causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
