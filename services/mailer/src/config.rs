@@ -7,6 +7,7 @@ use anyhow::anyhow;
 use lettre::message::Mailbox;
 use secrecy::SecretString;
 use settings::Env;
+use url::Url;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -33,6 +34,12 @@ pub struct Settings {
     pub smtp_timeout: Duration,
     /// The product the mail speaks for (`{{ product }}` in templates, subjects included).
     pub product_name: String,
+    /// accounts' public keys, which verify the access tokens the admin API accepts.
+    pub jwks_url: Url,
+    /// The `iss` of those tokens: accounts' public URL (`ACCOUNTS_PUBLIC_URL`), as accounts writes it.
+    pub jwt_issuer: String,
+    /// At most one JWKS fetch per this interval, however many tokens name unknown keys.
+    pub jwks_refetch_interval: Duration,
 }
 
 impl Settings {
@@ -90,6 +97,21 @@ impl Settings {
         let poll = positive("MAILER_POLL_MS", "5000")?;
         let smtp_timeout = positive("MAILER_SMTP_TIMEOUT_SECS", "30")?;
         let product_name = product_name(&env.var("MAILER_PRODUCT_NAME", "Accounts"))?;
+        let jwks_url = url(
+            "ACCOUNTS_JWKS_URL",
+            "http://localhost:8080/.well-known/jwks.json",
+            &["http", "https"],
+        )?;
+        // accounts signs with its public URL, less the trailing slash, as `iss`.
+        let jwt_issuer = url(
+            "ACCOUNTS_PUBLIC_URL",
+            "http://localhost:8080",
+            &["http", "https"],
+        )?
+        .as_str()
+        .trim_end_matches('/')
+        .to_string();
+        let jwks_refetch = positive("MAILER_JWKS_REFETCH_INTERVAL_MS", "5000")?;
 
         Ok(Self {
             database_url: SecretString::from(database_url.to_string()),
@@ -106,6 +128,9 @@ impl Settings {
             poll_interval: Duration::from_millis(poll),
             smtp_timeout: Duration::from_secs(smtp_timeout),
             product_name,
+            jwks_url,
+            jwt_issuer,
+            jwks_refetch_interval: Duration::from_millis(jwks_refetch),
         })
     }
 }
@@ -157,6 +182,25 @@ mod tests {
         assert_eq!(s.concurrency, 16);
         assert!(s.templates_dir.is_none());
         assert_eq!(s.product_name, "Accounts");
+        assert_eq!(
+            s.jwks_url.as_str(),
+            "http://localhost:8080/.well-known/jwks.json"
+        );
+        assert_eq!(s.jwt_issuer, "http://localhost:8080");
+        assert_eq!(s.jwks_refetch_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_expected_issuer_is_accounts_public_url_as_accounts_writes_it() {
+        let s = settings(&[
+            ("ACCOUNTS_PUBLIC_URL", "https://accounts.example.com/"),
+            ("ACCOUNTS_JWKS_URL", "http://accounts/.well-known/jwks.json"),
+        ])
+        .unwrap();
+        assert_eq!(s.jwt_issuer, "https://accounts.example.com");
+        assert_eq!(s.jwks_url.as_str(), "http://accounts/.well-known/jwks.json");
+        let s = settings(&[("ACCOUNTS_PUBLIC_URL", "https://example.com/accounts/")]).unwrap();
+        assert_eq!(s.jwt_issuer, "https://example.com/accounts");
     }
 
     #[test]
@@ -182,6 +226,10 @@ mod tests {
             ("MAILER_PRODUCT_NAME", "   "),
             ("MAILER_PRODUCT_NAME", "Acme\r\nBcc: victim@example.com"),
             ("MAILER_PRODUCT_NAME", "x".repeat(81).as_str()),
+            ("ACCOUNTS_JWKS_URL", "file:///etc/jwks.json"),
+            ("ACCOUNTS_JWKS_URL", "localhost:8080/.well-known/jwks.json"),
+            ("ACCOUNTS_PUBLIC_URL", "accounts.example.com"),
+            ("MAILER_JWKS_REFETCH_INTERVAL_MS", "0"),
         ] {
             let err = settings(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{name}: {err}");

@@ -1,6 +1,7 @@
 //! The mailer service: consumes account events, renders Tera templates, sends them over SMTP,
 //! retries transient failures on a durable schedule, and records what it gave up on.
 
+pub mod admin;
 pub mod config;
 pub mod consumer;
 pub mod db;

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    admin::{self, AdminState},
     config::Settings,
     consumer::Consumer,
     db,
@@ -77,6 +78,11 @@ impl Application {
             )
         })?;
         let port = listener.local_addr()?.port();
+        let admin = web::Data::new(AdminState {
+            pool: pool.clone(),
+            verifier: admin::verifier(&settings)?,
+            settings: settings.clone(),
+        });
         let state = web::Data::new(HealthState {
             pool,
             consumer_connected: connected,
@@ -85,7 +91,9 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(admin.clone())
                 .configure(routes::configure)
+                .configure(admin::configure)
         })
         .workers(1)
         .disable_signals()

@@ -112,6 +112,12 @@ impl TestApp {
             .expect("the mailer stops cleanly");
     }
 
+    /// `http://127.0.0.1:<port>` of the running mailer's HTTP server.
+    pub fn base_url(&self) -> String {
+        let port = self.running.as_ref().expect("the mailer is running").port;
+        format!("http://127.0.0.1:{port}")
+    }
+
     /// GET on the health server: status and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
         let port = self.running.as_ref().expect("the mailer is running").port;

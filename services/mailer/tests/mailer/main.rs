@@ -1,8 +1,10 @@
 //! The mailer's integration tests: real Postgres (a database per test), real RabbitMQ (a vhost per
 //! test) and a real SMTP server on loopback (testkit's scriptable one).
 
+mod admin;
 mod delivery;
 mod health;
 mod helpers;
+mod issuer;
 mod poison;
 mod templates;
