@@ -5,8 +5,10 @@
 //! `TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672`). Vhosts are managed with
 //! `rabbitmqctl`, which must be on the PATH and allowed to talk to the broker.
 
+mod proxy;
 mod smtp;
 
+pub use proxy::StallingProxy;
 pub use smtp::{ReceivedMail, SmtpServer};
 
 use std::process::Command;
@@ -158,6 +160,26 @@ impl TestVhost {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The vhost's URL with the host and port replaced by `addr` (a proxy in front of the broker).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> anyhow::Result<String> {
+        let mut url = url::Url::parse(&self.url)?;
+        url.set_ip_host(addr.ip())
+            .map_err(|()| anyhow::anyhow!("cannot set the host of {}", self.url))?;
+        url.set_port(Some(addr.port()))
+            .map_err(|()| anyhow::anyhow!("cannot set the port of {}", self.url))?;
+        Ok(url.to_string())
+    }
+
+    /// The broker's address (host and port of `TEST_AMQP_URL`), for a proxy in front of it.
+    pub fn broker_addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+        let url = url::Url::parse(&self.url)?;
+        let host = url.host_str().unwrap_or("127.0.0.1");
+        let port = url.port().unwrap_or(5672);
+        std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
+            .next()
+            .context("resolving the broker's address")
     }
 
     /// Closes every client connection to this vhost, as a broker restart would.
