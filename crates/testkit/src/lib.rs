@@ -68,6 +68,29 @@ impl TestDatabase {
         &self.name
     }
 
+    /// Stages a database outage for this database only: with `false`, new connections are refused
+    /// and every open one is terminated (as a restart would); `true` lets clients in again.
+    pub async fn set_connectable(&self, connectable: bool) -> anyhow::Result<()> {
+        let server = format!("{}/postgres", postgres_server().trim_end_matches('/'));
+        let mut conn = AsyncPgConnection::establish(&server).await?;
+        diesel::sql_query(format!(
+            "ALTER DATABASE \"{}\" WITH ALLOW_CONNECTIONS {connectable}",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await?;
+        if !connectable {
+            diesel::sql_query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind::<Text, _>(&self.name)
+            .execute(&mut conn)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// A direct connection to the test database, for assertions and arranging state.
     pub async fn connect(&self) -> anyhow::Result<AsyncPgConnection> {
         AsyncPgConnection::establish(&self.url)
@@ -182,6 +205,14 @@ impl TestVhost {
             .context("resolving the broker's address")
     }
 
+    /// `rabbitmqctl list_queues` on this vhost for `columns` (such as `["name", "type"]`): one line
+    /// per queue, tab-separated.
+    pub fn list_queues(&self, columns: &[&str]) -> anyhow::Result<String> {
+        let mut args = vec!["-q", "list_queues", "-p", &self.name, "--no-table-headers"];
+        args.extend_from_slice(columns);
+        rabbitmqctl_output(&args)
+    }
+
     /// Closes every client connection to this vhost, as a broker restart would.
     pub fn close_connections(&self) -> anyhow::Result<()> {
         rabbitmqctl(&[
@@ -204,6 +235,10 @@ impl Drop for TestVhost {
 }
 
 fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
+    rabbitmqctl_output(args).map(drop)
+}
+
+fn rabbitmqctl_output(args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new("rabbitmqctl")
         .args(args)
         .output()
@@ -216,7 +251,7 @@ fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// An AMQP URL where nothing listens, for "broker down" tests.

@@ -4,5 +4,8 @@
 mod delivery;
 mod health;
 mod helpers;
+mod operator;
 mod poison;
+mod settle;
+mod smtp_faults;
 mod templates;
