@@ -87,6 +87,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Failed(Failed::Show { id }) => {
             let row = operator::show(&settings, id).await?;
             println!("{}", serde_json::to_string_pretty(&row)?);
+            // The body exactly as received (escaped: it may be binary), for unreadable messages.
+            println!("body: {}", row.body.escape_ascii());
         }
         Command::Failed(Failed::Retry { id, all }) => {
             let selection = match (id, all) {

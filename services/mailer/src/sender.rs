@@ -1,5 +1,7 @@
 //! The sender: claims due deliveries, renders and sends them with bounded concurrency, and settles
-//! each one (sent, rescheduled with backoff, or failed into `failed_sends`).
+//! each one (sent, rescheduled with backoff, or failed into `failed_sends`). Every settle is
+//! conditional on the claim's token and retried within the lease, so a sender whose lease ran out
+//! never overwrites the outcome of the sender that took the row over.
 //!
 //! Any number of senders (one per replica) can run: rows are claimed with `FOR UPDATE SKIP LOCKED`
 //! and a lease. The sender wakes on `NOTIFY mailer_deliveries`, on its own consumer's inserts, and
@@ -270,8 +272,8 @@ async fn process(
     };
     // Leave a little of the lease unused: a settle that lands after it could race the next claim.
     let give_up_at = lease_ends.checked_sub(LEASE_MARGIN).unwrap_or(lease_ends);
-    let settle = || settle(&context.pool, &row, attempts, &settlement);
-    let settled = settle
+    let attempt = || settle(&context.pool, &row, attempts, &settlement);
+    let settled = attempt
         .retry(
             ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(100))

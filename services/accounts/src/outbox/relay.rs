@@ -5,6 +5,11 @@
 //! broker's ack, all inside one transaction. A row whose publish failed gets a later
 //! `next_attempt_at`. Rows are selected by state, never by a high-water mark on ids, because ids
 //! commit out of order. The relay wakes on `NOTIFY outbox` and polls as a fallback.
+//!
+//! A message the broker returns (no queue bound for its type, as when accounts ships a new event
+//! before the mailer binds it) is never marked published: the publisher matches a batch's returns
+//! to rows by `message_id`, and those rows wait in the outbox with their own backoff. Waiting for
+//! confirms is bounded (a broker under a resource alarm blocks without closing the connection).
 
 use std::{
     sync::{
@@ -187,6 +192,7 @@ impl OutboxRelay {
 
                 let mut published = Vec::new();
                 let mut broker_error = None;
+                let mut unroutable = 0usize;
                 for ((id, event_id, kind, _, attempts), result) in rows.iter().zip(results) {
                     match result {
                         Ok(()) => published.push(*id),
@@ -200,12 +206,21 @@ impl OutboxRelay {
                                 ))
                                 .execute(conn)
                                 .await?;
-                            tracing::warn!(%event_id, event_type = %kind, error = %error, "event not published; will retry");
+                            if matches!(error, PublishError::Unroutable(_)) {
+                                // Expected while a new type waits for its consumer; summarised below.
+                                unroutable += 1;
+                                tracing::debug!(%event_id, event_type = %kind, "event returned unroutable; will retry");
+                            } else {
+                                tracing::warn!(%event_id, event_type = %kind, error = %error, "event not published; will retry");
+                            }
                             if error.is_connection_failure() {
                                 broker_error.get_or_insert(error);
                             }
                         }
                     }
+                }
+                if unroutable > 0 {
+                    tracing::warn!(unroutable, "events returned by the broker (no queue bound for their type); they stay in the outbox and are retried with backoff");
                 }
                 diesel::update(outbox::table.filter(outbox::id.eq_any(&published)))
                     .set(outbox::published_at.eq(Utc::now()))
