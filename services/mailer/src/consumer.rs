@@ -227,10 +227,10 @@ impl Consumer {
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), ConsumeError> {
         match self.record_poison(delivery, reason).await {
             Ok(id) => {
-                tracing::error!(failed_send = ?id, routing_key = %delivery.routing_key, error = %reason, "unreadable message dead-lettered and recorded in failed_sends");
+                tracing::error!(failed_send = ?id, routing_key = %delivery.routing_key, error = %redact_quoted(reason), "unreadable message dead-lettered and recorded in failed_sends");
             }
             Err(ConsumeError::Database(e)) if !db::is_transient(&e) => {
-                tracing::error!(routing_key = %delivery.routing_key, error = %reason, record_error = %e, "unreadable message dead-lettered; it could not be recorded in failed_sends (it is kept in the dead-letter queue)");
+                tracing::error!(routing_key = %delivery.routing_key, error = %redact_quoted(reason), record_error = %e, "unreadable message dead-lettered; it could not be recorded in failed_sends (it is kept in the dead-letter queue)");
             }
             Err(e) => return Err(e),
         }
@@ -290,6 +290,19 @@ enum Refused {
     Poison(String),
     /// Leave it in the queue and reconnect.
     Connectivity(ConsumeError),
+}
+
+/// A reason fit for a log line: parse errors quote the offending value (`invalid type: string
+/// "http://…?token=…"`), which may be a link with a token. The full reason is kept in `failed_sends`.
+fn redact_quoted(reason: &str) -> String {
+    let mut redacted = String::with_capacity(reason.len());
+    for (i, part) in reason.split('"').enumerate() {
+        if i > 0 {
+            redacted.push('"');
+        }
+        redacted.push_str(if i % 2 == 1 { "…" } else { part });
+    }
+    redacted
 }
 
 /// Reads an envelope, checking its major version before its shape: a newer producer's envelope
@@ -383,4 +396,21 @@ pub async fn declare_topology(channel: &Channel) -> Result<(), lapin::Error> {
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_quoted;
+
+    #[test]
+    fn quoted_values_never_reach_a_log_line() {
+        let reason = r#"invalid type: string "http://x/confirm?token=secret", expected u32 at line 1 column 9"#;
+        let redacted = redact_quoted(reason);
+        assert!(!redacted.contains("secret"), "{redacted}");
+        assert_eq!(
+            redacted,
+            r#"invalid type: string "…", expected u32 at line 1 column 9"#
+        );
+        assert_eq!(redact_quoted("no quotes"), "no quotes");
+    }
 }
