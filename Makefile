@@ -35,7 +35,8 @@ bench: services ## Benchmarks against the targets (release builds, wrk); writes 
 	var/venv/bin/pip install -q --disable-pip-version-check 'aiosmtpd==1.4.*'
 	cd scripts && ../var/venv/bin/python bench.py
 
-chaos: services ## Failure scenarios (stops and restarts the local RabbitMQ and PostgreSQL); PASS/FAIL each
+chaos: services ## Failure scenarios (some stop and restart the local RabbitMQ and PostgreSQL); PASS/FAIL each
+	mkdir -p var/bench
 	test -x var/venv/bin/python || python3 -m venv var/venv
 	var/venv/bin/pip install -q --disable-pip-version-check 'aiosmtpd==1.4.*' 'pika==1.3.*'
 	cd scripts && ../var/venv/bin/python chaos.py $(SCENARIOS)

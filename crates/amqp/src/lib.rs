@@ -7,7 +7,7 @@
 mod publisher;
 
 pub use backoff::Backoff;
-pub use publisher::{PublishError, Publisher};
+pub use publisher::{DEFAULT_CONFIRM_TIMEOUT, PublishError, Publisher};
 
 use lapin::{
     Channel, Connection, ConnectionProperties, ExchangeKind, options::ExchangeDeclareOptions,

@@ -5,9 +5,26 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-/// JSON logs unless `LOG_FORMAT=pretty`; level from `RUST_LOG` (default info).
+/// Targets that are switched off whatever `RUST_LOG` says, because what they log can hold secrets.
+/// lapin logs every returned (unroutable) message at WARN with its body, and our bodies hold
+/// confirmation and reset links with tokens; the publisher reports returns itself, by message id.
+pub const SILENCED_TARGETS: [&str; 1] = ["lapin::returned_messages"];
+
+/// The filter the services log through: `RUST_LOG` (default info), with [`SILENCED_TARGETS`] off.
+/// A more specific directive wins in `EnvFilter`, so `RUST_LOG=lapin=trace` does not bring them back.
+pub fn env_filter() -> EnvFilter {
+    let base = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    SILENCED_TARGETS.iter().fold(base, |filter, target| {
+        match format!("{target}=off").parse() {
+            Ok(directive) => filter.add_directive(directive),
+            Err(_) => filter,
+        }
+    })
+}
+
+/// JSON logs unless `LOG_FORMAT=pretty`; level from `RUST_LOG` (default info), through [`env_filter`].
 pub fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = env_filter();
     let registry = tracing_subscriber::registry().with(filter);
     let result = if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "pretty") {
         registry.with(fmt::layer()).try_init()

@@ -5,8 +5,10 @@
 //! `TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672`). Vhosts are managed with
 //! `rabbitmqctl`, which must be on the PATH and allowed to talk to the broker.
 
+mod proxy;
 mod smtp;
 
+pub use proxy::StallingProxy;
 pub use smtp::{ReceivedMail, SmtpServer};
 
 use std::process::Command;
@@ -64,6 +66,29 @@ impl TestDatabase {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Stages a database outage for this database only: with `false`, new connections are refused
+    /// and every open one is terminated (as a restart would); `true` lets clients in again.
+    pub async fn set_connectable(&self, connectable: bool) -> anyhow::Result<()> {
+        let server = format!("{}/postgres", postgres_server().trim_end_matches('/'));
+        let mut conn = AsyncPgConnection::establish(&server).await?;
+        diesel::sql_query(format!(
+            "ALTER DATABASE \"{}\" WITH ALLOW_CONNECTIONS {connectable}",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await?;
+        if !connectable {
+            diesel::sql_query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind::<Text, _>(&self.name)
+            .execute(&mut conn)
+            .await?;
+        }
+        Ok(())
     }
 
     /// A direct connection to the test database, for assertions and arranging state.
@@ -160,6 +185,34 @@ impl TestVhost {
         &self.name
     }
 
+    /// The vhost's URL with the host and port replaced by `addr` (a proxy in front of the broker).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> anyhow::Result<String> {
+        let mut url = url::Url::parse(&self.url)?;
+        url.set_ip_host(addr.ip())
+            .map_err(|()| anyhow::anyhow!("cannot set the host of {}", self.url))?;
+        url.set_port(Some(addr.port()))
+            .map_err(|()| anyhow::anyhow!("cannot set the port of {}", self.url))?;
+        Ok(url.to_string())
+    }
+
+    /// The broker's address (host and port of `TEST_AMQP_URL`), for a proxy in front of it.
+    pub fn broker_addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+        let url = url::Url::parse(&self.url)?;
+        let host = url.host_str().unwrap_or("127.0.0.1");
+        let port = url.port().unwrap_or(5672);
+        std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
+            .next()
+            .context("resolving the broker's address")
+    }
+
+    /// `rabbitmqctl list_queues` on this vhost for `columns` (such as `["name", "type"]`): one line
+    /// per queue, tab-separated.
+    pub fn list_queues(&self, columns: &[&str]) -> anyhow::Result<String> {
+        let mut args = vec!["-q", "list_queues", "-p", &self.name, "--no-table-headers"];
+        args.extend_from_slice(columns);
+        rabbitmqctl_output(&args)
+    }
+
     /// Closes every client connection to this vhost, as a broker restart would.
     pub fn close_connections(&self) -> anyhow::Result<()> {
         rabbitmqctl(&[
@@ -182,6 +235,10 @@ impl Drop for TestVhost {
 }
 
 fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
+    rabbitmqctl_output(args).map(drop)
+}
+
+fn rabbitmqctl_output(args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new("rabbitmqctl")
         .args(args)
         .output()
@@ -194,7 +251,7 @@ fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// An AMQP URL where nothing listens, for "broker down" tests.

@@ -2,8 +2,8 @@
 //!
 //! It speaks enough SMTP for lettre and most clients (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT),
 //! keeps every accepted message with its envelope, can be told to answer the next DATA or a given
-//! recipient with any reply (`451 ...`, `550 ...`), and can be stopped and resumed on the same port
-//! to simulate an outage.
+//! recipient with any reply (`451 ...`, `550 ...`), can answer the next DATA late (a slow server),
+//! and can be stopped and resumed on the same port to simulate an outage.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -40,6 +40,12 @@ struct Script {
     recipient_replies: HashMap<String, String>,
     /// How many DATA transactions were answered (accepted or not).
     data_attempts: usize,
+    /// How many messages were received in full (before any reply, late or not).
+    data_received: usize,
+    /// Delays before the reply to the next DATA terminations, in order.
+    data_reply_delays: VecDeque<Duration>,
+    /// Late replies the client was no longer there to read (the message was discarded).
+    abandoned: usize,
 }
 
 struct Shared {
@@ -87,6 +93,28 @@ impl SmtpServer {
         script
             .data_replies
             .extend(std::iter::repeat_n(reply.to_string(), n));
+    }
+
+    /// Answers the next message's end of DATA only after `delay` (then as scripted, else `250`).
+    /// If the client hung up meanwhile, the message is discarded as a real server does when the
+    /// connection drops before it replied, and counted in [`Self::abandoned`].
+    pub fn delay_next_data_reply(&self, delay: Duration) {
+        self.shared
+            .script
+            .lock()
+            .unwrap()
+            .data_reply_delays
+            .push_back(delay);
+    }
+
+    /// How many messages arrived in full (whatever happened to them afterwards).
+    pub fn data_received(&self) -> usize {
+        self.shared.script.lock().unwrap().data_received
+    }
+
+    /// How many late replies found the client gone.
+    pub fn abandoned(&self) -> usize {
+        self.shared.script.lock().unwrap().abandoned
     }
 
     /// Answers every RCPT TO for `address` with `reply` (such as `550 5.1.1 No such user`).
@@ -243,6 +271,18 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
                     .await?;
                 let data = read_data(&mut reader).await?;
+                let delay = {
+                    let mut script = shared.script.lock().unwrap();
+                    script.data_received += 1;
+                    script.data_reply_delays.pop_front()
+                };
+                if let Some(delay) = delay {
+                    tokio::time::sleep(delay).await;
+                    if client_gone(&mut reader).await {
+                        shared.script.lock().unwrap().abandoned += 1;
+                        return Ok(());
+                    }
+                }
                 let mail = ReceivedMail {
                     mail_from: mail_from.take().unwrap_or_default(),
                     recipients: std::mem::take(&mut recipients),
@@ -273,6 +313,23 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             _ => "502 5.5.2 Command not recognized".into(),
         };
         write.write_all(format!("{reply}\r\n").as_bytes()).await?;
+    }
+}
+
+/// Whether the client gave up on the transaction while its reply was pending: it closed its side,
+/// or sent QUIT (lettre does on an error). Checked without waiting for a command that may never
+/// come. Another command (a client that reuses the connection as if the reply had come) is not
+/// giving up: the server answers it in turn, as a real one would.
+async fn client_gone(reader: &mut (impl AsyncBufReadExt + Unpin)) -> bool {
+    match tokio::time::timeout(Duration::from_millis(20), reader.fill_buf()).await {
+        Ok(Ok(buffered)) => {
+            buffered.is_empty()
+                || buffered
+                    .get(..4)
+                    .is_some_and(|verb| verb.eq_ignore_ascii_case(b"QUIT"))
+        }
+        Ok(Err(_)) => true,
+        Err(_) => false,
     }
 }
 

@@ -30,7 +30,10 @@ pub struct Settings {
     pub retry_cap: Duration,
     /// How often the sender looks for due mail when no notification arrives.
     pub poll_interval: Duration,
-    /// Per-command SMTP timeout.
+    /// The longest wait for any one SMTP reply (and for the TCP connect), `MAILER_SMTP_TIMEOUT_SECS`.
+    /// A reply later than this fails the send as transient and the connection is dropped. RFC 5321
+    /// §4.5.3.2 suggests minutes per command for MTAs relaying; a submission server answers in
+    /// seconds, so the default is 30 s.
     pub smtp_timeout: Duration,
     /// The product the mail speaks for (`{{ product }}` in templates, subjects included).
     pub product_name: String,
@@ -43,6 +46,23 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// A whole send (connect, every command and the data) gives up after this: twice the per-reply
+    /// timeout.
+    pub fn send_deadline(&self) -> Duration {
+        self.smtp_timeout * 2
+    }
+
+    /// How long a claimed delivery stays claimed; always longer than the whole send and its settle.
+    pub fn lease(&self) -> Duration {
+        crate::sender::lease_for(self.send_deadline())
+    }
+
+    /// How long a graceful stop waits for the mail in flight to be sent and settled. The pod's
+    /// `terminationGracePeriodSeconds` must exceed it (deploy/k8s/mailer.yaml).
+    pub fn drain_timeout(&self) -> Duration {
+        self.send_deadline() + crate::sender::SETTLE_WINDOW + Duration::from_secs(5)
+    }
+
     /// Reads the process environment, after loading `.env` when there is one.
     pub fn from_env() -> anyhow::Result<Self> {
         settings::load_dotenv()?;
@@ -181,6 +201,11 @@ mod tests {
         assert_eq!(s.retry_base, Duration::from_secs(2));
         assert_eq!(s.concurrency, 16);
         assert!(s.templates_dir.is_none());
+        assert_eq!(s.smtp_timeout, Duration::from_secs(30));
+        // The lease outlives the whole send and its settle, and the drain fits in the pod's
+        // grace period (deploy/k8s/mailer.yaml: 90 s).
+        assert!(s.lease() > s.send_deadline() + crate::sender::SETTLE_WINDOW);
+        assert!(s.drain_timeout() < Duration::from_secs(90));
         assert_eq!(s.product_name, "Accounts");
         assert_eq!(
             s.jwks_url.as_str(),

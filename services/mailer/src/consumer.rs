@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    db::Pool,
+    db::{self, Pool},
     deliveries,
     failed_sends::{self, NewFailedSend},
 };
@@ -41,6 +41,8 @@ pub const QUEUE: &str = "mailer";
 /// Where rejected (poison) messages go.
 pub const DEAD_LETTER_EXCHANGE: &str = "mailer.dlx";
 pub const DEAD_LETTER_QUEUE: &str = "mailer.dead";
+/// Deliveries of one message before the broker dead-letters it (`x-delivery-limit`).
+pub const DELIVERY_LIMIT: i32 = 20;
 
 #[derive(Debug, thiserror::Error)]
 enum ConsumeError {
@@ -75,6 +77,14 @@ impl Consumer {
                 Ok(()) => break,
                 Err(e) => {
                     self.set_connected(false);
+                    // Each reconnect redelivers what was in hand and counts toward the queue's
+                    // delivery limit: don't consume again until the database answers.
+                    if matches!(e, ConsumeError::Database(_) | ConsumeError::Pool(_)) {
+                        tracing::warn!(error = %e, "the consumer lost the database; waiting for it before consuming again");
+                        if !self.wait_for_database(&shutdown).await {
+                            break;
+                        }
+                    }
                     // A connection that held for a while was healthy: start the backoff over.
                     if started.elapsed() > Duration::from_secs(30) {
                         backoff.reset();
@@ -89,6 +99,24 @@ impl Consumer {
         }
         self.set_connected(false);
         tracing::info!("consumer stopped");
+    }
+
+    /// Waits until a pooled connection answers; false if `shutdown` fired first.
+    async fn wait_for_database(&self, shutdown: &CancellationToken) -> bool {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            if let Ok(mut conn) = self.pool.get().await
+                && diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), &mut conn)
+                    .await
+                    .is_ok()
+            {
+                return true;
+            }
+            tokio::select! {
+                () = backoff.wait() => {}
+                () = shutdown.cancelled() => return false,
+            }
+        }
     }
 
     fn set_connected(&self, connected: bool) {
@@ -149,52 +177,92 @@ impl Consumer {
     }
 
     async fn handle(&self, delivery: Delivery) -> Result<(), ConsumeError> {
-        match Envelope::from_json(&delivery.data) {
-            Ok(envelope) => {
-                let mut conn = self.pool.get().await?;
-                let recorded = deliveries::record(&mut conn, &envelope).await?;
-                drop(conn);
-                let recipient = mask_address(envelope.event.recipient());
-                if recorded {
-                    tracing::info!(event_id = %envelope.id, event_type = envelope.kind(), %recipient, "event accepted");
-                    self.wake.notify_one();
-                } else {
-                    metrics::counter!("mailer_duplicates_total").increment(1);
-                    tracing::info!(event_id = %envelope.id, event_type = envelope.kind(), %recipient, "duplicate event ignored");
-                }
+        match self.accept(&delivery).await {
+            Ok(()) => {
                 delivery.ack(BasicAckOptions::default()).await?;
             }
-            Err(e) => {
-                self.record_unreadable(&delivery, &e).await?;
-                delivery
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await?;
+            Err(Refused::Connectivity(e)) => return Err(e),
+            Err(Refused::Poison(reason)) => {
+                self.dead_letter(&delivery, &reason).await?;
             }
         }
         Ok(())
     }
 
-    /// Keeps what can be known about a poison message in `failed_sends` (never logging its body,
-    /// which may hold links).
-    async fn record_unreadable(
+    /// Records the event in `deliveries`. Anything wrong with the message itself (not JSON, not
+    /// UTF-8, a NUL byte, an unknown type or major version, a row the database refuses) is
+    /// [`Refused::Poison`]; only a database that cannot be reached is [`Refused::Connectivity`].
+    async fn accept(&self, delivery: &Delivery) -> Result<(), Refused> {
+        let envelope = parse(&delivery.data).map_err(Refused::Poison)?;
+        let mut conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| Refused::Connectivity(e.into()))?;
+        let recorded = match deliveries::record(&mut conn, &envelope).await {
+            Ok(recorded) => recorded,
+            Err(e) if db::is_transient(&e) => return Err(Refused::Connectivity(e.into())),
+            Err(e) => {
+                return Err(Refused::Poison(format!(
+                    "the event cannot be recorded: {e}"
+                )));
+            }
+        };
+        drop(conn);
+        let recipient = mask_address(envelope.event.recipient());
+        if recorded {
+            tracing::info!(event_id = %envelope.id, event_type = envelope.kind(), %recipient, "event accepted");
+            self.wake.notify_one();
+        } else {
+            metrics::counter!("mailer_duplicates_total").increment(1);
+            tracing::info!(event_id = %envelope.id, event_type = envelope.kind(), %recipient, "duplicate event ignored");
+        }
+        Ok(())
+    }
+
+    /// Records a poison message with its raw bytes and rejects it into the dead-letter exchange,
+    /// so the queue moves on. Only a database that cannot be reached keeps it in the queue (the
+    /// quorum queue's delivery limit is the backstop even then). Its body is never logged: it may
+    /// hold links with tokens.
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), ConsumeError> {
+        match self.record_poison(delivery, reason).await {
+            Ok(id) => {
+                tracing::error!(failed_send = ?id, routing_key = %delivery.routing_key, error = %redact_quoted(reason), "unreadable message dead-lettered and recorded in failed_sends");
+            }
+            Err(ConsumeError::Database(e)) if !db::is_transient(&e) => {
+                tracing::error!(routing_key = %delivery.routing_key, error = %redact_quoted(reason), record_error = %e, "unreadable message dead-lettered; it could not be recorded in failed_sends (it is kept in the dead-letter queue)");
+            }
+            Err(e) => return Err(e),
+        }
+        metrics::counter!("mailer_failed_total", "type" => "unreadable", "reason" => "unreadable")
+            .increment(1);
+        delivery
+            .reject(BasicRejectOptions { requeue: false })
+            .await?;
+        Ok(())
+    }
+
+    async fn record_poison(
         &self,
         delivery: &Delivery,
-        error: &serde_json::Error,
-    ) -> Result<(), ConsumeError> {
+        reason: &str,
+    ) -> Result<Option<i64>, ConsumeError> {
         let event_id = delivery
             .properties
             .message_id()
             .as_ref()
             .and_then(|id| Uuid::parse_str(id.as_str()).ok());
-        let payload: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap_or_else(
-            |_| serde_json::json!({ "raw": String::from_utf8_lossy(&delivery.data) }),
-        );
+        // The parsed JSON when the database can store it; the raw bytes always.
+        let payload: Option<serde_json::Value> = serde_json::from_slice(&delivery.data)
+            .ok()
+            .filter(|value: &serde_json::Value| !value.to_string().contains("\\u0000"));
         let event_type = payload
-            .get("type")
+            .as_ref()
+            .and_then(|p| p.get("type"))
             .and_then(|t| t.as_str())
             .map(str::to_string)
             .unwrap_or_else(|| delivery.routing_key.to_string());
-        let error = format!("unreadable event: {error}");
+        let error = format!("unreadable event: {reason}");
         let mut conn = self.pool.get().await?;
         let id = failed_sends::insert(
             &mut conn,
@@ -205,17 +273,56 @@ impl Consumer {
                 template: Event::TYPES
                     .contains(&event_type.as_str())
                     .then_some(&*event_type),
-                payload: &payload,
+                payload: payload.as_ref(),
+                body: &delivery.data,
                 error: &error,
                 attempts: 0,
             },
         )
         .await?;
-        metrics::counter!("mailer_failed_total", "type" => "unreadable", "reason" => "unreadable")
-            .increment(1);
-        tracing::error!(failed_send = id, event_id = ?event_id, routing_key = %delivery.routing_key, %error, "unreadable message dead-lettered and recorded in failed_sends");
-        Ok(())
+        Ok(id)
     }
+}
+
+/// Why a message was not accepted.
+enum Refused {
+    /// Record it and dead-letter it.
+    Poison(String),
+    /// Leave it in the queue and reconnect.
+    Connectivity(ConsumeError),
+}
+
+/// A reason fit for a log line: parse errors quote the offending value (`invalid type: string
+/// "http://…?token=…"`), which may be a link with a token. The full reason is kept in `failed_sends`.
+fn redact_quoted(reason: &str) -> String {
+    let mut redacted = String::with_capacity(reason.len());
+    for (i, part) in reason.split('"').enumerate() {
+        if i > 0 {
+            redacted.push('"');
+        }
+        redacted.push_str(if i % 2 == 1 { "…" } else { part });
+    }
+    redacted
+}
+
+/// Reads an envelope, checking its major version before its shape: a newer producer's envelope
+/// may parse by accident, and must not be sent as if it were ours.
+fn parse(body: &[u8]) -> Result<Envelope, String> {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        version: Option<u64>,
+    }
+    if let Ok(Version {
+        version: Some(version),
+    }) = serde_json::from_slice::<Version>(body)
+        && version != u64::from(events::VERSION)
+    {
+        return Err(format!(
+            "unsupported envelope version {version}; this mailer reads version {}",
+            events::VERSION
+        ));
+    }
+    Envelope::from_json(body).map_err(|e| e.to_string())
 }
 
 /// Declares the events exchange, the dead-letter exchange and queue, and the `mailer` queue bound
@@ -254,16 +361,29 @@ pub async fn declare_topology(channel: &Channel) -> Result<(), lapin::Error> {
             FieldTable::default(),
         )
         .await?;
-    // A classic durable queue: quorum queues on RabbitMQ 3.10 need an explicit delivery limit,
-    // and poison messages are rejected into the DLX by us anyway.
+    // A quorum queue, so a message that keeps coming back (a crash while handling it, a bug we
+    // did not foresee) is dead-lettered after DELIVERY_LIMIT deliveries instead of blocking the
+    // queue. RabbitMQ 3.10 sets no default limit, so it is explicit. A classic queue of the same
+    // name makes this declaration fail: deploy/README.md says how to move it.
     let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    arguments.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongInt(DELIVERY_LIMIT),
+    );
     arguments.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(DEAD_LETTER_EXCHANGE.into()),
     );
     channel
         .queue_declare(QUEUE.into(), durable_queue, arguments)
-        .await?;
+        .await
+        .inspect_err(|e| {
+            tracing::error!(error = %e, "declaring the {QUEUE} quorum queue failed; if a classic queue of that name exists, follow deploy/README.md (moving the mailer queue to a quorum queue)");
+        })?;
     for kind in Event::TYPES {
         channel
             .queue_bind(
@@ -276,4 +396,21 @@ pub async fn declare_topology(channel: &Channel) -> Result<(), lapin::Error> {
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_quoted;
+
+    #[test]
+    fn quoted_values_never_reach_a_log_line() {
+        let reason = r#"invalid type: string "http://x/confirm?token=secret", expected u32 at line 1 column 9"#;
+        let redacted = redact_quoted(reason);
+        assert!(!redacted.contains("secret"), "{redacted}");
+        assert_eq!(
+            redacted,
+            r#"invalid type: string "…", expected u32 at line 1 column 9"#
+        );
+        assert_eq!(redact_quoted("no quotes"), "no quotes");
+    }
 }

@@ -17,13 +17,17 @@ pub struct FailedSend {
     pub event_type: Option<String>,
     pub recipient: Option<String>,
     pub template: Option<String>,
-    /// The envelope as received (or `{"raw": ...}` when it was not JSON).
-    pub payload: serde_json::Value,
+    /// The envelope, when it was readable JSON.
+    pub payload: Option<serde_json::Value>,
     pub error: String,
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Set when an operator handed it back to the sender (`mailer failed retry`).
     pub resolved_at: Option<DateTime<Utc>>,
+    /// The message body exactly as received (any bytes; links with tokens: never log it).
+    #[serde(skip)]
+    pub body: Vec<u8>,
 }
 
 #[derive(Debug, Insertable)]
@@ -33,17 +37,25 @@ pub struct NewFailedSend<'a> {
     pub event_type: Option<&'a str>,
     pub recipient: Option<&'a str>,
     pub template: Option<&'a str>,
-    pub payload: &'a serde_json::Value,
+    pub payload: Option<&'a serde_json::Value>,
+    pub body: &'a [u8],
     pub error: &'a str,
     pub attempts: i32,
 }
 
-pub async fn insert(conn: &mut AsyncPgConnection, new: &NewFailedSend<'_>) -> QueryResult<i64> {
+/// Records a failed send. Returns `None` when the event already has an unresolved one (at most one
+/// exists per event, by a partial unique index), which is then left as it is.
+pub async fn insert(
+    conn: &mut AsyncPgConnection,
+    new: &NewFailedSend<'_>,
+) -> QueryResult<Option<i64>> {
     diesel::insert_into(failed_sends::table)
         .values(new)
+        .on_conflict_do_nothing()
         .returning(failed_sends::id)
         .get_result(conn)
         .await
+        .optional()
 }
 
 /// Failed sends, oldest first; resolved ones only when asked for.
@@ -68,40 +80,4 @@ pub async fn find(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Option<F
         .first(conn)
         .await
         .optional()
-}
-
-/// Records a successful resend.
-pub async fn mark_resolved(
-    conn: &mut AsyncPgConnection,
-    id: i64,
-    attempts: i32,
-) -> QueryResult<()> {
-    let now = Utc::now();
-    diesel::update(failed_sends::table.find(id))
-        .set((
-            failed_sends::resolved_at.eq(now),
-            failed_sends::attempts.eq(attempts),
-            failed_sends::updated_at.eq(now),
-        ))
-        .execute(conn)
-        .await
-        .map(drop)
-}
-
-/// Records a resend that failed again.
-pub async fn record_failure(
-    conn: &mut AsyncPgConnection,
-    id: i64,
-    attempts: i32,
-    error: &str,
-) -> QueryResult<()> {
-    diesel::update(failed_sends::table.find(id))
-        .set((
-            failed_sends::error.eq(error),
-            failed_sends::attempts.eq(attempts),
-            failed_sends::updated_at.eq(Utc::now()),
-        ))
-        .execute(conn)
-        .await
-        .map(drop)
 }

@@ -113,6 +113,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Failed(Failed::Show { id }) => {
             let row = operator::show(&settings, id).await?;
             println!("{}", serde_json::to_string_pretty(&row)?);
+            // The body exactly as received (escaped: it may be binary), for unreadable messages.
+            println!("body: {}", row.body.escape_ascii());
         }
         Command::Failed(Failed::Retry { id, all }) => {
             let selection = match (id, all) {
@@ -121,22 +123,25 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let outcomes = operator::retry(&settings, selection).await?;
             if outcomes.is_empty() {
-                println!("nothing to resend");
+                println!("nothing to retry");
             }
             let mut failed = 0;
             for outcome in &outcomes {
                 let to = outcome.recipient.as_deref().unwrap_or("-");
                 match &outcome.result {
-                    Ok(()) => println!("{}: sent to {to}; resolved", outcome.id),
+                    Ok(()) => println!(
+                        "{}: to {to}: queued; a running mailer sends it (a new failed send appears if it fails again)",
+                        outcome.id
+                    ),
                     Err(error) => {
                         failed += 1;
-                        println!("{}: failed again: {error}", outcome.id);
+                        println!("{}: not retried: {error}", outcome.id);
                     }
                 }
             }
             if failed > 0 {
                 eprintln!(
-                    "mailer: {failed} of {} resends failed; fix the cause (see the errors above) and run `mailer failed retry` again",
+                    "mailer: {failed} of {} failed sends were not retried (see above)",
                     outcomes.len()
                 );
                 return Ok(ExitCode::FAILURE);

@@ -1,19 +1,13 @@
 //! What `mailer failed list|show|retry` does, as library functions (the CLI prints their results).
 
-use std::sync::Arc;
-
 use anyhow::{Context, anyhow};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
-use events::Envelope;
 use secrecy::ExposeSecret;
 
 use crate::{
     config::Settings,
     deliveries,
     failed_sends::{self, FailedSend},
-    sender::send_envelope,
-    smtp::SmtpSender,
-    templates::Templates,
 };
 use telemetry::mask_address;
 
@@ -30,7 +24,7 @@ pub enum Selection {
 pub struct RetryOutcome {
     pub id: i64,
     pub recipient: Option<String>,
-    /// `Err` holds the new error, which is also recorded on the row.
+    /// `Ok`: handed back to the sender, which sends it shortly. `Err`: why it was not.
     pub result: Result<(), String>,
 }
 
@@ -52,8 +46,14 @@ pub async fn show(settings: &Settings, id: i64) -> anyhow::Result<FailedSend> {
         .ok_or_else(|| anyhow!("no failed send has id {id}; `mailer failed list` shows them"))
 }
 
-/// Resends failed mail now, with the current templates and SMTP settings. A success marks the row
-/// resolved (and its delivery sent); a failure records the new error and attempt.
+/// Hands failed mail back to the sender. Each row is one conditional state change: its delivery
+/// goes back to pending and the row is resolved, only if both are still failed and unresolved.
+/// A running mailer then sends it under its lease, with the current templates and SMTP settings;
+/// if it fails again, a new failed send is recorded. So two operators retrying the same row at
+/// once send one mail: one of them gets `Ok`, the other an error saying it was already retried.
+///
+/// `Selection::All` goes through every unresolved row and reports each one's result; an error on one
+/// row (even a lost database connection) does not stop the others.
 pub async fn retry(settings: &Settings, selection: Selection) -> anyhow::Result<Vec<RetryOutcome>> {
     let mut conn = connect(settings).await?;
     let rows = match selection {
@@ -70,62 +70,57 @@ pub async fn retry(settings: &Settings, selection: Selection) -> anyhow::Result<
         }
         Selection::All => failed_sends::list(&mut conn, false).await?,
     };
-    let templates = Arc::new(
-        Templates::load(settings.templates_dir.as_deref(), &settings.product_name)
-            .context("loading templates (check MAILER_TEMPLATES_DIR)")?,
-    );
-    let smtp = SmtpSender::new(
-        settings.smtp_url.expose_secret(),
-        settings.from.clone(),
-        settings.concurrency.min(4),
-        settings.smtp_timeout,
-    )?;
     let mut outcomes = Vec::with_capacity(rows.len());
     for row in rows {
-        outcomes.push(retry_one(&mut conn, &templates, &smtp, row).await?);
+        let result = match retry_one(&mut conn, &row).await {
+            Ok(result) => result,
+            Err(e) => {
+                // The connection may be gone: the next row gets a new one.
+                if let Ok(fresh) = connect(settings).await {
+                    conn = fresh;
+                }
+                Err(format!("{e:#}"))
+            }
+        };
+        let recipient = row.recipient.as_deref().map(mask_address);
+        match &result {
+            Ok(()) => tracing::info!(
+                failed_send = row.id,
+                recipient,
+                "failed send handed back to the sender"
+            ),
+            Err(error) => {
+                tracing::warn!(failed_send = row.id, recipient, %error, "failed send not retried")
+            }
+        }
+        outcomes.push(RetryOutcome {
+            id: row.id,
+            recipient: row.recipient,
+            result,
+        });
     }
     Ok(outcomes)
 }
 
+/// `Ok(Ok(()))`: handed back. `Ok(Err(why))`: this row cannot be retried now. `Err`: database.
 async fn retry_one(
     conn: &mut AsyncPgConnection,
-    templates: &Templates,
-    smtp: &SmtpSender,
-    row: FailedSend,
-) -> anyhow::Result<RetryOutcome> {
-    let attempts = row.attempts + 1;
-    let sent = match Envelope::from_json(row.payload.to_string().as_bytes()) {
-        Ok(envelope) => send_envelope(templates, smtp, &envelope)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(format!(
-            "the payload is not a readable event ({e}); it cannot be resent. Fix the producer, or inspect the {} queue",
+    row: &FailedSend,
+) -> anyhow::Result<Result<(), String>> {
+    if row.event_id.is_none() {
+        return Ok(Err(format!(
+            "the message was not a readable event; it cannot be resent. Fix the producer, or inspect the {} queue",
             crate::consumer::DEAD_LETTER_QUEUE
-        )),
-    };
-    let recipient = row.recipient.as_deref().map(mask_address);
-    match &sent {
-        Ok(message_id) => {
-            let (id, event_id, message_id) = (row.id, row.event_id, message_id.clone());
-            conn.transaction::<_, diesel::result::Error, _>(async move |conn| {
-                failed_sends::mark_resolved(conn, id, attempts).await?;
-                if let Some(event_id) = event_id {
-                    deliveries::mark_sent(conn, event_id, attempts, &message_id).await?;
-                }
-                Ok(())
-            })
-            .await?;
-            metrics::counter!("mailer_sent_total", "type" => row.event_type.clone().unwrap_or_default()).increment(1);
-            tracing::info!(failed_send = row.id, recipient, "failed send resent");
-        }
-        Err(error) => {
-            failed_sends::record_failure(conn, row.id, attempts, error).await?;
-            tracing::warn!(failed_send = row.id, recipient, %error, "resend failed");
-        }
+        )));
     }
-    Ok(RetryOutcome {
-        id: row.id,
-        recipient: row.recipient,
-        result: sent.map(drop),
+    Ok(match deliveries::requeue_failed_send(conn, row.id).await? {
+        Some(_) => {
+            metrics::counter!("mailer_operator_retries_total").increment(1);
+            Ok(())
+        }
+        None => Err(
+            "already retried (by another operator, or resolved meanwhile), or it has no failed delivery to resend"
+                .to_string(),
+        ),
     })
 }

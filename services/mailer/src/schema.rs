@@ -14,6 +14,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         sent_at -> Nullable<Timestamptz>,
+        claim_token -> Nullable<Uuid>,
     }
 }
 
@@ -24,12 +25,13 @@ diesel::table! {
         event_type -> Nullable<Text>,
         recipient -> Nullable<Text>,
         template -> Nullable<Text>,
-        payload -> Jsonb,
+        payload -> Nullable<Jsonb>,
         error -> Text,
         attempts -> Int4,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         resolved_at -> Nullable<Timestamptz>,
+        body -> Bytea,
     }
 }
 

@@ -1,15 +1,21 @@
 //! The sender: claims due deliveries, renders and sends them with bounded concurrency, and settles
-//! each one (sent, rescheduled with backoff, or failed into `failed_sends`).
+//! each one (sent, rescheduled with backoff, or failed into `failed_sends`). Every settle is
+//! conditional on the claim's token and retried within the lease, so a sender whose lease ran out
+//! never overwrites the outcome of the sender that took the row over.
 //!
 //! Any number of senders (one per replica) can run: rows are claimed with `FOR UPDATE SKIP LOCKED`
 //! and a lease. The sender wakes on `NOTIFY mailer_deliveries`, on its own consumer's inserts, and
 //! when the earliest scheduled retry falls due, with polling as a fallback.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use amqp::Backoff;
+use backon::{ExponentialBuilder, Retryable};
 use chrono::Utc;
-use diesel_async::AsyncConnection;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use events::Envelope;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::{
@@ -30,9 +36,19 @@ use telemetry::mask_address;
 /// The Postgres channel the `deliveries` insert trigger notifies.
 pub const CHANNEL: &str = "mailer_deliveries";
 
-/// How much longer than the send deadline a claim keeps other senders away, so that only a
+/// How long a sender keeps retrying to settle a send (the database restarting, a broken pooled
+/// connection) before it gives up and leaves the row to its lease.
+pub const SETTLE_WINDOW: Duration = Duration::from_secs(10);
+
+/// What the lease adds to the send deadline and the settle window, so that the claim outlives
+/// everything its holder may still do with it.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long a claim keeps other senders away: longer than a whole send plus its settle, so only a
 /// crashed sender's rows come back, and soon (a kill -9 delays its mail by about a lease).
-const LEASE_MARGIN: Duration = Duration::from_secs(15);
+pub fn lease_for(send_deadline: Duration) -> Duration {
+    send_deadline + SETTLE_WINDOW + LEASE_MARGIN
+}
 
 /// Rows claimed per round trip at most.
 const MAX_BATCH: usize = 64;
@@ -79,6 +95,12 @@ pub struct SendContext {
     pub send_deadline: Duration,
 }
 
+impl SendContext {
+    pub fn lease(&self) -> Duration {
+        lease_for(self.send_deadline)
+    }
+}
+
 pub struct DeliveryWorker {
     pub context: SendContext,
     pub database_url: SecretString,
@@ -104,7 +126,10 @@ impl DeliveryWorker {
         loop {
             while in_flight.try_join_next().is_some() {}
             let first = tokio::select! {
-                permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
                 () = shutdown.cancelled() => break,
             };
             let mut batch = vec![first];
@@ -114,13 +139,15 @@ impl DeliveryWorker {
                     Err(_) => break,
                 }
             }
+            // Measured before the claim, so the local view of the lease never outlasts the database's.
+            let lease_ends = Instant::now() + self.context.lease();
             match self.claim(batch.len()).await {
                 Ok(rows) if !rows.is_empty() => {
                     database_backoff.reset();
                     for (row, permit) in rows.into_iter().zip(batch) {
                         let context = self.context.clone();
                         let wake = self.wake.clone();
-                        in_flight.spawn(process(context, row, permit, wake));
+                        in_flight.spawn(process(context, row, permit, wake, lease_ends));
                     }
                 }
                 Ok(_) => {
@@ -153,9 +180,7 @@ impl DeliveryWorker {
 
     async fn claim(&self, limit: usize) -> anyhow::Result<Vec<ClaimedDelivery>> {
         let mut conn = self.context.pool.get().await?;
-        let lease = chrono::Duration::from_std(self.context.send_deadline + LEASE_MARGIN)
-            .expect("the lease fits");
-        Ok(deliveries::claim_due(&mut conn, limit as i64, lease).await?)
+        Ok(deliveries::claim_due(&mut conn, limit as i64, self.context.lease()).await?)
     }
 
     /// How long to sleep when nothing is due: until the earliest scheduled retry, at most the
@@ -172,13 +197,21 @@ impl DeliveryWorker {
     }
 }
 
-/// Sends one claimed delivery and settles it. Errors settling are logged; the lease brings the
-/// row back later.
+/// How a send ended, to be written to its delivery.
+enum Settlement {
+    Sent { message_id: String },
+    Retry { delay: Duration, error: String },
+    Failed { error: String },
+}
+
+/// Sends one claimed delivery and settles it. Settling is retried until shortly before the lease
+/// ends; after that the lease brings the row back.
 async fn process(
     context: SendContext,
     row: ClaimedDelivery,
     _permit: OwnedSemaphorePermit,
     wake: Arc<Notify>,
+    lease_ends: Instant,
 ) {
     let attempts = row.attempts + 1;
     // The accounts request that caused this mail, to follow one flow across both services' logs.
@@ -203,18 +236,11 @@ async fn process(
         ))),
     };
     let recipient = mask_address(&row.recipient);
-    let settled = match &result {
+    let settlement = match result {
         Ok(message_id) => {
             metrics::counter!("mailer_sent_total", "type" => row.event_type.clone()).increment(1);
             tracing::info!(event_id = %row.event_id, %request_id, event_type = %row.event_type, %recipient, attempts, "mail sent");
-            match context.pool.get().await {
-                Ok(mut conn) => {
-                    deliveries::mark_sent(&mut conn, row.event_id, attempts, message_id)
-                        .await
-                        .map_err(anyhow::Error::from)
-                }
-                Err(e) => Err(e.into()),
-            }
+            Settlement::Sent { message_id }
         }
         Err(SendError::Transient(error)) if (attempts as u32) < context.max_attempts => {
             let delay = retry_delay(context.retry_base, context.retry_cap, attempts as u32);
@@ -225,18 +251,7 @@ async fn process(
                 retry_in_ms = delay.as_millis() as u64, error = %error,
                 "mail not sent; will retry"
             );
-            let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-            let rescheduled = match context.pool.get().await {
-                Ok(mut conn) => {
-                    deliveries::reschedule(&mut conn, row.event_id, attempts, next, error)
-                        .await
-                        .map_err(anyhow::Error::from)
-                }
-                Err(e) => Err(e.into()),
-            };
-            // The sender may be sleeping on an older "next due" time.
-            wake.notify_one();
-            rescheduled
+            Settlement::Retry { delay, error }
         }
         Err(error) => {
             let reason = if error.is_permanent() {
@@ -248,27 +263,80 @@ async fn process(
                 .increment(1);
             tracing::error!(
                 event_id = %row.event_id, %request_id, event_type = %row.event_type, %recipient, attempts,
-                error = %error, reason, "mail not sent; recorded in failed_sends"
+                error = %error, reason, "mail not sent; recording it in failed_sends"
             );
-            record_failure(&context.pool, &row, attempts, &error.to_string()).await
+            Settlement::Failed {
+                error: error.to_string(),
+            }
         }
     };
-    if let Err(e) = settled {
-        tracing::error!(event_id = %row.event_id, %request_id, error = %e, "could not record the outcome of a send");
+    // Leave a little of the lease unused: a settle that lands after it could race the next claim.
+    let give_up_at = lease_ends.checked_sub(LEASE_MARGIN).unwrap_or(lease_ends);
+    let attempt = || settle(&context.pool, &row, attempts, &settlement);
+    let settled = attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(2))
+                .without_max_times(),
+        )
+        .sleep(tokio::time::sleep)
+        .when(|_| Instant::now() < give_up_at)
+        .notify(|e, wait| {
+            tracing::warn!(event_id = %row.event_id, error = %e, retry_in_ms = wait.as_millis() as u64, "settling a send failed; retrying within the lease");
+        })
+        .await;
+    match settled {
+        Ok(true) => {
+            if matches!(settlement, Settlement::Retry { .. }) {
+                // The sender may be sleeping on an older "next due" time.
+                wake.notify_one();
+            }
+        }
+        Ok(false) => {
+            metrics::counter!("mailer_stale_settles_total").increment(1);
+            tracing::warn!(event_id = %row.event_id, %request_id, attempts, "this send's claim is no longer current (its lease expired or an operator moved it); its outcome was not recorded");
+        }
+        Err(e) => {
+            tracing::error!(event_id = %row.event_id, %request_id, error = %e, "could not record the outcome of a send; the lease brings it back");
+        }
     }
 }
 
-/// Writes the `failed_sends` row and marks the delivery failed, in one transaction.
-async fn record_failure(
+/// One attempt at writing a send's outcome, conditional on its claim. `Ok(false)`: the claim is
+/// stale, nothing was written.
+async fn settle(
     pool: &Pool,
     row: &ClaimedDelivery,
     attempts: i32,
-    error: &str,
-) -> anyhow::Result<()> {
+    settlement: &Settlement,
+) -> anyhow::Result<bool> {
     let mut conn = pool.get().await?;
-    let row = row.clone();
-    let error = error.to_string();
+    let settled = match settlement {
+        Settlement::Sent { message_id } => {
+            deliveries::mark_sent(&mut conn, row, attempts, message_id).await?
+        }
+        Settlement::Retry { delay, error } => {
+            deliveries::reschedule(&mut conn, row, attempts, *delay, error).await?
+        }
+        Settlement::Failed { error } => record_failure(&mut conn, row, attempts, error).await?,
+    };
+    Ok(settled)
+}
+
+/// Marks the delivery failed and writes its `failed_sends` row, in one transaction, only if this
+/// sender's claim is still current.
+pub async fn record_failure(
+    conn: &mut AsyncPgConnection,
+    row: &ClaimedDelivery,
+    attempts: i32,
+    error: &str,
+) -> diesel::QueryResult<bool> {
+    let body = row.envelope.to_string().into_bytes();
     conn.transaction::<_, diesel::result::Error, _>(async move |conn| {
+        if !deliveries::mark_failed(conn, row, attempts, error).await? {
+            return Ok(false);
+        }
         failed_sends::insert(
             conn,
             &NewFailedSend {
@@ -276,16 +344,16 @@ async fn record_failure(
                 event_type: Some(&row.event_type),
                 recipient: Some(&row.recipient),
                 template: Some(&row.event_type),
-                payload: &row.envelope,
-                error: &error,
+                payload: Some(&row.envelope),
+                body: &body,
+                error,
                 attempts,
             },
         )
         .await?;
-        deliveries::mark_failed(conn, row.event_id, attempts, &error).await
+        Ok(true)
     })
-    .await?;
-    Ok(())
+    .await
 }
 
 #[cfg(test)]

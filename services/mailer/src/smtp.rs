@@ -1,16 +1,40 @@
-//! Composing MIME messages and sending them over SMTP with a pooled lettre transport.
+//! Composing MIME messages and sending them over SMTP through our own connection pool.
+//!
+//! lettre's pool returns a connection to the pool when a send is cancelled mid-command (a timeout
+//! around `send`), so the next mail reads the previous mail's late reply. This pool hands a
+//! connection back only after a send that completed; a timeout, a cancel or any error drops it.
+//! Connections are opened on sockets we open ourselves with `TCP_NODELAY` (lettre 0.11.23 sets no
+//! TCP_NODELAY, which caps a connection at about 22 mails/s) and handed to lettre with
+//! `AsyncSmtpConnection::connect_with_transport`. The socket also enforces the per-reply timeout:
+//! a read that waits longer than `MAILER_SMTP_TIMEOUT_SECS` fails, whatever the command.
 
-use std::time::{Duration, Instant};
+use std::{
+    fmt, io,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
 
 use lettre::{
-    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    Message,
     message::{Mailbox, MultiPart},
-    transport::smtp::PoolConfig,
+    transport::smtp::{
+        authentication::{Credentials, Mechanism},
+        client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters},
+        extension::ClientId,
+    },
 };
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    sync::Semaphore,
+    time::Sleep,
+};
+use url::Url;
 use uuid::Uuid;
 
 use crate::templates::RenderedMail;
-
 /// Why a mail did not go out, split by what to do about it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SendError {
@@ -28,28 +52,120 @@ impl SendError {
     }
 }
 
-/// The SMTP side of the mailer: one pooled transport shared by every send.
+/// How long an idle pooled connection may wait before it is closed rather than reused (servers
+/// drop idle clients after a few minutes; RFC 5321 §4.5.3.2 asks them to wait at least 5).
+const MAX_IDLE: Duration = Duration::from_secs(30);
+
+/// How the connection is secured, from the URL.
+#[derive(Clone)]
+enum Tls {
+    None,
+    /// `smtp://…?tls=required`: STARTTLS or fail.
+    Required(TlsParameters),
+    /// `smtp://…?tls=opportunistic`: STARTTLS when offered.
+    Opportunistic(TlsParameters),
+    /// `smtps://`: TLS from the first byte.
+    Wrapper(TlsParameters),
+}
+
+/// Where and how to connect, parsed from `MAILER_SMTP_URL`.
+#[derive(Clone)]
+struct Server {
+    host: String,
+    port: u16,
+    tls: Tls,
+    hello: ClientId,
+    credentials: Option<Credentials>,
+}
+
+impl Server {
+    /// `smtp://host:port` (plain), `smtp://…?tls=required|opportunistic` (STARTTLS), `smtps://`
+    /// (TLS), with optional `user:password@` and a path naming the EHLO host; lettre's URL rules.
+    fn parse(url: &str) -> anyhow::Result<Self> {
+        let url = Url::parse(url).map_err(|e| anyhow::anyhow!("not a URL: {e}"))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| anyhow::anyhow!("no host"))?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let tls_param = url
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.to_string());
+        let params =
+            || TlsParameters::new(host.clone()).map_err(|e| anyhow::anyhow!("TLS parameters: {e}"));
+        let (tls, default_port) = match (url.scheme(), tls_param.as_deref()) {
+            ("smtp", None) => (Tls::None, 25),
+            ("smtp", Some("required")) => (Tls::Required(params()?), 587),
+            ("smtp", Some("opportunistic")) => (Tls::Opportunistic(params()?), 587),
+            ("smtps", _) => (Tls::Wrapper(params()?), 465),
+            (scheme, tls) => anyhow::bail!("unknown scheme {scheme:?} or tls parameter {tls:?}"),
+        };
+        let hello = match url.path().trim_matches('/') {
+            "" => ClientId::default(),
+            name => ClientId::Domain(name.to_string()),
+        };
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let credentials = url
+            .password()
+            .map(|password| Credentials::new(decode(url.username()), decode(password)));
+        Ok(Self {
+            port: url.port().unwrap_or(default_port),
+            host,
+            tls,
+            hello,
+            credentials,
+        })
+    }
+}
+
+struct Idle {
+    connection: AsyncSmtpConnection,
+    since: Instant,
+}
+
+struct Pool {
+    server: Server,
+    /// The longest wait for any one SMTP reply (and for the TCP connect).
+    reply_timeout: Duration,
+    idle: Mutex<Vec<Idle>>,
+    /// One permit per connection in use: bounds the connections the pool opens.
+    in_use: Semaphore,
+}
+
+/// The SMTP side of the mailer: one connection pool shared by every send.
 #[derive(Clone)]
 pub struct SmtpSender {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    pool: Arc<Pool>,
     from: Mailbox,
 }
 
 impl SmtpSender {
-    /// Builds the transport from an `smtp://` / `smtps://` URL (TLS mode and credentials come from
-    /// the URL). Connects lazily, so a down SMTP server does not stop startup.
+    /// Parses the `smtp://` / `smtps://` URL (TLS mode and credentials come from it). Connects
+    /// lazily, so a down SMTP server does not stop startup. `reply_timeout` bounds every wait for
+    /// a reply (and the TCP connect); `pool_size` the connections open at once.
     pub fn new(
         url: &str,
         from: Mailbox,
         pool_size: usize,
-        timeout: Duration,
+        reply_timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| anyhow::anyhow!("MAILER_SMTP_URL is not usable: {e}"))?
-            .timeout(Some(timeout))
-            .pool_config(PoolConfig::new().max_size(pool_size.clamp(1, u32::MAX as usize) as u32))
-            .build();
-        Ok(Self { transport, from })
+        let server = Server::parse(url)
+            .map_err(|e| anyhow::anyhow!("MAILER_SMTP_URL is not usable: {e}"))?;
+        Ok(Self {
+            pool: Arc::new(Pool {
+                server,
+                reply_timeout,
+                idle: Mutex::new(Vec::new()),
+                in_use: Semaphore::new(pool_size.clamp(1, Semaphore::MAX_PERMITS)),
+            }),
+            from,
+        })
     }
 
     /// A multipart/alternative message whose Message-ID derives from the event id, so that a
@@ -76,19 +192,235 @@ impl SmtpSender {
             .map_err(|e| SendError::Permanent(format!("building the message: {e}")))
     }
 
-    /// Sends one message, recording its latency.
+    /// Sends one message on a pooled connection, recording its latency. Cancel-safe: if this
+    /// future is dropped mid-command, so is the connection.
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
         let started = Instant::now();
-        let result = self.transport.send(message).await;
+        let result = self.send_on_pool(&message).await;
         metrics::histogram!("mailer_send_duration_seconds").record(started.elapsed().as_secs_f64());
-        result.map(drop).map_err(|e| {
-            let text = error_chain(&e);
-            if e.is_permanent() {
-                SendError::Permanent(text)
-            } else {
-                SendError::Transient(text)
+        result
+    }
+
+    async fn send_on_pool(&self, message: &Message) -> Result<(), SendError> {
+        let _in_use = self
+            .pool
+            .in_use
+            .acquire()
+            .await
+            .map_err(|_| SendError::Transient("the SMTP pool is closed".into()))?;
+        let mut connection = match self.take_idle() {
+            Some(connection) => connection,
+            None => self.connect().await?,
+        };
+        match connection
+            .send(message.envelope(), &message.formatted())
+            .await
+        {
+            Ok(_) => {
+                self.give_back(connection);
+                Ok(())
             }
-        })
+            Err(e) => {
+                // lettre has already aborted it; it is never reused.
+                metrics::counter!("mailer_smtp_connections_dropped_total").increment(1);
+                Err(classify(e))
+            }
+        }
+    }
+
+    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(Idle { connection, since }) = idle.pop() {
+            if since.elapsed() < MAX_IDLE && !connection.has_broken() {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, connection: AsyncSmtpConnection) {
+        if connection.has_broken() {
+            return;
+        }
+        self.pool
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Idle {
+                connection,
+                since: Instant::now(),
+            });
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+        let server = &self.pool.server;
+        let timeout = self.pool.reply_timeout;
+        let mut connection = match &server.tls {
+            // Implicit TLS needs the handshake before the greeting, which only lettre's own
+            // connect does; its socket has no TCP_NODELAY, and its replies are bounded by the
+            // send deadline rather than per reply.
+            Tls::Wrapper(params) => AsyncSmtpConnection::connect_tokio1(
+                (server.host.as_str(), server.port),
+                Some(timeout),
+                &server.hello,
+                Some(params.clone()),
+                None,
+            )
+            .await
+            .map_err(classify)?,
+            tls => {
+                let socket = tokio::time::timeout(
+                    timeout,
+                    TcpStream::connect((server.host.as_str(), server.port)),
+                )
+                .await
+                .map_err(|_| {
+                    SendError::Transient(format!(
+                        "connecting to the SMTP server took longer than {} s",
+                        timeout.as_secs_f32()
+                    ))
+                })?
+                .map_err(|e| SendError::Transient(format!("connecting to the SMTP server: {e}")))?;
+                socket
+                    .set_nodelay(true)
+                    .map_err(|e| SendError::Transient(format!("setting TCP_NODELAY: {e}")))?;
+                let stream = ReplyTimeout::new(socket, timeout);
+                let mut connection =
+                    AsyncSmtpConnection::connect_with_transport(Box::new(stream), &server.hello)
+                        .await
+                        .map_err(classify)?;
+                match tls {
+                    Tls::Required(params) => connection
+                        .starttls(params.clone(), &server.hello)
+                        .await
+                        .map_err(classify)?,
+                    Tls::Opportunistic(params) if connection.can_starttls() => connection
+                        .starttls(params.clone(), &server.hello)
+                        .await
+                        .map_err(classify)?,
+                    _ => {}
+                }
+                connection
+            }
+        };
+        if let Some(credentials) = &server.credentials {
+            connection
+                .auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                .await
+                .map_err(classify)?;
+        }
+        Ok(connection)
+    }
+}
+
+fn classify(error: lettre::transport::smtp::Error) -> SendError {
+    let text = error_chain(&error);
+    if error.is_permanent() {
+        SendError::Permanent(text)
+    } else {
+        SendError::Transient(text)
+    }
+}
+
+/// A socket whose reads fail with `TimedOut` when no byte arrives for `timeout` while one is
+/// awaited, and whose writes fail the same way when the peer stops reading. lettre only reads
+/// while it waits for a reply, so this is the per-reply timeout, for every command.
+struct ReplyTimeout {
+    socket: TcpStream,
+    timeout: Duration,
+    read_timer: Option<Pin<Box<Sleep>>>,
+    write_timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl ReplyTimeout {
+    fn new(socket: TcpStream, timeout: Duration) -> Self {
+        Self {
+            socket,
+            timeout,
+            read_timer: None,
+            write_timer: None,
+        }
+    }
+}
+
+/// Polls `timer` (started on the first `Pending`) after an operation returned `Pending`.
+fn expired(timer: &mut Option<Pin<Box<Sleep>>>, timeout: Duration, cx: &mut Context<'_>) -> bool {
+    let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+    if sleep.as_mut().poll(cx).is_ready() {
+        *timer = None;
+        true
+    } else {
+        false
+    }
+}
+
+fn timed_out(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no SMTP reply within {} s", timeout.as_secs_f32()),
+    )
+}
+
+impl AsyncRead for ReplyTimeout {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.socket).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                this.read_timer = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending if expired(&mut this.read_timer, this.timeout, cx) => {
+                Poll::Ready(Err(timed_out(this.timeout)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for ReplyTimeout {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.socket).poll_write(cx, buf) {
+            Poll::Ready(result) => {
+                this.write_timer = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending if expired(&mut this.write_timer, this.timeout, cx) => {
+                Poll::Ready(Err(timed_out(this.timeout)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().socket).poll_shutdown(cx)
+    }
+}
+
+impl fmt::Debug for ReplyTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplyTimeout")
+            .field("socket", &self.socket)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncTokioStream for ReplyTimeout {
+    fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.socket.peer_addr()
     }
 }
 

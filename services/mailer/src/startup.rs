@@ -64,7 +64,7 @@ impl Application {
                 max_attempts: settings.max_attempts,
                 retry_base: settings.retry_base,
                 retry_cap: settings.retry_cap,
-                send_deadline: settings.smtp_timeout * 2,
+                send_deadline: settings.send_deadline(),
             },
             database_url: settings.database_url.clone(),
             concurrency: settings.concurrency,
@@ -106,7 +106,7 @@ impl Application {
             consumer,
             worker,
             shutdown: CancellationToken::new(),
-            drain_timeout: settings.smtp_timeout * 2 + Duration::from_secs(5),
+            drain_timeout: settings.drain_timeout(),
         })
     }
 

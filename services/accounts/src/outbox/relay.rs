@@ -5,6 +5,11 @@
 //! broker's ack, all inside one transaction. A row whose publish failed gets a later
 //! `next_attempt_at`. Rows are selected by state, never by a high-water mark on ids, because ids
 //! commit out of order. The relay wakes on `NOTIFY outbox` and polls as a fallback.
+//!
+//! A message the broker returns (no queue bound for its type, as when accounts ships a new event
+//! before the mailer binds it) is never marked published: the publisher matches a batch's returns
+//! to rows by `message_id`, and those rows wait in the outbox with their own backoff. Waiting for
+//! confirms is bounded (a broker under a resource alarm blocks without closing the connection).
 
 use std::{
     sync::{
@@ -26,6 +31,10 @@ use uuid::Uuid;
 use crate::{db::Pool, schema::outbox};
 
 const BATCH: i64 = 500;
+/// The longest wait for a batch's publisher confirms. A broker under a resource alarm blocks
+/// publishers without closing the connection; past this the unconfirmed rows are rescheduled and the
+/// relay reconnects, so it never hangs past SIGTERM.
+const CONFIRM_TIMEOUT: Duration = amqp::DEFAULT_CONFIRM_TIMEOUT;
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 /// The backlog gauges are refreshed at most this often, not on every wake.
 const BACKLOG_EVERY: Duration = Duration::from_secs(1);
@@ -37,7 +46,7 @@ enum RelayError {
     #[error("database pool: {0}")]
     Pool(#[from] crate::db::PoolError),
     #[error("broker: {0}")]
-    Broker(lapin::Error),
+    Broker(PublishError),
 }
 
 pub struct OutboxRelay {
@@ -65,13 +74,13 @@ impl OutboxRelay {
         let mut last_housekeeping: Option<Instant> = None;
         let mut last_backlog: Option<Instant> = None;
         'connect: while !shutdown.is_cancelled() {
-            let publisher = match self.connect().await {
-                Ok(publisher) => {
+            let (connection, publisher) = match self.connect().await {
+                Ok(connected) => {
                     reconnect.reset();
                     self.connected.store(true, Ordering::Relaxed);
                     metrics::gauge!("accounts_amqp_connected").set(1.0);
                     tracing::info!("outbox relay connected to the broker");
-                    publisher
+                    connected
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay cannot reach the broker; events wait in the outbox");
@@ -98,6 +107,7 @@ impl OutboxRelay {
                         tracing::warn!(error = %e, "lost the broker; reconnecting");
                         self.connected.store(false, Ordering::Relaxed);
                         metrics::gauge!("accounts_amqp_connected").set(0.0);
+                        abandon(connection).await;
                         tokio::select! {
                             () = reconnect.wait() => continue 'connect,
                             () = shutdown.cancelled() => break 'connect,
@@ -135,9 +145,12 @@ impl OutboxRelay {
         tracing::info!("outbox relay stopped");
     }
 
-    async fn connect(&self) -> Result<Publisher, lapin::Error> {
+    async fn connect(&self) -> Result<(lapin::Connection, Publisher), lapin::Error> {
         let connection = amqp::connect(self.amqp_url.expose_secret(), "accounts-relay").await?;
-        Publisher::open(&connection).await
+        let publisher = Publisher::open(&connection)
+            .await?
+            .with_confirm_timeout(CONFIRM_TIMEOUT);
+        Ok((connection, publisher))
     }
 
     /// Claims, publishes and settles one batch. Returns how many rows it claimed.
@@ -168,10 +181,7 @@ impl OutboxRelay {
                 }
                 let bodies: Vec<(String, Vec<u8>)> = rows
                     .iter()
-                    .map(|(_, id, _, envelope, _)| {
-                        let body = serde_json::to_vec(envelope).expect("JSON values serialize");
-                        (id.to_string(), body)
-                    })
+                    .map(|(_, id, _, envelope, _)| (id.to_string(), envelope.to_string().into_bytes()))
                     .collect();
                 let messages: Vec<(&str, &str, &[u8])> = rows
                     .iter()
@@ -182,6 +192,7 @@ impl OutboxRelay {
 
                 let mut published = Vec::new();
                 let mut broker_error = None;
+                let mut unroutable = 0usize;
                 for ((id, event_id, kind, _, attempts), result) in rows.iter().zip(results) {
                     match result {
                         Ok(()) => published.push(*id),
@@ -195,12 +206,21 @@ impl OutboxRelay {
                                 ))
                                 .execute(conn)
                                 .await?;
-                            tracing::warn!(%event_id, event_type = %kind, error = %error, "event not published; will retry");
-                            if let PublishError::Broker(e) = error {
-                                broker_error.get_or_insert(e);
+                            if matches!(error, PublishError::Unroutable(_)) {
+                                // Expected while a new type waits for its consumer; summarised below.
+                                unroutable += 1;
+                                tracing::debug!(%event_id, event_type = %kind, "event returned unroutable; will retry");
+                            } else {
+                                tracing::warn!(%event_id, event_type = %kind, error = %error, "event not published; will retry");
+                            }
+                            if error.is_connection_failure() {
+                                broker_error.get_or_insert(error);
                             }
                         }
                     }
+                }
+                if unroutable > 0 {
+                    tracing::warn!(unroutable, "events returned by the broker (no queue bound for their type); they stay in the outbox and are retried with backoff");
                 }
                 diesel::update(outbox::table.filter(outbox::id.eq_any(&published)))
                     .set(outbox::published_at.eq(Utc::now()))
@@ -248,6 +268,17 @@ impl OutboxRelay {
         metrics::gauge!("accounts_outbox_backlog").set(count as f64);
         metrics::gauge!("accounts_outbox_oldest_age_seconds").set(age.max(0.0));
         Ok(())
+    }
+}
+
+/// Closes a connection the relay gives up on, without waiting long for a broker that may be stuck.
+async fn abandon(connection: lapin::Connection) {
+    let closing = connection.close(200, "outbox relay reconnecting".into());
+    if tokio::time::timeout(Duration::from_secs(1), closing)
+        .await
+        .is_err()
+    {
+        tracing::debug!("the broker did not acknowledge closing the relay's connection");
     }
 }
 

@@ -19,11 +19,17 @@ use crate::helpers::{Options, PASSWORD, registration, spawn_with, spawn_with_vho
 /// A queue bound to every event on the vhost's `accounts.events`, consumed into a channel.
 struct Tap {
     _connection: Connection,
+    channel: lapin::Channel,
     consumer: lapin::Consumer,
 }
 
 impl Tap {
     async fn bind(amqp_url: &str) -> Self {
+        Self::bind_keys(amqp_url, &["#"]).await
+    }
+
+    /// A tap bound only to `keys`: events of other types are unroutable.
+    async fn bind_keys(amqp_url: &str, keys: &[&str]) -> Self {
         let connection = Connection::connect(amqp_url, ConnectionProperties::default())
             .await
             .unwrap();
@@ -40,16 +46,6 @@ impl Tap {
             )
             .await
             .unwrap();
-        channel
-            .queue_bind(
-                "tap".into(),
-                "accounts.events".into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
         let consumer = channel
             .basic_consume(
                 "tap".into(),
@@ -59,10 +55,28 @@ impl Tap {
             )
             .await
             .unwrap();
-        Self {
+        let tap = Self {
             _connection: connection,
+            channel,
             consumer,
+        };
+        for key in keys {
+            tap.bind_key(key).await;
         }
+        tap
+    }
+
+    async fn bind_key(&self, key: &str) {
+        self.channel
+            .queue_bind(
+                "tap".into(),
+                "accounts.events".into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
     }
 
     /// Collects deliveries until `count` arrived or `quiet` passes with nothing new.
@@ -280,4 +294,121 @@ async fn the_relay_recovers_when_its_connection_is_killed() {
             .await,
     );
     assert_eq!(ids.len(), 5);
+}
+
+/// Inserts `n` outbox rows in one statement, alternating `user-registered` and `password-changed`
+/// (even and odd rows); returns their event ids by type.
+async fn mixed_burst(app: &crate::helpers::TestApp, n: usize) -> (Vec<String>, Vec<String>) {
+    let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::new_v4()).collect();
+    let rows: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let (kind, data) = if i % 2 == 0 {
+                (
+                    "user-registered",
+                    format!(
+                        r#"{{"user_id": "{id}", "email": "u{i}@example.com", "username": null, "confirmation_url": "http://localhost:8080/api/users/confirm?token=secret-{id}", "confirmation_expires_at": "2026-11-23T01:00:00Z"}}"#
+                    ),
+                )
+            } else {
+                (
+                    "password-changed",
+                    format!(
+                        r#"{{"user_id": "{id}", "email": "u{i}@example.com", "username": null, "changed_at": "2026-11-23T00:00:00Z"}}"#
+                    ),
+                )
+            };
+            format!(
+                r#"('{id}', '{kind}', '{{"id": "{id}", "type": "{kind}", "version": 1, "occurred_at": "2026-11-23T00:00:00Z", "data": {data}}}')"#
+            )
+        })
+        .collect();
+    let mut conn = app.conn().await;
+    conn.batch_execute(&format!(
+        "INSERT INTO outbox (event_id, event_type, envelope) VALUES {}",
+        rows.join(", ")
+    ))
+    .await
+    .unwrap();
+    let (registered, changed): (Vec<_>, Vec<_>) =
+        ids.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    (
+        registered
+            .into_iter()
+            .map(|(_, id)| id.to_string())
+            .collect(),
+        changed.into_iter().map(|(_, id)| id.to_string()).collect(),
+    )
+}
+
+#[tokio::test]
+async fn an_unbound_type_in_a_mixed_burst_waits_in_the_outbox_and_each_event_arrives_once() {
+    let vhost = TestVhost::create().unwrap();
+    // Only user-registered is bound: every password-changed is returned by the broker.
+    let mut tap = Tap::bind_keys(vhost.url(), &["user-registered"]).await;
+    let app = spawn_with_vhost(&vhost).await;
+    let (registered, changed) = mixed_burst(&app, 400).await;
+
+    let first = tap
+        .collect(
+            registered.len(),
+            Duration::from_secs(30),
+            Duration::from_millis(500),
+        )
+        .await;
+    let ids = message_ids(&first);
+    assert_eq!(ids.len(), registered.len(), "every routable event arrives");
+    assert!(ids.values().all(|n| *n == 1), "duplicates: {ids:?}");
+    assert!(registered.iter().all(|id| ids.contains_key(id)));
+
+    // Every returned row is back to pending, with an attempt and an error, never published.
+    let mut conn = app.conn().await;
+    let pending_sql = "SELECT count(*) AS n FROM outbox WHERE event_type = 'password-changed' \
+                       AND published_at IS NULL AND attempts >= 1 AND last_error LIKE '%returned%'";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let returned = testkit::count(&mut conn, pending_sql).await.unwrap();
+        if returned == changed.len() as i64 {
+            break;
+        }
+        let lost = testkit::count(
+            &mut conn,
+            "SELECT count(*) AS n FROM outbox WHERE event_type = 'password-changed' AND published_at IS NOT NULL",
+        )
+        .await
+        .unwrap();
+        assert_eq!(lost, 0, "a returned message was marked published");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{returned} of {} rows returned",
+            changed.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The mailer binds the new type: the waiting events arrive, each once.
+    tap.bind_key("password-changed").await;
+    let second = tap
+        .collect(
+            changed.len(),
+            Duration::from_secs(30),
+            Duration::from_millis(1500),
+        )
+        .await;
+    let later = message_ids(&second);
+    assert_eq!(later.len(), changed.len(), "every waiting event arrives");
+    assert!(later.values().all(|n| *n == 1), "duplicates: {later:?}");
+    assert!(changed.iter().all(|id| later.contains_key(id)));
+    assert!(
+        registered.iter().all(|id| !later.contains_key(id)),
+        "a routable event was sent twice"
+    );
+    let unpublished = testkit::count(
+        &mut conn,
+        "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL",
+    )
+    .await
+    .unwrap();
+    assert_eq!(unpublished, 0);
 }

@@ -168,27 +168,29 @@ async fn mail_that_never_gets_through_is_recorded_and_the_operator_can_resend_it
     assert_eq!(outcomes.len(), 1);
     assert_eq!(outcomes[0].result, Ok(()));
 
-    let messages = app.smtp.messages();
+    // The retry is a state change; the running mailer sends it.
+    let messages = app.smtp.wait_for_messages(1, WAIT).await.unwrap();
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].recipients[0], event.event.recipient());
     let row = operator::show(&app.settings, id).await.unwrap();
     assert!(row.resolved_at.is_some());
-    assert_eq!(row.attempts, 4);
+    eventually("the delivery to be sent on its fourth attempt", || async {
+        let n = app
+            .count(&format!(
+                "SELECT count(*) AS n FROM deliveries WHERE event_id = '{}' AND status = 'sent' AND attempts = 4",
+                event.id
+            ))
+            .await;
+        (n == 1).then_some(())
+    })
+    .await;
     assert!(
         operator::list(&app.settings, false)
             .await
             .unwrap()
             .is_empty()
     );
-    assert_eq!(
-        app.count(&format!(
-            "SELECT count(*) AS n FROM deliveries WHERE event_id = '{}' AND status = 'sent'",
-            event.id
-        ))
-        .await,
-        1
-    );
-    // Resolved rows are not resent.
+    // Resolved rows are not retried.
     assert!(
         operator::retry(&app.settings, Selection::One(id))
             .await
@@ -200,10 +202,12 @@ async fn mail_that_never_gets_through_is_recorded_and_the_operator_can_resend_it
             .unwrap()
             .is_empty()
     );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.smtp.messages().len(), 1);
 }
 
 #[tokio::test]
-async fn a_failed_resend_records_the_new_error() {
+async fn a_retry_that_fails_again_records_a_new_failed_send() {
     let mut app = spawn_with(&[("MAILER_MAX_ATTEMPTS", "1")]).await;
     app.smtp.reply_to_next_data(2, "421 4.7.0 Try again later");
     let event = registered(&unique_email(), None);
@@ -221,11 +225,26 @@ async fn a_failed_resend_records_the_new_error() {
         .await
         .unwrap();
 
-    assert!(outcomes[0].result.as_ref().unwrap_err().contains("421"));
-    let row = operator::show(&app.settings, id).await.unwrap();
-    assert!(row.resolved_at.is_none());
-    assert_eq!(row.attempts, 2);
-    assert!(row.error.contains("421"), "{}", row.error);
+    assert_eq!(outcomes[0].result, Ok(()));
+    let again = eventually("a new failed send for the event", || async {
+        operator::list(&app.settings, false)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|row| row.id != id)
+    })
+    .await;
+    assert_eq!(again.event_id, Some(event.id));
+    assert_eq!(again.attempts, 2);
+    assert!(again.error.contains("421"), "{}", again.error);
+    assert!(
+        operator::show(&app.settings, id)
+            .await
+            .unwrap()
+            .resolved_at
+            .is_some()
+    );
+    assert!(app.smtp.messages().is_empty());
 }
 
 #[tokio::test]

@@ -6,5 +6,8 @@ mod delivery;
 mod health;
 mod helpers;
 mod issuer;
+mod operator;
 mod poison;
+mod settle;
+mod smtp_faults;
 mod templates;

@@ -1,9 +1,18 @@
 //! Messages the mailer cannot read are recorded and dead-lettered, and consumption goes on.
 
 use events::Event;
-use mailer::consumer::DEAD_LETTER_QUEUE;
+use mailer::consumer::{DEAD_LETTER_QUEUE, DELIVERY_LIMIT, QUEUE};
 
-use crate::helpers::{WAIT, eventually, registered, spawn_app, unique_email};
+use crate::helpers::{TestApp, WAIT, eventually, registered, spawn_app, unique_email};
+
+/// Waits until the dead-letter queue holds `n` messages and the work queue none.
+async fn wait_dead_lettered(app: &TestApp, n: u32) {
+    eventually("the poison messages in the dead-letter queue", || async {
+        (app.queue_depth(DEAD_LETTER_QUEUE).await == n).then_some(())
+    })
+    .await;
+    assert_eq!(app.queue_depth(QUEUE).await, 0);
+}
 
 #[tokio::test]
 async fn invalid_json_and_unknown_types_are_dead_lettered_and_the_next_event_is_sent() {
@@ -27,7 +36,7 @@ async fn invalid_json_and_unknown_types_are_dead_lettered_and_the_next_event_is_
     );
     assert_eq!(
         app.count(
-            "SELECT count(*) AS n FROM failed_sends WHERE payload->>'raw' = '{not json' AND event_type = 'user-registered'"
+            "SELECT count(*) AS n FROM failed_sends WHERE convert_from(body, 'UTF8') = '{not json' AND payload IS NULL AND event_type = 'user-registered'"
         )
         .await,
         1
@@ -44,4 +53,80 @@ async fn invalid_json_and_unknown_types_are_dead_lettered_and_the_next_event_is_
     .await;
     assert_eq!(dead, 2);
     assert_eq!(app.queue_depth("mailer").await, 0);
+}
+
+#[tokio::test]
+async fn nul_bytes_are_recorded_as_raw_bytes_and_dead_lettered_and_the_queue_moves_on() {
+    let mut app = spawn_app().await;
+    // A raw NUL byte: not JSON. An escaped one in a valid envelope: JSON that jsonb refuses.
+    let raw: &[u8] = b"{\"id\": \"x\0y\", \"type\": \"user-registered\"}";
+    let mut escaped = serde_json::to_value(registered(&unique_email(), None)).unwrap();
+    escaped["data"]["username"] = "nul\u{0}name".into();
+    let escaped = escaped.to_string();
+    assert!(escaped.contains("\\u0000"));
+    app.publish_raw(Event::TYPES[0], raw).await;
+    app.publish_raw(Event::TYPES[0], escaped.as_bytes()).await;
+    let valid = registered(&unique_email(), None);
+    app.publish(&valid).await;
+
+    let messages = app.smtp.wait_for_messages(1, WAIT).await.unwrap();
+    assert_eq!(messages[0].recipients[0], valid.event.recipient());
+    wait_dead_lettered(&app, 2).await;
+    for body in [raw, escaped.as_bytes()] {
+        let hex: String = body.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            app.count(&format!(
+                "SELECT count(*) AS n FROM failed_sends WHERE encode(body, 'hex') = '{hex}' \
+                 AND payload IS NULL AND error LIKE 'unreadable event%' AND resolved_at IS NULL"
+            ))
+            .await,
+            1
+        );
+    }
+    assert_eq!(app.count("SELECT count(*) AS n FROM deliveries").await, 1);
+}
+
+#[tokio::test]
+async fn an_unknown_major_version_is_recorded_and_dead_lettered_with_its_reason() {
+    let mut app = spawn_app().await;
+    let mut future = serde_json::to_value(registered(&unique_email(), None)).unwrap();
+    future["version"] = 2.into();
+    app.publish_raw(Event::TYPES[0], future.to_string().as_bytes())
+        .await;
+    let valid = registered(&unique_email(), None);
+    app.publish(&valid).await;
+
+    let messages = app.smtp.wait_for_messages(1, WAIT).await.unwrap();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].recipients[0], valid.event.recipient());
+    wait_dead_lettered(&app, 1).await;
+    assert_eq!(
+        app.count(
+            "SELECT count(*) AS n FROM failed_sends \
+             WHERE error LIKE '%unsupported envelope version 2%' AND payload->>'version' = '2'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_work_queue_is_a_quorum_queue_with_a_delivery_limit_and_a_dead_letter_exchange() {
+    let app = spawn_app().await;
+    let queues = app
+        .vhost
+        .list_queues(&["name", "type", "arguments"])
+        .unwrap();
+    let line = queues
+        .lines()
+        .find(|line| line.starts_with(&format!("{QUEUE}\t")))
+        .unwrap_or_else(|| panic!("no {QUEUE} queue: {queues}"));
+    assert!(line.contains("quorum"), "{line}");
+    assert!(
+        line.contains(&format!("x-delivery-limit\",{DELIVERY_LIMIT}"))
+            || line.contains(&format!("x-delivery-limit\", {DELIVERY_LIMIT}"))
+            || line.contains(&DELIVERY_LIMIT.to_string()),
+        "{line}"
+    );
+    assert!(line.contains("mailer.dlx"), "{line}");
 }
