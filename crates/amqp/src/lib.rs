@@ -4,6 +4,7 @@
 //! until an error, then waits on a [`Backoff`] and starts over. Nothing here retries behind the
 //! caller's back, so the supervisor always knows whether the broker is there.
 
+mod backoff;
 mod publisher;
 
 pub use backoff::Backoff;

@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use backoff::Backoff;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
@@ -21,7 +21,13 @@ pub async fn listen(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_')
     );
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    // Reconnect delays from 200 ms doubling to 30 s (backon's jitter adds up to as much again).
+    let policy = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(15))
+        .with_jitter()
+        .without_max_times();
+    let mut backoff = policy.build();
     while !shutdown.is_cancelled() {
         match AsyncPgConnection::establish(&database_url).await {
             Ok(mut conn) => match diesel::sql_query(format!("LISTEN {channel}"))
@@ -30,7 +36,7 @@ pub async fn listen(
             {
                 Err(e) => tracing::warn!(error = %e, channel, "LISTEN failed"),
                 Ok(_) => {
-                    backoff.reset();
+                    backoff = policy.build();
                     // Anything committed while nobody listened is picked up by this wake.
                     wake.notify_one();
                     let mut notifications = std::pin::pin!(conn.notifications_stream());
@@ -54,7 +60,7 @@ pub async fn listen(
             }
         }
         tokio::select! {
-            () = backoff.wait() => {}
+            () = tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(30))) => {}
             () = shutdown.cancelled() => return,
         }
     }

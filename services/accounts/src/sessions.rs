@@ -154,12 +154,16 @@ pub async fn rotate(
         return Ok(Rotation::Invalid);
     };
     // Read under the user's lock: a logout that committed first is seen, one that comes later waits.
-    let (stored, session): (StoredToken, Session) = refresh_tokens::table
+    let Some((stored, session)) = refresh_tokens::table
         .inner_join(sessions::table)
         .filter(refresh_tokens::token_hash.eq(&digest))
         .select((StoredToken::as_select(), Session::as_select()))
-        .first(conn)
-        .await?;
+        .first::<(StoredToken, Session)>(conn)
+        .await
+        .optional()?
+    else {
+        return Ok(Rotation::Invalid);
+    };
     let now = Utc::now();
     if stored.revoked_at.is_some()
         || session.ended_at.is_some()
