@@ -13,6 +13,7 @@ fi
 tag=smoke_$$
 export ACCOUNTS_ADDR=127.0.0.1:18180 ACCOUNTS_PUBLIC_URL=http://127.0.0.1:18180 MAILER_ADDR=127.0.0.1:18181
 export MAIL_WEB_PORT=18108 MAIL_SMTP_PORT=18125
+export ACCOUNTS_JWKS_URL=$ACCOUNTS_PUBLIC_URL/.well-known/jwks.json
 export ACCOUNTS_DATABASE_URL=postgres://postgres@127.0.0.1:5432/${tag}_accounts
 export MAILER_DATABASE_URL=postgres://postgres@127.0.0.1:5432/${tag}_mailer
 export AMQP_URL=amqp://guest:guest@127.0.0.1:5672/$tag
