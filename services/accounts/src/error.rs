@@ -197,6 +197,13 @@ fn describe_serde(e: &serde_json::Error) -> String {
         Category::Syntax | Category::Eof => {
             format!("Malformed JSON at line {} column {}.", e.line(), e.column())
         }
+        _ if e.to_string().starts_with("unknown field") => {
+            // "unknown field `x`, expected ...": the name is the caller's own key, not a value.
+            let text = e.to_string();
+            let name = text.split('`').nth(1).unwrap_or_default();
+            let name: String = name.chars().take(64).collect();
+            format!("Unknown property `{name}`.")
+        }
         _ => {
             // serde's message may quote the offending value (a password, say): keep only what was
             // expected, e.g. "expected a string".

@@ -49,8 +49,3 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .json(state.tokens.keys().jwks())
 }
-
-/// The OpenAPI document of this service.
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(crate::openapi::document())
-}

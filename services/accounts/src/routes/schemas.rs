@@ -1,0 +1,63 @@
+//! The request and response envelopes several routes share, with the constraints the OpenAPI
+//! document states about them. Handlers import these; [`crate::openapi`] assembles the document
+//! from the handlers, and nothing here imports a handler.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{domain::REQUIRED, error::ApiError, users::UserBody};
+
+/// Conduit's `{"user": {...}}` request envelope. Unknown properties are refused (400), so a
+/// misspelt field never passes for an absent one.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserEnvelope<T> {
+    #[schema(required = true, nullable = false)]
+    user: Option<T>,
+}
+
+impl<T> UserEnvelope<T> {
+    pub fn into_inner(self) -> Result<T, ApiError> {
+        self.user.ok_or_else(|| ApiError::field("user", REQUIRED))
+    }
+}
+
+/// `{"user": {...}}`, the success envelope.
+#[derive(Serialize, ToSchema)]
+pub struct UserResponse {
+    pub user: UserBody,
+}
+
+/// `{"errors": {"<field>": ["message", ...]}}`, every error.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub errors: BTreeMap<String, Vec<String>>,
+}
+
+/// What the JSON confirm answer reads out: nothing beyond what the link confirmed.
+#[derive(Serialize, ToSchema)]
+pub struct ConfirmedUser {
+    pub id: uuid::Uuid,
+    #[schema(format = Email)]
+    pub email: String,
+    pub verified: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConfirmedResponse {
+    pub user: ConfirmedUser,
+}
+
+/// `{}`: the body of a 202.
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {}
+
+/// `{"email"}`: the body of the routes that mail a link to an address.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailOnly {
+    #[schema(required = true, nullable = false, format = Email, max_length = 254)]
+    pub email: Option<String>,
+}
