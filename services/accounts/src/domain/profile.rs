@@ -103,6 +103,12 @@ mod tests {
         assert!(errors.is_empty());
         username(&mut errors, "<script>");
         assert_eq!(errors["username"], [USERNAME_INVALID]);
+        // NFKC would turn these into allowed characters; as given, they are not.
+        for given in ["\u{2121}", "a\u{FF01}"] {
+            let mut errors = FieldErrors::new();
+            assert_eq!(username(&mut errors, given), None, "{given}");
+            assert_eq!(errors["username"], [USERNAME_INVALID]);
+        }
     }
 
     #[test]

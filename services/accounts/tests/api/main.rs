@@ -3,6 +3,7 @@
 mod auth;
 mod bad_input;
 mod confirm;
+mod contract;
 mod devices;
 mod events;
 mod hardening;
