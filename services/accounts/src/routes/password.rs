@@ -70,7 +70,9 @@ pub struct ResetRequest {
 
 /// `POST /api/users/password/reset`: sets the password, ends every session, emits password-changed.
 #[utoipa::path(post, path = "/api/users/password/reset", tag = "password", request_body = ResetRequest,
-    responses((status = 204, description = "Password set; every session ended"), (status = 400, description = "Validation failed or malformed body", body = ErrorBody)))]
+    responses((status = 204, description = "Password set; every session ended"),
+        (status = 400, description = "Validation failed or malformed body, or an invalid, expired or used link", body = ErrorBody),
+        (status = 429, description = "Password hashing is saturated; see Retry-After", body = ErrorBody)))]
 pub async fn reset(
     state: web::Data<AppState>,
     request_id: RequestId,
