@@ -7,20 +7,47 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{domain::REQUIRED, error::ApiError, users::UserBody};
+use crate::{
+    domain::REQUIRED,
+    error::{ApiError, unknown_property},
+    users::UserBody,
+};
 
 /// Conduit's `{"user": {...}}` request envelope. Unknown properties are refused (400), so a
-/// misspelt field never passes for an absent one.
-#[derive(Debug, Deserialize, ToSchema)]
+/// misspelt field never passes for an absent one; a body without `user` is told so first.
+#[derive(Debug, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserEnvelope<T> {
     #[schema(required = true, nullable = false)]
     user: Option<T>,
+    /// The first property besides `user`, refused once `user` is known to be there.
+    #[schema(ignore)]
+    unknown: Option<String>,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for UserEnvelope<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw<T> {
+            user: Option<T>,
+            #[serde(flatten)]
+            others: BTreeMap<String, serde::de::IgnoredAny>,
+        }
+        let raw = Raw::deserialize(deserializer)?;
+        Ok(Self {
+            user: raw.user,
+            unknown: raw.others.into_keys().next(),
+        })
+    }
 }
 
 impl<T> UserEnvelope<T> {
     pub fn into_inner(self) -> Result<T, ApiError> {
-        self.user.ok_or_else(|| ApiError::field("user", REQUIRED))
+        let user = self.user.ok_or_else(|| ApiError::field("user", REQUIRED))?;
+        match self.unknown {
+            Some(name) => Err(ApiError::field("body", unknown_property(&name))),
+            None => Ok(user),
+        }
     }
 }
 

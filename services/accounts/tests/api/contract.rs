@@ -232,6 +232,17 @@ async fn the_document_states_the_limits_the_handlers_enforce() {
         );
     }
 
+    let envelope = schema(&doc, "UserEnvelope_Registration");
+    assert_eq!(envelope["required"], json!(["user"]));
+    assert_eq!(
+        envelope["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["user"]
+    );
+
     let registration = &schema(&doc, "Registration")["properties"];
     let update = &schema(&doc, "ProfileUpdate")["properties"];
     for properties in [registration, update] {
