@@ -6,6 +6,8 @@ use utoipa::{
     Modify, OpenApi,
     openapi::{
         Ref, RefOr, ResponseBuilder,
+        header::HeaderBuilder,
+        schema::{ObjectBuilder, Type},
         security::{ApiKey, ApiKeyValue, SecurityScheme},
     },
 };
@@ -31,7 +33,7 @@ impl Modify for TokenAuth {
 
 /// The answers that middleware and shared extractors give on any route, whatever its handler:
 /// 413 for a body over the limit (checked on every route, before the handler), and on the API
-/// routes 503 while the database is unreachable.
+/// routes 503 while the database is unreachable. Every 429 carries `Retry-After`.
 struct CommonResponses;
 
 impl Modify for CommonResponses {
@@ -65,6 +67,19 @@ impl Modify for CommonResponses {
                     responses
                         .entry("503".into())
                         .or_insert_with(|| error("The database is unreachable; see Retry-After"));
+                }
+                if let Some(RefOr::T(throttled)) = responses.get_mut("429") {
+                    throttled.headers.insert(
+                        "Retry-After".into(),
+                        HeaderBuilder::new()
+                            .schema(
+                                ObjectBuilder::new()
+                                    .schema_type(Type::Integer)
+                                    .minimum(Some(1)),
+                            )
+                            .description(Some("Seconds until the next attempt can succeed"))
+                            .build(),
+                    );
                 }
             }
         }

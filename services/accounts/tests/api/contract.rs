@@ -326,6 +326,12 @@ async fn the_document_states_the_limits_the_handlers_enforce() {
             if operation.get("requestBody").is_some() || has_query {
                 assert!(has("400"), "{method} {path}");
             }
+            if has("429") {
+                assert_eq!(
+                    responses["429"]["headers"]["Retry-After"]["schema"]["type"], "integer",
+                    "{method} {path}"
+                );
+            }
             for (status, response) in responses {
                 if status.starts_with('4') || status.starts_with('5') {
                     let body = &response["content"]["application/json"]["schema"];
