@@ -28,6 +28,9 @@ accounts_bin=${CARGO_TARGET_DIR:-target}/debug/accounts
 
 tag=schemathesis_$$
 workdir=$(mktemp -d)
+# Kept after the run, with schemathesis' JUnit report, for whoever reads a failure.
+mkdir -p var/schemathesis
+log=var/schemathesis/accounts.log
 base=http://127.0.0.1:$PORT
 server=
 cleanup() {
@@ -49,11 +52,11 @@ ACCOUNTS_ADDR=127.0.0.1:$PORT ACCOUNTS_PUBLIC_URL=$base \
   ACCOUNTS_JWT_KEY_FILE=$workdir/jwt.pem ACCOUNTS_BCRYPT_COST=4 \
   ACCOUNTS_REGISTRATIONS_PER_HOUR=0 ACCOUNTS_TRUSTED_PROXIES=127.0.0.1/32 \
   LOG_FORMAT=json RUST_LOG=warn \
-  "$accounts_bin" > "$workdir/accounts.log" 2>&1 &
+  "$accounts_bin" > "$log" 2>&1 &
 server=$!
 for _ in $(seq 1 120); do
   curl -fsS "$base/healthz" >/dev/null 2>&1 && break
-  kill -0 "$server" 2>/dev/null || { cat "$workdir/accounts.log"; echo "accounts exited during startup" >&2; exit 1; }
+  kill -0 "$server" 2>/dev/null || { cat "$log"; echo "accounts exited during startup" >&2; exit 1; }
   sleep 0.5
 done
 
@@ -66,9 +69,9 @@ SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=scripts \
 
 # A 500 fails the not_a_server_error check already; this catches errors a 4xx answer hid. actix's
 # own HTTP parser logs malformed requests (headers schemathesis garbles) at ERROR: not ours.
-if grep '"level":"ERROR"' "$workdir/accounts.log" | grep -qv '"target":"actix_http::'; then
+if grep '"level":"ERROR"' "$log" | grep -qv '"target":"actix_http::'; then
   echo "accounts logged errors during the run:" >&2
-  grep '"level":"ERROR"' "$workdir/accounts.log" | grep -v '"target":"actix_http::' | head -20 >&2
+  grep '"level":"ERROR"' "$log" | grep -v '"target":"actix_http::' | head -20 >&2
   status=1
 fi
 echo "schemathesis: $(( $(date +%s) - started )) s, exit $status"
