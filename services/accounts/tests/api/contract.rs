@@ -273,6 +273,10 @@ async fn the_document_states_the_limits_the_handlers_enforce() {
         );
     }
     assert_eq!(update["bio"]["maxLength"], json!(max_len("bio")));
+    let user = &schema(&doc, "UserBody")["properties"];
+    assert_eq!(user["email"]["format"], "email");
+    assert_eq!(user["id"]["format"], "uuid");
+    assert_eq!(user["created_at"]["format"], "date-time");
     assert_eq!(update["image"]["maxLength"], json!(max_len("image")));
     assert_eq!(
         schema(&doc, "Registration")["required"],
