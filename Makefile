@@ -1,13 +1,17 @@
 # The commands that matter: `make run` (the whole stack) and `make test` (the whole suite).
-.PHONY: run test smoke services lint fmt bench chaos up migrate validate
+.PHONY: run test smoke contract services lint fmt bench chaos up migrate validate
 
 run: ## Start Postgres/RabbitMQ if needed, a mail catcher, accounts and mailer
 	scripts/run.sh
 
-test: services ## The whole suite: Rust tests on real Postgres/RabbitMQ/SMTP, deploy/ validation, the make-run smoke test in Chromium
+test: services ## The whole suite: Rust tests on real Postgres/RabbitMQ/SMTP, deploy/ validation, the OpenAPI contract under schemathesis, the make-run smoke test in Chromium
 	cargo test --workspace --locked
 	scripts/validate-deploy.sh
+	scripts/schemathesis.sh
 	scripts/smoke.sh
+
+contract: services ## schemathesis over every operation of accounts' /openapi.json, authenticated, every check (installs a pinned schemathesis into var/venv)
+	scripts/schemathesis.sh
 
 smoke: services ## Only the headless make-run smoke test (installs chromium and playwright-core when missing)
 	scripts/smoke.sh

@@ -191,11 +191,23 @@ pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Err
     ApiError::field("query", format!("Invalid query string: {err}")).into()
 }
 
+/// The message of a property a body must not have. The name is the caller's own key, not a value;
+/// it is cut short all the same.
+pub fn unknown_property(name: &str) -> String {
+    let name: String = name.chars().take(64).collect();
+    format!("Unknown property `{name}`.")
+}
+
 fn describe_serde(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     match e.classify() {
         Category::Syntax | Category::Eof => {
             format!("Malformed JSON at line {} column {}.", e.line(), e.column())
+        }
+        _ if e.to_string().starts_with("unknown field") => {
+            // "unknown field `x`, expected ...": the name is the caller's own key, not a value.
+            let text = e.to_string();
+            unknown_property(text.split('`').nth(1).unwrap_or_default())
         }
         _ => {
             // serde's message may quote the offending value (a password, say): keep only what was

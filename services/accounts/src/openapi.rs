@@ -1,72 +1,20 @@
-//! The OpenAPI document, generated from the handlers' annotations, and the offline docs page.
+//! The OpenAPI document, assembled here from the handlers' annotations, and the routes that serve
+//! it (`/openapi.json`) and the offline docs page (`/docs`). Handlers never import this module.
 
-use std::collections::BTreeMap;
-
-use serde::Serialize;
+use actix_web::{HttpResponse, web};
 use utoipa::{
-    Modify, OpenApi, ToSchema,
-    openapi::security::{ApiKey, ApiKeyValue, SecurityScheme},
-};
-
-use crate::{
-    routes::{
-        admin,
-        confirm::{self, EmailOnly},
-        email, health, password, sessions, user,
-        user::ProfileUpdate,
-        users::{self, Credentials, Registration},
+    Modify, OpenApi,
+    openapi::{
+        Ref, RefOr, ResponseBuilder,
+        header::HeaderBuilder,
+        schema::{ObjectBuilder, Type},
+        security::{ApiKey, ApiKeyValue, SecurityScheme},
     },
-    users::UserBody,
 };
 
-/// `{"user": {...}}`, the success envelope.
-#[derive(Serialize, ToSchema)]
-pub struct UserResponse {
-    pub user: UserBody,
-}
-
-/// `{"errors": {"<field>": ["message", ...]}}`, every error.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub errors: BTreeMap<String, Vec<String>>,
-}
-
-/// What the JSON confirm answer reads out: nothing beyond what the link confirmed.
-#[derive(Serialize, ToSchema)]
-pub struct ConfirmedUser {
-    pub id: uuid::Uuid,
-    pub email: String,
-    pub verified: bool,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ConfirmedResponse {
-    pub user: ConfirmedUser,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct RegisterRequest {
-    user: Registration,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct LoginRequest {
-    user: Credentials,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ProfileRequest {
-    user: ProfileUpdate,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct EmailRequest {
-    user: EmailOnly,
-}
+use crate::routes::{
+    Endpoint, admin, confirm, email, health, password, schemas::ErrorBody, sessions, user, users,
+};
 
 struct TokenAuth;
 
@@ -83,9 +31,64 @@ impl Modify for TokenAuth {
     }
 }
 
+/// The answers that middleware and shared extractors give on any route, whatever its handler:
+/// 413 for a body over the limit (checked on every route, before the handler), and on the API
+/// routes 503 while the database is unreachable. Every 429 carries `Retry-After`.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        utoipa::openapi::ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                responses
+                    .entry("413".into())
+                    .or_insert_with(|| error("The request body is larger than 64 KiB"));
+                if path.starts_with("/api/") {
+                    responses
+                        .entry("503".into())
+                        .or_insert_with(|| error("The database is unreachable; see Retry-After"));
+                }
+                if let Some(RefOr::T(throttled)) = responses.get_mut("429") {
+                    throttled.headers.insert(
+                        "Retry-After".into(),
+                        HeaderBuilder::new()
+                            .schema(
+                                ObjectBuilder::new()
+                                    .schema_type(Type::Integer)
+                                    .minimum(Some(1)),
+                            )
+                            .description(Some("Seconds until the next attempt can succeed"))
+                            .build(),
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "accounts", description = "Users, sessions and tokens. Errors are always {\"errors\": {\"<field>\": [\"message\"]}}."),
+    info(title = "accounts", description = "Users, sessions and tokens. Errors are always {\"errors\": {\"<field>\": [\"message\"]}}. Request bodies refuse unknown properties (400). A method a path does not answer gets 405 with an Allow header."),
     paths(
         users::register, users::login, users::refresh, users::logout,
         user::current, user::update,
@@ -97,11 +100,37 @@ impl Modify for TokenAuth {
         admin::end_sessions, admin::send_confirmation, admin::audit_trail,
         health::healthz, health::readyz, health::metrics, health::jwks,
     ),
-    components(schemas(UserResponse, ConfirmedResponse, ErrorBody, RegisterRequest, LoginRequest, ProfileRequest, EmailRequest)),
-    modifiers(&TokenAuth),
+    components(schemas(ErrorBody)),
+    modifiers(&TokenAuth, &CommonResponses),
 )]
 pub struct ApiDoc;
 
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// Serves the document and the docs page.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let document = web::Data::new(document());
+    cfg.service(
+        Endpoint::at("/openapi.json")
+            .get(|document: web::Data<utoipa::openapi::OpenApi>| async move {
+                HttpResponse::Ok().json(document.get_ref())
+            })
+            .into_resource()
+            .app_data(document.clone()),
+    )
+    .service(
+        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+            .url("/docs/openapi.json", document.get_ref().clone()),
+    )
+    .service(
+        Endpoint::at("/docs")
+            .get(|| async {
+                HttpResponse::Found()
+                    .insert_header(("Location", "/docs/"))
+                    .finish()
+            })
+            .into_resource(),
+    );
 }

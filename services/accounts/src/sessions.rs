@@ -40,6 +40,19 @@ pub struct Device {
 }
 
 impl Device {
+    /// The device a request comes from.
+    pub fn of(req: &actix_web::HttpRequest) -> Self {
+        Self {
+            user_agent: req
+                .headers()
+                .get(actix_web::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+            ip: crate::client::ClientAddr::of(req).to_string(),
+        }
+    }
+
     /// User agents are client-controlled: keep what a person needs to recognise a device.
     fn user_agent(&self) -> String {
         self.user_agent.chars().take(256).collect()

@@ -16,7 +16,7 @@ use crate::{
     db,
     error::{json_error, query_error},
     hashing::PasswordHasher,
-    http_policy,
+    http_policy, openapi,
     outbox::relay::OutboxRelay,
     pages::Pages,
     routes,
@@ -110,6 +110,7 @@ impl Application {
                 .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES))
                 .app_data(web::QueryConfig::default().error_handler(query_error))
                 .configure(routes::configure)
+                .configure(openapi::configure)
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(10)

@@ -74,6 +74,7 @@ pub struct UserChanges {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserBody {
     pub id: Uuid,
+    #[schema(format = Email)]
     pub email: String,
     pub username: Option<String>,
     pub bio: Option<String>,

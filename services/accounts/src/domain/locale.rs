@@ -6,9 +6,10 @@ pub const SHIPPED: [&str; 2] = ["en", "fr"];
 
 pub const INVALID_LOCALE: &str = "Enter a valid language tag, such as en or fr-CA.";
 
-/// A syntactically valid BCP 47 tag (language, then up to a few subtags), as given.
+/// A syntactically valid BCP 47 tag (language, then up to a few subtags), as given: no
+/// surrounding whitespace, as the OpenAPI document's pattern says.
 pub fn parse(raw: &str) -> Result<String, &'static str> {
-    let tag = raw.trim();
+    let tag = raw;
     let mut parts = tag.split(['-', '_']);
     let language_ok = parts
         .next()
@@ -72,6 +73,8 @@ mod tests {
             "fr--CA",
             "<script>",
             "fr-CA-abcdefghi",
+            " fr",
+            "fr\n",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

@@ -21,8 +21,8 @@ pub fn max_len(field: &str) -> usize {
 
 /// Trims `value` and checks its length and characters; records a message under `field` when wrong.
 pub fn text(errors: &mut FieldErrors, field: &str, value: &str) -> String {
-    let value = value.trim();
     let max = max_len(field);
+    // Counted before trimming, as the OpenAPI document's maxLength counts.
     if value.chars().count() > max {
         push_error(
             errors,
@@ -37,24 +37,31 @@ pub fn text(errors: &mut FieldErrors, field: &str, value: &str) -> String {
     {
         push_error(errors, field, "This field contains control characters.");
     }
-    value.to_string()
+    value.trim().to_string()
 }
 
 /// Django's username rule: letters, digits and @ . + - _ only, after NFKC normalization (so
 /// compatibility forms such as full-width letters are stored as their plain equivalents).
 pub fn username(errors: &mut FieldErrors, value: &str) -> Option<String> {
+    // Checked as given too, so a character that only normalizes into the allowed set (`℡` into
+    // `TEL`) is refused, as the document's pattern says.
+    if !value.trim().chars().all(allowed_in_username) {
+        push_error(errors, "username", USERNAME_INVALID);
+        return None;
+    }
     let value: String = value.nfkc().collect();
     let value = text(errors, "username", &value);
     if value.is_empty() {
         return None;
     }
-    if !value
-        .chars()
-        .all(|c| c.is_alphanumeric() || "@.+-_".contains(c))
-    {
+    if !value.chars().all(allowed_in_username) {
         push_error(errors, "username", USERNAME_INVALID);
     }
     Some(value)
+}
+
+fn allowed_in_username(c: char) -> bool {
+    c.is_alphanumeric() || "@.+-_".contains(c)
 }
 
 /// What a username looks like: NFKC, case-folded, then the Unicode TR 39 confusable skeleton
@@ -96,6 +103,12 @@ mod tests {
         assert!(errors.is_empty());
         username(&mut errors, "<script>");
         assert_eq!(errors["username"], [USERNAME_INVALID]);
+        // NFKC would turn these into allowed characters; as given, they are not.
+        for given in ["\u{2121}", "a\u{FF01}"] {
+            let mut errors = FieldErrors::new();
+            assert_eq!(username(&mut errors, given), None, "{given}");
+            assert_eq!(errors["username"], [USERNAME_INVALID]);
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::sessions::SessionBody;
+use super::{schemas::ErrorBody, sessions::SessionBody};
 use crate::{
     admin::{self, AdminError},
     audit::{self, Origin},
@@ -79,18 +79,32 @@ impl AdminUser {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UserQuery {
     /// Case-insensitive substring of the email or the username.
-    #[param(max_length = 254)]
+    #[param(max_length = 254, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     search: Option<String>,
     verified: Option<bool>,
     active: Option<bool>,
     /// Only users holding this role.
+    #[param(max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     role: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<Uuid>,
     #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+}
+
+/// A filter value that can reach a query: bounded, and without control characters (Postgres
+/// refuses a NUL in text, which must be the caller's 400, never our 500).
+fn filter_text<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a str, ApiError> {
+    if value.chars().count() > max || value.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            field,
+            format!("Enter at most {max} characters, without control characters."),
+        ));
+    }
+    Ok(value)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -112,9 +126,9 @@ fn like_pattern(search: &str) -> String {
 
 #[utoipa::path(get, path = "/api/admin/users", tag = "admin", security(("token" = [])), params(UserQuery),
     responses((status = 200, description = "A page of users (needs users.read)", body = UserPage),
-        (status = 400, description = "A bad filter", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "No users.read", body = crate::openapi::ErrorBody)))]
+        (status = 400, description = "A bad filter or a malformed query string", body = ErrorBody),
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "No users.read", body = ErrorBody)))]
 pub async fn list_users(
     _caller: Authorized<UsersRead>,
     state: web::Data<AppState>,
@@ -133,18 +147,9 @@ pub async fn list_users(
         .order(users::id)
         .limit(limit)
         .into_boxed();
-    if let Some(search) = query
-        .search
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        if search.chars().count() > 254 || search.chars().any(char::is_control) {
-            return Err(ApiError::field(
-                "search",
-                "Enter a shorter search without control characters.",
-            ));
-        }
+    let search = query.search.as_deref().unwrap_or_default();
+    let search = filter_text("search", search, 254)?.trim();
+    if !search.is_empty() {
         let pattern = like_pattern(search);
         select = select.filter(
             users::email
@@ -159,6 +164,7 @@ pub async fn list_users(
         select = select.filter(users::active.eq(active));
     }
     if let Some(role) = query.role {
+        filter_text("role", &role, 64)?;
         select = select.filter(
             users::id.eq_any(
                 user_roles::table
@@ -198,12 +204,18 @@ pub struct AdminUserDetail {
     sessions: Vec<SessionBody>,
 }
 
+/// `{"user": {...}}` of an administrator's view.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AdminUserResponse {
+    user: AdminUserDetail,
+}
+
 #[utoipa::path(get, path = "/api/admin/users/{id}", tag = "admin", security(("token" = [])),
-    params(("id" = Uuid, Path, description = "The user's id")),
-    responses((status = 200, description = "The user, with roles and live sessions (needs users.read)", body = AdminUserDetail),
-        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "No users.read", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
+    params(("id" = Uuid, Path, description = "The user's id; anything else is 404")),
+    responses((status = 200, description = "The user, with roles and live sessions (needs users.read)", body = AdminUserResponse),
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "No users.read", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn show_user(
     _caller: Authorized<UsersRead>,
     state: web::Data<AppState>,
@@ -216,18 +228,20 @@ pub async fn show_user(
         .ok_or(ApiError::NotFound)?;
     let roles = authz::grants(&mut conn, &user).await?.roles;
     let live = sessions::live(&mut conn, id).await?;
-    Ok(HttpResponse::Ok().json(json!({ "user": AdminUserDetail {
-        user: AdminUser::new(user, roles),
-        sessions: live.into_iter().map(|s| SessionBody::of(s, None)).collect(),
-    } })))
+    Ok(HttpResponse::Ok().json(AdminUserResponse {
+        user: AdminUserDetail {
+            user: AdminUser::new(user, roles),
+            sessions: live.into_iter().map(|s| SessionBody::of(s, None)).collect(),
+        },
+    }))
 }
 
 #[utoipa::path(post, path = "/api/admin/users/{id}/deactivate", tag = "admin", security(("token" = [])),
-    params(("id" = Uuid, Path, description = "The user's id")),
+    params(("id" = Uuid, Path, description = "The user's id; anything else is 404")),
     responses((status = 204, description = "Deactivated; every session and token stopped at once (needs users.deactivate)"),
-        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "No users.deactivate", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "No users.deactivate", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn deactivate(
     caller: Authorized<UsersDeactivate>,
     state: web::Data<AppState>,
@@ -242,11 +256,11 @@ pub async fn deactivate(
 }
 
 #[utoipa::path(post, path = "/api/admin/users/{id}/activate", tag = "admin", security(("token" = [])),
-    params(("id" = Uuid, Path, description = "The user's id")),
+    params(("id" = Uuid, Path, description = "The user's id; anything else is 404")),
     responses((status = 204, description = "Active again (needs users.deactivate)"),
-        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "No users.deactivate", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "No users.deactivate", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn activate(
     caller: Authorized<UsersDeactivate>,
     state: web::Data<AppState>,
@@ -268,13 +282,21 @@ pub struct RolesRequest {
     roles: Vec<String>,
 }
 
+/// The user's roles after the change, and what changed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RolesSet {
+    roles: Vec<String>,
+    granted: Vec<String>,
+    revoked: Vec<String>,
+}
+
 #[utoipa::path(put, path = "/api/admin/users/{id}/roles", tag = "admin", security(("token" = [])),
-    params(("id" = Uuid, Path, description = "The user's id")), request_body = RolesRequest,
-    responses((status = 200, description = "Roles set; a revoked role stops the user's tokens at once (needs roles.manage)"),
-        (status = 400, description = "An unknown role", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "No roles.manage", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
+    params(("id" = Uuid, Path, description = "The user's id; anything else is 404")), request_body = RolesRequest,
+    responses((status = 200, description = "Roles set; a revoked role stops the user's tokens at once (needs roles.manage)", body = RolesSet),
+        (status = 400, description = "An unknown role, or a malformed body", body = ErrorBody),
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "No roles.manage", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn set_roles(
     caller: Authorized<RolesManage>,
     state: web::Data<AppState>,
@@ -297,17 +319,19 @@ pub async fn set_roles(
     let mut roles = wanted;
     roles.sort();
     roles.dedup();
-    Ok(HttpResponse::Ok().json(json!({
-        "roles": roles, "granted": change.granted, "revoked": change.revoked,
-    })))
+    Ok(HttpResponse::Ok().json(RolesSet {
+        roles,
+        granted: change.granted,
+        revoked: change.revoked,
+    }))
 }
 
 #[utoipa::path(delete, path = "/api/admin/users/{id}/sessions", tag = "admin", security(("token" = [])),
-    params(("id" = Uuid, Path, description = "The user's id")),
+    params(("id" = Uuid, Path, description = "The user's id; anything else is 404")),
     responses((status = 204, description = "Every session of the user ended at once (needs sessions.revoke)"),
-        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "No sessions.revoke", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "No sessions.revoke", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn end_sessions(
     caller: Authorized<SessionsRevoke>,
     state: web::Data<AppState>,
@@ -322,11 +346,11 @@ pub async fn end_sessions(
 }
 
 #[utoipa::path(post, path = "/api/admin/users/{id}/confirmation", tag = "admin", security(("token" = [])),
-    params(("id" = Uuid, Path, description = "The user's id")),
-    responses((status = 202, description = "A new confirmation link is on its way (needs users.write)"),
-        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "No users.write", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
+    params(("id" = Uuid, Path, description = "The user's id; anything else is 404")),
+    responses((status = 202, description = "A new confirmation link is on its way (needs users.write)", body = super::schemas::Accepted),
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "No users.write", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn send_confirmation(
     caller: Authorized<UsersWrite>,
     state: web::Data<AppState>,
@@ -341,10 +365,12 @@ pub async fn send_confirmation(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     actor: Option<Uuid>,
     target: Option<Uuid>,
-    #[param(max_length = 64)]
+    /// Only entries of this action, e.g. `login.failed`.
+    #[param(max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     action: Option<String>,
     /// `next_cursor` of the previous page (entries come newest first).
     cursor: Option<i64>,
@@ -360,9 +386,9 @@ pub struct AuditPage {
 
 #[utoipa::path(get, path = "/api/admin/audit", tag = "admin", security(("token" = [])), params(AuditQuery),
     responses((status = 200, description = "The audit trail, newest first (needs audit.read)", body = AuditPage),
-        (status = 400, description = "A bad filter", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "No audit.read", body = crate::openapi::ErrorBody)))]
+        (status = 400, description = "A bad filter or a malformed query string", body = ErrorBody),
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "No audit.read", body = ErrorBody)))]
 pub async fn audit_trail(
     _caller: Authorized<AuditRead>,
     state: web::Data<AppState>,
@@ -375,6 +401,9 @@ pub async fn audit_trail(
             "limit",
             format!("Enter a number from 1 to {MAX_LIMIT}."),
         ));
+    }
+    if let Some(action) = &query.action {
+        filter_text("action", action, 64)?;
     }
     let filter = audit::Filter {
         actor: query.actor,

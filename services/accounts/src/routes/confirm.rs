@@ -7,7 +7,7 @@ use events::{EmailConfirmationRequested, Event};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::UserEnvelope;
+use super::schemas::{Accepted, ConfirmedResponse, EmailOnly, ErrorBody, UserEnvelope};
 use crate::{
     client::ClientAddr,
     db::PooledConnection,
@@ -23,8 +23,10 @@ use crate::{
 
 pub const BAD_LINK: &str = "The confirmation link is invalid or has expired.";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
+    /// The token from the mailed link.
     token: Option<String>,
 }
 
@@ -43,10 +45,10 @@ fn redirect(to: &str) -> HttpResponse {
 }
 
 /// `GET /api/users/confirm?token=`: 302 to the success or "request a new link" page, or JSON.
-#[utoipa::path(get, path = "/api/users/confirm", tag = "confirmation", params(("token" = Option<String>, Query, description = "The token from the mailed link")),
+#[utoipa::path(get, path = "/api/users/confirm", tag = "confirmation", params(TokenQuery),
     responses((status = 302, description = "To the success page, or to the request-a-new-link page"),
-        (status = 200, description = "With Accept: application/json, the confirmed address only", body = crate::openapi::ConfirmedResponse),
-        (status = 400, description = "With Accept: application/json, an invalid or expired link", body = crate::openapi::ErrorBody)))]
+        (status = 200, description = "With Accept: application/json, the confirmed address only", body = ConfirmedResponse),
+        (status = 400, description = "With Accept: application/json, an invalid or expired link; or a malformed query string", body = ErrorBody)))]
 pub async fn confirm(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -89,11 +91,6 @@ pub async fn confirm(
     }
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct EmailOnly {
-    email: Option<String>,
-}
-
 pub const TOO_MANY_FOR_ADDRESS: &str = "Too many requests for this address. Try again later.";
 pub const TOO_MANY_FROM_CLIENT: &str = "Too many requests from your network. Try again later.";
 /// Mail-sending requests per address (per kind) and per client (all kinds), in an hour.
@@ -134,10 +131,10 @@ pub async fn mail_request(
 }
 
 /// `POST /api/users/confirm/resend`: 202 for any address; mails only a real, unverified account.
-#[utoipa::path(post, path = "/api/users/confirm/resend", tag = "confirmation", request_body = crate::openapi::EmailRequest,
-    responses((status = 202, description = "Accepted for any address"),
-        (status = 400, description = "Not an email address", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many requests this hour: 3 per address, or 20 mail-sending requests per client; see Retry-After", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/api/users/confirm/resend", tag = "confirmation", request_body = UserEnvelope<EmailOnly>,
+    responses((status = 202, description = "Accepted for any address", body = Accepted),
+        (status = 400, description = "Not an email address", body = ErrorBody),
+        (status = 429, description = "Too many requests this hour: 3 per address, or 20 mail-sending requests per client; see Retry-After", body = ErrorBody)))]
 pub async fn resend(
     state: web::Data<AppState>,
     request_id: RequestId,

@@ -5,6 +5,7 @@ use diesel_async::AsyncConnection;
 
 use super::{
     confirm::page,
+    schemas::ErrorBody,
     sessions::{BAD_ACTION_LINK, TokenQuery, TokenRequest},
 };
 use serde_json::json;
@@ -32,7 +33,7 @@ enum Reverted {
 /// address: whoever changed the email is out, and the owner chooses a new password.
 #[utoipa::path(post, path = "/api/users/email/revert", tag = "user", request_body = TokenRequest,
     responses((status = 204, description = "The old address is back; every session ended; a reset link is on its way"),
-        (status = 400, description = "Invalid, expired or already used link, or the old address was taken meanwhile", body = crate::openapi::ErrorBody)))]
+        (status = 400, description = "Invalid, expired or already used link, or the old address was taken meanwhile", body = ErrorBody)))]
 pub async fn revert(
     state: web::Data<AppState>,
     request_id: RequestId,
@@ -95,8 +96,9 @@ pub async fn revert(
 }
 
 /// The page the email-changed mail links to. It does not consume the token; its button's POST does.
-#[utoipa::path(get, path = "/account/revert-email", tag = "pages", params(("token" = Option<String>, Query, description = "The token from the mailed link")),
-    responses((status = 200, description = "HTML page whose button posts to /api/users/email/revert", content_type = "text/html")))]
+#[utoipa::path(get, path = "/account/revert-email", tag = "pages", params(TokenQuery),
+    responses((status = 200, description = "HTML page whose button posts to /api/users/email/revert", content_type = "text/html"),
+        (status = 400, description = "A malformed query string", body = ErrorBody)))]
 pub async fn revert_page(
     state: web::Data<AppState>,
     query: web::Query<TokenQuery>,

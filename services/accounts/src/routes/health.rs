@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, http::header, web};
 use diesel_async::RunQueryDsl;
 use serde_json::json;
 
+use super::schemas::ErrorBody;
 use crate::state::AppState;
 
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
@@ -12,7 +13,7 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Ready when the database answers. A broker outage does not count: the outbox holds events.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "The database answers"), (status = 503, description = "The database is unreachable")))]
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "The database answers"), (status = 503, description = "The database is unreachable", body = ErrorBody)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = match state.pool.get().await {
         Ok(mut conn) => diesel::sql_query("SELECT 1")
@@ -48,9 +49,4 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .json(state.tokens.keys().jwks())
-}
-
-/// The OpenAPI document of this service.
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(crate::openapi::document())
 }

@@ -6,108 +6,149 @@ pub(crate) mod confirm;
 pub(crate) mod email;
 pub(crate) mod health;
 pub(crate) mod password;
+pub mod schemas;
 pub(crate) mod sessions;
 pub(crate) mod user;
 pub(crate) mod users;
 
-use actix_web::web;
-use serde::Deserialize;
+use actix_web::{
+    FromRequest, Handler, HttpResponse, Resource, Responder, Route,
+    http::{Method, header},
+    web,
+};
 
-use crate::{domain::REQUIRED, error::ApiError};
+use crate::error::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/api/users").route(web::post().to(users::register)))
-        .service(resource("/api/users/login").route(web::post().to(users::login)))
-        .service(resource("/api/users/token/refresh").route(web::post().to(users::refresh)))
-        .service(resource("/api/users/logout").route(web::post().to(users::logout)))
-        .service(resource("/api/users/confirm").route(web::get().to(confirm::confirm)))
-        .service(resource("/api/users/confirm/resend").route(web::post().to(confirm::resend)))
-        .service(resource("/api/users/password/forgot").route(web::post().to(password::forgot)))
-        .service(resource("/api/users/password/reset").route(web::post().to(password::reset)))
-        .service(resource("/api/users/email/revert").route(web::post().to(email::revert)))
-        .service(
-            resource("/api/users/sign-in/reject").route(web::post().to(sessions::reject_sign_in)),
-        )
-        .service(resource("/api/user/sessions").route(web::get().to(sessions::list)))
-        .service(resource("/api/admin/users").route(web::get().to(admin::list_users)))
-        .service(resource("/api/admin/users/{id}").route(web::get().to(admin::show_user)))
-        .service(
-            resource("/api/admin/users/{id}/deactivate").route(web::post().to(admin::deactivate)),
-        )
-        .service(resource("/api/admin/users/{id}/activate").route(web::post().to(admin::activate)))
-        .service(resource("/api/admin/users/{id}/roles").route(web::put().to(admin::set_roles)))
-        .service(
-            resource("/api/admin/users/{id}/sessions").route(web::delete().to(admin::end_sessions)),
-        )
-        .service(
-            resource("/api/admin/users/{id}/confirmation")
-                .route(web::post().to(admin::send_confirmation)),
-        )
-        .service(resource("/api/admin/audit").route(web::get().to(admin::audit_trail)))
-        .service(resource("/api/user/sessions/{id}").route(web::delete().to(sessions::delete)))
-        .service(
-            resource("/api/user")
-                .route(web::get().to(user::current))
-                .route(web::put().to(user::update)),
-        )
-        .service(resource("/account/email-confirmed").route(web::get().to(confirm::success_page)))
-        .service(resource("/account/confirm-email").route(web::get().to(confirm::request_page)))
-        .service(resource("/account/reset-password").route(web::get().to(password::reset_page)))
-        .service(resource("/account/revert-email").route(web::get().to(email::revert_page)))
-        .service(
-            resource("/account/reject-sign-in").route(web::get().to(sessions::reject_sign_in_page)),
-        )
-        .service(resource("/account/assets/{name}").route(web::get().to(assets::asset)))
-        .service(resource("/.well-known/jwks.json").route(web::get().to(health::jwks)))
-        .service(resource("/healthz").route(web::get().to(health::healthz)))
-        .service(resource("/readyz").route(web::get().to(health::readyz)))
-        .service(resource("/metrics").route(web::get().to(health::metrics)))
-        .service(resource("/openapi.json").route(web::get().to(health::openapi)))
-        .service(
-            utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
-                .url("/docs/openapi.json", crate::openapi::document()),
-        )
-        .service(resource("/docs").route(web::get().to(|| async {
-            actix_web::HttpResponse::Found()
-                .insert_header(("Location", "/docs/"))
-                .finish()
-        })));
+    let endpoints = [
+        Endpoint::at("/api/users").post(users::register),
+        Endpoint::at("/api/users/login").post(users::login),
+        Endpoint::at("/api/users/token/refresh").post(users::refresh),
+        Endpoint::at("/api/users/logout").post(users::logout),
+        Endpoint::at("/api/users/confirm").get(confirm::confirm),
+        Endpoint::at("/api/users/confirm/resend").post(confirm::resend),
+        Endpoint::at("/api/users/password/forgot").post(password::forgot),
+        Endpoint::at("/api/users/password/reset").post(password::reset),
+        Endpoint::at("/api/users/email/revert").post(email::revert),
+        Endpoint::at("/api/users/sign-in/reject").post(sessions::reject_sign_in),
+        Endpoint::at("/api/user/sessions").get(sessions::list),
+        Endpoint::at("/api/admin/users").get(admin::list_users),
+        Endpoint::at("/api/admin/users/{id}").get(admin::show_user),
+        Endpoint::at("/api/admin/users/{id}/deactivate").post(admin::deactivate),
+        Endpoint::at("/api/admin/users/{id}/activate").post(admin::activate),
+        Endpoint::at("/api/admin/users/{id}/roles").put(admin::set_roles),
+        Endpoint::at("/api/admin/users/{id}/sessions").delete(admin::end_sessions),
+        Endpoint::at("/api/admin/users/{id}/confirmation").post(admin::send_confirmation),
+        Endpoint::at("/api/admin/audit").get(admin::audit_trail),
+        Endpoint::at("/api/user/sessions/{id}").delete(sessions::delete),
+        Endpoint::at("/api/user")
+            .get(user::current)
+            .put(user::update),
+        Endpoint::at("/account/email-confirmed").get(confirm::success_page),
+        Endpoint::at("/account/confirm-email").get(confirm::request_page),
+        Endpoint::at("/account/reset-password").get(password::reset_page),
+        Endpoint::at("/account/revert-email").get(email::revert_page),
+        Endpoint::at("/account/reject-sign-in").get(sessions::reject_sign_in_page),
+        Endpoint::at("/account/assets/{name}").get(assets::asset),
+        Endpoint::at("/.well-known/jwks.json").get(health::jwks),
+        Endpoint::at("/healthz").get(health::healthz),
+        Endpoint::at("/readyz").get(health::readyz),
+        Endpoint::at("/metrics").get(health::metrics),
+    ];
+    for endpoint in endpoints {
+        cfg.service(endpoint.into_resource());
+    }
 }
 
-/// A resource whose unsupported methods get 405 in the error envelope.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(|| async {
-        actix_web::HttpResponse::MethodNotAllowed()
-            .json(serde_json::json!({ "errors": { "method": ["Method not allowed."] } }))
-    }))
+/// A path and the methods it answers. Any other method gets 405 in the error envelope, with the
+/// `Allow` header RFC 9110 requires.
+pub(crate) struct Endpoint {
+    path: &'static str,
+    routes: Vec<(Method, Route)>,
+}
+
+impl Endpoint {
+    pub(crate) fn at(path: &'static str) -> Self {
+        Self {
+            path,
+            routes: Vec::new(),
+        }
+    }
+
+    pub(crate) fn get<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.route(Method::GET, handler)
+    }
+
+    pub(crate) fn post<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.route(Method::POST, handler)
+    }
+
+    pub(crate) fn put<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.route(Method::PUT, handler)
+    }
+
+    pub(crate) fn delete<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.route(Method::DELETE, handler)
+    }
+
+    fn route<F, Args>(mut self, method: Method, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        let route = web::route().method(method.clone()).to(handler);
+        self.routes.push((method, route));
+        self
+    }
+
+    pub(crate) fn into_resource(self) -> Resource {
+        let allow = self
+            .routes
+            .iter()
+            .map(|(method, _)| method.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let resource = self
+            .routes
+            .into_iter()
+            .fold(web::resource(self.path), |resource, (_, route)| {
+                resource.route(route)
+            });
+        resource.default_service(web::to(move || {
+            let allow = allow.clone();
+            async move { method_not_allowed(&allow) }
+        }))
+    }
+}
+
+fn method_not_allowed(allow: &str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, allow.to_string()))
+        .json(serde_json::json!({ "errors": { "method": ["Method not allowed."] } }))
 }
 
 /// Anything no route matches.
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound)
-}
-
-/// Conduit's `{"user": {...}}` request envelope.
-#[derive(Debug, Deserialize)]
-pub struct UserEnvelope<T> {
-    user: Option<T>,
-}
-
-impl<T> UserEnvelope<T> {
-    pub fn into_inner(self) -> Result<T, ApiError> {
-        self.user.ok_or_else(|| ApiError::field("user", REQUIRED))
-    }
-}
-
-/// The device a request comes from, as a session records it.
-pub fn device(req: &actix_web::HttpRequest) -> crate::sessions::Device {
-    crate::sessions::Device {
-        user_agent: req
-            .headers()
-            .get(actix_web::http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string(),
-        ip: crate::client::ClientAddr::of(req).to_string(),
-    }
 }

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    UserEnvelope,
-    confirm::{EmailOnly, mail_request, page},
+    confirm::{mail_request, page},
+    schemas::{Accepted, EmailOnly, ErrorBody, UserEnvelope},
 };
 use crate::{
     audit::{self, Origin},
@@ -28,10 +28,10 @@ use crate::{
 pub const BAD_RESET_LINK: &str = "The reset link is invalid, expired or already used.";
 
 /// `POST /api/users/password/forgot`: always 202; mails a reset link to a real, active account.
-#[utoipa::path(post, path = "/api/users/password/forgot", tag = "password", request_body = crate::openapi::EmailRequest,
-    responses((status = 202, description = "Accepted for any address"),
-        (status = 400, description = "Not an email address", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many requests this hour: 3 per address, or 20 mail-sending requests per client; see Retry-After", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/api/users/password/forgot", tag = "password", request_body = UserEnvelope<EmailOnly>,
+    responses((status = 202, description = "Accepted for any address", body = Accepted),
+        (status = 400, description = "Not an email address", body = ErrorBody),
+        (status = 429, description = "Too many requests this hour: 3 per address, or 20 mail-sending requests per client; see Retry-After", body = ErrorBody)))]
 pub async fn forgot(
     state: web::Data<AppState>,
     request_id: RequestId,
@@ -53,16 +53,26 @@ pub async fn forgot(
     Ok(HttpResponse::Accepted().json(json!({})))
 }
 
+/// The new password must not be all letters, all digits, common, or too similar to the email or
+/// username; its 71 is also a limit in UTF-8 bytes (bcrypt reads no more).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ResetRequest {
+    /// The token from the mailed link.
+    #[schema(required = true, nullable = false, min_length = 1)]
     token: Option<String>,
+    #[schema(required = true, nullable = false, min_length = 8, max_length = 71)]
     password: Option<String>,
+    /// When given, it must equal `password`.
+    #[schema(max_length = 71)]
     confirm_password: Option<String>,
 }
 
 /// `POST /api/users/password/reset`: sets the password, ends every session, emits password-changed.
 #[utoipa::path(post, path = "/api/users/password/reset", tag = "password", request_body = ResetRequest,
-    responses((status = 204, description = "Password set; every session ended"), (status = 400, description = "Validation failed or malformed body", body = crate::openapi::ErrorBody)))]
+    responses((status = 204, description = "Password set; every session ended"),
+        (status = 400, description = "Validation failed or malformed body, or an invalid, expired or used link", body = ErrorBody),
+        (status = 429, description = "Password hashing is saturated; see Retry-After", body = ErrorBody)))]
 pub async fn reset(
     state: web::Data<AppState>,
     request_id: RequestId,
@@ -143,15 +153,18 @@ pub async fn reset(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ResetPageQuery {
+    /// The token from the mailed link.
     token: Option<String>,
 }
 
 /// The page the mailed link opens. It does not consume the token (mail scanners prefetch links);
 /// only the form's POST does.
-#[utoipa::path(get, path = "/account/reset-password", tag = "pages", params(("token" = Option<String>, Query, description = "The token from the mailed link")),
-    responses((status = 200, description = "HTML form that posts to /api/users/password/reset", content_type = "text/html")))]
+#[utoipa::path(get, path = "/account/reset-password", tag = "pages", params(ResetPageQuery),
+    responses((status = 200, description = "HTML form that posts to /api/users/password/reset", content_type = "text/html"),
+        (status = 400, description = "A malformed query string", body = ErrorBody)))]
 pub async fn reset_page(
     state: web::Data<AppState>,
     query: web::Query<ResetPageQuery>,

@@ -7,7 +7,7 @@ use diesel_async::AsyncConnection;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::confirm::page;
+use super::{confirm::page, schemas::ErrorBody};
 use serde_json::json;
 
 use crate::{
@@ -58,7 +58,8 @@ pub struct SessionsBody {
 
 #[utoipa::path(get, path = "/api/user/sessions", tag = "sessions", security(("token" = [])),
     responses((status = 200, description = "The caller's live sessions, newest first", body = SessionsBody),
-        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "Deactivated", body = ErrorBody)))]
 pub async fn list(
     auth: Authenticated,
     state: web::Data<AppState>,
@@ -75,8 +76,9 @@ pub async fn list(
 #[utoipa::path(delete, path = "/api/user/sessions/{id}", tag = "sessions", security(("token" = [])),
     params(("id" = Uuid, Path, description = "A session id from the list")),
     responses((status = 204, description = "Ended: its refresh token and access tokens stop at once"),
-        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such live session of the caller", body = crate::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "Deactivated", body = ErrorBody),
+        (status = 404, description = "No such live session of the caller", body = ErrorBody)))]
 pub async fn delete(
     auth: Authenticated,
     state: web::Data<AppState>,
@@ -95,7 +97,10 @@ pub async fn delete(
 
 /// `{token}`: the body of the routes behind "this wasn't me" links.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    /// The token from the mailed link.
+    #[schema(required = true, nullable = false, min_length = 1)]
     token: Option<String>,
 }
 
@@ -116,7 +121,7 @@ impl TokenRequest {
 
 #[utoipa::path(post, path = "/api/users/sign-in/reject", tag = "sessions", request_body = TokenRequest,
     responses((status = 204, description = "That session ended at once; a reset link is on its way"),
-        (status = 400, description = "Invalid, expired or already used link", body = crate::openapi::ErrorBody)))]
+        (status = 400, description = "Invalid, expired or already used link", body = ErrorBody)))]
 pub async fn reject_sign_in(
     state: web::Data<AppState>,
     request_id: RequestId,
@@ -154,15 +159,18 @@ pub async fn reject_sign_in(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
+    /// The token from the mailed link.
     pub token: Option<String>,
 }
 
 /// The page the new sign-in mail links to. It does not consume the token (mail scanners prefetch
 /// links); its button's POST does.
-#[utoipa::path(get, path = "/account/reject-sign-in", tag = "pages", params(("token" = Option<String>, Query, description = "The token from the mailed link")),
-    responses((status = 200, description = "HTML page whose button posts to /api/users/sign-in/reject", content_type = "text/html")))]
+#[utoipa::path(get, path = "/account/reject-sign-in", tag = "pages", params(TokenQuery),
+    responses((status = 200, description = "HTML page whose button posts to /api/users/sign-in/reject", content_type = "text/html"),
+        (status = 400, description = "A malformed query string", body = ErrorBody)))]
 pub async fn reject_sign_in_page(
     state: web::Data<AppState>,
     query: web::Query<TokenQuery>,

@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
-use super::{UserEnvelope, device};
+use super::schemas::{ErrorBody, UserEnvelope, UserResponse};
 use crate::{
     audit::{self, Origin},
     auth::Authenticated,
@@ -30,9 +30,9 @@ pub const WRONG_CURRENT_PASSWORD: &str = "Your current password was entered inco
 pub const REAUTHENTICATE: &str = "Enter your current password to change this.";
 
 #[utoipa::path(get, path = "/api/user", tag = "user", security(("token" = [])),
-    responses((status = 200, description = "The current user", body = crate::openapi::UserResponse),
-        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "Deactivated", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "The current user", body = UserResponse),
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "Deactivated", body = ErrorBody)))]
 pub async fn current(auth: Authenticated) -> HttpResponse {
     // Conduit echoes the token; the presented one is valid, so no signing on this hot path.
     let mut body = UserBody::from(auth.user);
@@ -45,28 +45,62 @@ fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D
     Option::<String>::deserialize(d).map(Some)
 }
 
+/// A profile update: absent fields stay as they are, `null` clears `username`, `bio` and `image`.
+/// Lengths count characters; the password's 71 is also a limit in UTF-8 bytes (bcrypt reads no more).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProfileUpdate {
+    /// A new address needs `current_password` unless the session is fresh.
+    #[schema(format = Email, max_length = 254)]
     email: Option<String>,
+    /// Letters, digits and @ . + - _; NFKC-normalized, unique by its confusable skeleton.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 150, pattern = r"^\s*[\w.@+-]*\s*$")]
     username: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 2000, pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$")]
     bio: Option<Option<String>>,
+    /// An http(s) URL, or empty to clear it.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 2048, pattern = r"^\s*([Hh][Tt][Tt][Pp][Ss]?:[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*)?$")]
     image: Option<Option<String>>,
+    #[schema(
+        max_length = 150,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     first_name: Option<String>,
+    #[schema(
+        max_length = 150,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     last_name: Option<String>,
+    #[schema(
+        max_length = 32,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     phone_number: Option<String>,
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     address: Option<String>,
+    /// A new password; needs `current_password`.
+    #[schema(min_length = 8, max_length = 71)]
     password: Option<String>,
+    /// When given, it must equal `password`.
+    #[schema(max_length = 71)]
     confirm_password: Option<String>,
     current_password: Option<String>,
+    #[schema(max_length = 35, pattern = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$")]
     locale: Option<String>,
 }
 
-#[utoipa::path(put, path = "/api/user", tag = "user", security(("token" = [])), request_body = crate::openapi::ProfileRequest,
-    responses((status = 200, description = "The updated user (with fresh tokens after a password change)", body = crate::openapi::UserResponse), (status = 400, description = "Validation failed or malformed body", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(put, path = "/api/user", tag = "user", security(("token" = [])), request_body = UserEnvelope<ProfileUpdate>,
+    responses((status = 200, description = "The updated user (with fresh tokens after a password change)", body = UserResponse),
+        (status = 400, description = "Validation failed or malformed body", body = ErrorBody),
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "Deactivated", body = ErrorBody),
+        (status = 429, description = "A wrong current_password counts as a failed login: throttled like login, or hashing saturated; see Retry-After", body = ErrorBody)))]
 pub async fn update(
     auth: Authenticated,
     state: web::Data<AppState>,
@@ -210,7 +244,7 @@ pub async fn update(
     }
     changes.updated_at = Some(Utc::now());
 
-    let device = device(&req);
+    let device = sessions::Device::of(&req);
     let checked_hash = user.password_hash.clone();
     let result = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {

@@ -10,7 +10,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{UserEnvelope, device};
+use super::schemas::{ErrorBody, UserEnvelope, UserResponse};
 use crate::{
     audit::{self, Origin},
     auth::{Authenticated, DEACTIVATED},
@@ -32,24 +32,52 @@ pub const TOO_MANY_REGISTRATIONS: &str =
     "Too many registrations from your network. Try again later.";
 pub const UNVERIFIED: &str = "Confirm your email address before logging in.";
 
+/// A registration. Lengths count characters; the password's 71 is also a limit in UTF-8 bytes
+/// (bcrypt reads no more), and it must not be all letters, all digits, common, or too similar to
+/// the email or username.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Registration {
+    #[schema(required = true, nullable = false, format = Email, max_length = 254)]
     email: Option<String>,
+    #[schema(required = true, nullable = false, min_length = 8, max_length = 71)]
     password: Option<String>,
+    /// When given, it must equal `password`.
+    #[schema(max_length = 71)]
     confirm_password: Option<String>,
+    /// Letters, digits and @ . + - _; NFKC-normalized, unique by its confusable skeleton.
+    #[schema(max_length = 150, pattern = r"^\s*[\w.@+-]*\s*$")]
     username: Option<String>,
+    #[schema(
+        max_length = 150,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     first_name: Option<String>,
+    #[schema(
+        max_length = 150,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     last_name: Option<String>,
+    #[schema(
+        max_length = 32,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     phone_number: Option<String>,
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     address: Option<String>,
     terms_accepted: Option<bool>,
+    /// A BCP 47 tag; when absent, the best shipped match of `Accept-Language`.
+    #[schema(max_length = 35, pattern = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$")]
     locale: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/users", tag = "users", request_body = crate::openapi::RegisterRequest,
-    responses((status = 201, description = "Registered; a user-registered event is in the outbox", body = crate::openapi::UserResponse),
-        (status = 400, description = "Validation failed or malformed body", body = crate::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many registrations from this client this hour (ACCOUNTS_REGISTRATIONS_PER_HOUR), or password hashing is saturated; see Retry-After", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/api/users", tag = "users", request_body = UserEnvelope<Registration>,
+    responses((status = 201, description = "Registered; a user-registered event is in the outbox", body = UserResponse),
+        (status = 400, description = "Validation failed or malformed body", body = ErrorBody),
+        (status = 429, description = "Too many registrations from this client this hour (ACCOUNTS_REGISTRATIONS_PER_HOUR), or password hashing is saturated; see Retry-After", body = ErrorBody)))]
 pub async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -140,7 +168,7 @@ pub async fn register(
         locale: &locale,
     };
     let issue_tokens = !state.settings.require_verified_email;
-    let device = device(&req);
+    let device = sessions::Device::of(&req);
     let result = conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
             let user = users::insert(conn, &new_user).await?;
@@ -209,16 +237,21 @@ fn unparseable_account(email: &str) -> String {
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Credentials {
+    /// Any string: an address that does not parse is simply a wrong login (401).
+    #[schema(required = true, nullable = false, min_length = 1)]
     email: Option<String>,
+    #[schema(required = true, nullable = false, min_length = 1)]
     password: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/users/login", tag = "users", request_body = crate::openapi::LoginRequest,
-    responses((status = 200, description = "Logged in", body = crate::openapi::UserResponse), (status = 400, description = "Validation failed or malformed body", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Incorrect email or password", body = crate::openapi::ErrorBody),
-        (status = 403, description = "Deactivated, or unverified when verification is mandatory", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Throttled before any password check: this account and client locked after 5 failures, this account delayed after 20 failures in 15 minutes (1 s doubling to 15 min), this client locked after 50 failures, or hashing saturated; see Retry-After", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/api/users/login", tag = "users", request_body = UserEnvelope<Credentials>,
+    responses((status = 200, description = "Logged in", body = UserResponse),
+        (status = 400, description = "Validation failed or malformed body", body = ErrorBody),
+        (status = 401, description = "Incorrect email or password", body = ErrorBody),
+        (status = 403, description = "Deactivated, or unverified when verification is mandatory", body = ErrorBody),
+        (status = 429, description = "Throttled before any password check: this account and client locked after 5 failures, this account delayed after 20 failures in 15 minutes (1 s doubling to 15 min), this client locked after 50 failures, or hashing saturated; see Retry-After", body = ErrorBody)))]
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -228,9 +261,11 @@ pub async fn login(
 ) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner().into_inner()?;
     let mut errors = FieldErrors::new();
-    let email = input.email.as_deref().map(str::trim).unwrap_or_default();
+    let given = input.email.as_deref().unwrap_or_default();
     let password = input.password.unwrap_or_default();
-    if email.is_empty() {
+    // Only an absent or empty address is "required"; a blank one is a wrong login like any other.
+    let email = given.trim();
+    if given.is_empty() {
         push_error(&mut errors, "email", REQUIRED);
     }
     if password.is_empty() {
@@ -297,7 +332,7 @@ pub async fn login(
     if state.settings.require_verified_email && !user.verified {
         return Err(ApiError::Forbidden(UNVERIFIED));
     }
-    let device = device(&req);
+    let device = sessions::Device::of(&req);
     let verified_hash = user.password_hash;
     let signed_in = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
@@ -346,16 +381,19 @@ pub async fn login(
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
+    #[schema(required = true, nullable = false, min_length = 1)]
     refresh_token: Option<String>,
 }
 
 pub const BAD_REFRESH: &str = "The refresh token is invalid, expired or revoked.";
 
 #[utoipa::path(post, path = "/api/users/token/refresh", tag = "sessions", request_body = RefreshRequest,
-    responses((status = 200, description = "A new access token and a rotated refresh token", body = crate::openapi::UserResponse), (status = 400, description = "Validation failed or malformed body", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Invalid, expired, revoked or reused refresh token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "Deactivated", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "A new access token and a rotated refresh token", body = UserResponse),
+        (status = 400, description = "Validation failed or malformed body", body = ErrorBody),
+        (status = 401, description = "Invalid, expired, revoked or reused refresh token", body = ErrorBody),
+        (status = 403, description = "Deactivated", body = ErrorBody)))]
 pub async fn refresh(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -365,10 +403,10 @@ pub async fn refresh(
     let presented = body
         .into_inner()
         .refresh_token
-        .filter(|t| !t.trim().is_empty())
+        .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::field("refresh_token", REQUIRED))?;
     let presented = presented.trim();
-    let device = device(&req);
+    let device = sessions::Device::of(&req);
     let grace = chrono::Duration::from_std(state.settings.refresh_grace).unwrap_or_default();
     let mut conn = state.pool.get().await?;
     let (rotation, grants) = db::retrying(async || {
@@ -411,32 +449,40 @@ pub async fn refresh(
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LogoutRequest {
+    /// Also end the session of this refresh token, when it is the caller's.
     refresh_token: Option<String>,
+    /// End every session of the caller.
     #[serde(default)]
     all: bool,
 }
 
-#[utoipa::path(post, path = "/api/users/logout", tag = "sessions", request_body(content = LogoutRequest, description = "Optional"),
+#[utoipa::path(post, path = "/api/users/logout", tag = "sessions", request_body(content = Option<LogoutRequest>, description = "Optional: no body ends this session"),
     security(("token" = [])),
-    responses((status = 204, description = "Logged out"), (status = 400, description = "Validation failed or malformed body", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid access token", body = crate::openapi::ErrorBody)))]
+    responses((status = 204, description = "Logged out"),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "Deactivated", body = ErrorBody)))]
 pub async fn logout(
     state: web::Data<AppState>,
     auth: Authenticated,
     origin: Origin,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    // The body is optional: an empty one means "this session", with nothing more to revoke.
+    // The body is optional: an empty one, or `null`, means "this session", with nothing more to
+    // revoke.
     let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LogoutRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|_| {
-            ApiError::field(
-                "body",
-                "Expected {\"refresh_token\": \"...\"} or {\"all\": true}.",
-            )
-        })?
+        serde_json::from_slice::<Option<LogoutRequest>>(&body)
+            .map_err(|_| {
+                ApiError::field(
+                    "body",
+                    "Expected {\"refresh_token\": \"...\"} or {\"all\": true}.",
+                )
+            })?
+            .unwrap_or_default()
     };
     let mut conn = state.pool.get().await?;
     let also = match request.refresh_token.as_deref().map(str::trim) {

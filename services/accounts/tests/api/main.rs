@@ -4,6 +4,7 @@ mod admin;
 mod auth;
 mod bad_input;
 mod confirm;
+mod contract;
 mod devices;
 mod events;
 mod hardening;
