@@ -2,7 +2,9 @@
 //! ([`Authorized`]), which checks the database, not the token. Actions are the workflows of
 //! [`crate::admin`], shared with the CLI.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use std::{future::Future, marker::PhantomData, pin::Pin};
+
+use actix_web::{FromRequest, HttpRequest, HttpResponse, dev::Payload, web};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -15,9 +17,10 @@ use crate::{
     admin::{self, AdminError},
     audit::{self, Origin},
     authz::{
-        self, AuditRead, Authorized, RolesManage, SessionsRevoke, UsersDeactivate, UsersRead,
-        UsersWrite,
+        self, AuditRead, Authorized, Required, RolesManage, SessionsRevoke, UsersDeactivate,
+        UsersRead, UsersWrite,
     },
+    client::ClientAddr,
     error::ApiError,
     schema::{user_roles, users},
     sessions,
@@ -41,16 +44,41 @@ impl From<AdminError> for ApiError {
     }
 }
 
-fn origin<P: authz::Required>(caller: &Authorized<P>, req: &HttpRequest, id: &RequestId) -> Origin {
-    Origin::new(
-        Some(caller.caller.user.id),
-        &crate::client::ClientAddr::of(req).to_string(),
-        id,
-    )
+/// An admin action on the user the path names: the caller holds `P` (checked first, so 401 and 403
+/// come before 404), the target is a user id (anything else is 404), and `origin` is who acts from
+/// where, for the audit trail.
+pub struct OnUser<P: Required> {
+    target: Uuid,
+    origin: Origin,
+    _caller: PhantomData<P>,
 }
 
-fn path_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
+impl<P: Required + 'static> FromRequest for OnUser<P> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let authorized = Authorized::<P>::from_request(req, payload);
+        let target = req.match_info().get("id").map(Uuid::parse_str);
+        let client = ClientAddr::of(req).to_string();
+        let request_id = RequestId::extract(req).into_inner();
+        Box::pin(async move {
+            let caller = authorized.await?;
+            let target = match target {
+                Some(Ok(id)) => id,
+                _ => return Err(ApiError::NotFound),
+            };
+            let origin = match request_id {
+                Ok(id) => Origin::new(Some(caller.caller.user.id), &client, &id),
+                Err(never) => match never {},
+            };
+            Ok(Self {
+                target,
+                origin,
+                _caller: PhantomData,
+            })
+        })
+    }
 }
 
 /// A user as an administrator sees it: the profile plus account state and roles.
@@ -217,11 +245,10 @@ pub struct AdminUserResponse {
         (status = 403, description = "No users.read", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn show_user(
-    _caller: Authorized<UsersRead>,
+    action: OnUser<UsersRead>,
     state: web::Data<AppState>,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path_id(&path)?;
+    let id = action.target;
     let mut conn = state.pool.get().await?;
     let user = crate::users::find(&mut conn, id)
         .await?
@@ -243,15 +270,12 @@ pub async fn show_user(
         (status = 403, description = "No users.deactivate", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn deactivate(
-    caller: Authorized<UsersDeactivate>,
+    action: OnUser<UsersDeactivate>,
     state: web::Data<AppState>,
-    req: HttpRequest,
-    request_id: RequestId,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path_id(&path)?;
+    let (id, origin) = (action.target, &action.origin);
     let mut conn = state.pool.get().await?;
-    admin::set_active(&mut conn, id, false, &origin(&caller, &req, &request_id)).await?;
+    admin::set_active(&mut conn, id, false, origin).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -262,15 +286,12 @@ pub async fn deactivate(
         (status = 403, description = "No users.deactivate", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn activate(
-    caller: Authorized<UsersDeactivate>,
+    action: OnUser<UsersDeactivate>,
     state: web::Data<AppState>,
-    req: HttpRequest,
-    request_id: RequestId,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path_id(&path)?;
+    let (id, origin) = (action.target, &action.origin);
     let mut conn = state.pool.get().await?;
-    admin::set_active(&mut conn, id, true, &origin(&caller, &req, &request_id)).await?;
+    admin::set_active(&mut conn, id, true, origin).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -298,14 +319,11 @@ pub struct RolesSet {
         (status = 403, description = "No roles.manage", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn set_roles(
-    caller: Authorized<RolesManage>,
+    action: OnUser<RolesManage>,
     state: web::Data<AppState>,
-    req: HttpRequest,
-    request_id: RequestId,
-    path: web::Path<String>,
     body: web::Json<RolesRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path_id(&path)?;
+    let (id, origin) = (action.target, &action.origin);
     let wanted = body.into_inner().roles;
     if wanted.len() > 32 {
         return Err(ApiError::field(
@@ -314,8 +332,7 @@ pub async fn set_roles(
         ));
     }
     let mut conn = state.pool.get().await?;
-    let change =
-        admin::set_roles(&mut conn, id, &wanted, &origin(&caller, &req, &request_id)).await?;
+    let change = admin::set_roles(&mut conn, id, &wanted, origin).await?;
     let mut roles = wanted;
     roles.sort();
     roles.dedup();
@@ -333,15 +350,12 @@ pub async fn set_roles(
         (status = 403, description = "No sessions.revoke", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn end_sessions(
-    caller: Authorized<SessionsRevoke>,
+    action: OnUser<SessionsRevoke>,
     state: web::Data<AppState>,
-    req: HttpRequest,
-    request_id: RequestId,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path_id(&path)?;
+    let (id, origin) = (action.target, &action.origin);
     let mut conn = state.pool.get().await?;
-    admin::end_sessions(&mut conn, id, &origin(&caller, &req, &request_id)).await?;
+    admin::end_sessions(&mut conn, id, origin).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -352,15 +366,12 @@ pub async fn end_sessions(
         (status = 403, description = "No users.write", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn send_confirmation(
-    caller: Authorized<UsersWrite>,
+    action: OnUser<UsersWrite>,
     state: web::Data<AppState>,
-    req: HttpRequest,
-    request_id: RequestId,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path_id(&path)?;
+    let (id, origin) = (action.target, &action.origin);
     let mut conn = state.pool.get().await?;
-    admin::send_confirmation(&mut conn, &state, id, &origin(&caller, &req, &request_id)).await?;
+    admin::send_confirmation(&mut conn, &state, id, origin).await?;
     Ok(HttpResponse::Accepted().json(json!({})))
 }
 
