@@ -5,6 +5,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "var" / "bench"
+# Where cargo puts the release binaries (CARGO_TARGET_DIR, relative to the repository, or target/).
+BIN = ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "release"
 PG = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
 AMQP = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
 ACCOUNTS = "127.0.0.1:18080"
@@ -94,7 +96,7 @@ class Service:
 
     def start(self):
         started = time.perf_counter()
-        self.proc = subprocess.Popen([str(ROOT / "target/release" / self.name)], env={**os.environ, **self.env},
+        self.proc = subprocess.Popen([str(BIN / self.name)], env={**os.environ, **self.env},
                                      stdout=subprocess.DEVNULL, stderr=open(OUT / f"{self.name}.log", "a"))
         while True:
             try:

@@ -369,3 +369,50 @@ async fn a_full_hashing_queue_answers_429_at_once() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(app.current_user(&token).await.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_token_request_is_served_while_every_hashing_worker_is_busy() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let app = spawn_with(Options {
+        vars: vec![
+            // About half a second a hash: the logins below keep every worker busy for seconds.
+            ("ACCOUNTS_BCRYPT_COST", "13".into()),
+            ("ACCOUNTS_HASH_QUEUE", "64".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let (email, body) = app.register_user().await;
+    let token = body["user"]["token"].as_str().unwrap().to_string();
+    assert_eq!(app.current_user(&token).await.status(), StatusCode::OK);
+
+    let logins = futures_util::future::join_all((0..3 * cores + 2).map(|_| async {
+        let response = app.login(&email, PASSWORD).await;
+        (response.status(), std::time::Instant::now())
+    }));
+    let reads = async {
+        // Let the logins reach the workers, then read the profile while they hash.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut slowest = Duration::ZERO;
+        for _ in 0..20 {
+            let started = std::time::Instant::now();
+            assert_eq!(app.current_user(&token).await.status(), StatusCode::OK);
+            slowest = slowest.max(started.elapsed());
+        }
+        (slowest, std::time::Instant::now())
+    };
+    let (logins, (slowest, reads_done)) = futures_util::join!(logins, reads);
+    assert!(
+        logins.iter().all(|(status, _)| *status == StatusCode::OK),
+        "every login is queued and served, none turned away: {logins:?}"
+    );
+    let last_login = logins.iter().map(|(_, at)| *at).max().unwrap();
+    assert!(
+        reads_done < last_login,
+        "the reads must have run while every worker was hashing"
+    );
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a token request waited {slowest:?} behind hashing"
+    );
+}
