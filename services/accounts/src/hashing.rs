@@ -359,6 +359,8 @@ impl PasswordHasher {
 }
 
 type Answer<T> = oneshot::Sender<Result<T, HashingError>>;
+/// Whom to answer and the place in the budget, until the first copy of a job finishes.
+type Slot<T> = Arc<Mutex<Option<(Answer<T>, OwnedSemaphorePermit)>>>;
 
 /// Wraps `work` so that it may run more than once and answers once: a copy that starts after the
 /// answer went out (or after the requester left) computes nothing.
@@ -367,8 +369,7 @@ fn job<T: Send + 'static>(
     done: Answer<T>,
     permit: OwnedSemaphorePermit,
 ) -> Job {
-    let slot: Arc<Mutex<Option<(Answer<T>, OwnedSemaphorePermit)>>> =
-        Arc::new(Mutex::new(Some((done, permit))));
+    let slot: Slot<T> = Arc::new(Mutex::new(Some((done, permit))));
     let compute = move || -> Delivery {
         let wanted = slot
             .lock()
