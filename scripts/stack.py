@@ -23,12 +23,14 @@ def psql(db, sql):
     return sh("psql", f"{PG}/{db}", "-Atc", sql).strip()
 
 
-def http(method, path, body=None, token=None, base=ACCOUNTS):
+def http(method, path, body=None, token=None, base=ACCOUNTS, headers=None):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(f"http://{base}{path}", data=data, method=method)
     req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("Authorization", f"Token {token}")
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(req, timeout=30) as r:

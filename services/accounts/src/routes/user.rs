@@ -37,7 +37,7 @@ pub async fn current(auth: Authenticated) -> HttpResponse {
     // Conduit echoes the token; the presented one is valid, so no signing on this hot path.
     let mut body = UserBody::from(auth.user);
     body.token = Some(auth.token);
-    HttpResponse::Ok().json(json!({ "user": body }))
+    HttpResponse::Ok().json(users::UserResponse { user: body })
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -283,7 +283,7 @@ pub async fn update(
         }
         Err(e) => return Err(e.into()),
     };
-    Ok(HttpResponse::Ok().json(json!({ "user": body })))
+    Ok(HttpResponse::Ok().json(users::UserResponse { user: body }))
 }
 
 /// After an email change: a confirmation link to the new address, and to the old one a notice with

@@ -199,7 +199,7 @@ pub async fn register(
         ),
         None => UserBody::from(user),
     };
-    Ok(HttpResponse::Created().json(json!({ "user": body })))
+    Ok(HttpResponse::Created().json(users::UserResponse { user: body }))
 }
 
 /// The throttle key of a login whose email does not parse: such an address has no account, but
@@ -342,7 +342,7 @@ pub async fn login(
         started.refresh_token,
         &grants,
     );
-    Ok(HttpResponse::Ok().json(json!({ "user": body })))
+    Ok(HttpResponse::Ok().json(users::UserResponse { user: body }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -407,7 +407,7 @@ pub async fn refresh(
         return Err(ApiError::Forbidden(DEACTIVATED));
     }
     let body = signin::body_with_tokens(&state, *user, &session, refresh_token, &grants);
-    Ok(HttpResponse::Ok().json(json!({ "user": body })))
+    Ok(HttpResponse::Ok().json(users::UserResponse { user: body }))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
