@@ -181,14 +181,17 @@ pub async fn update(
         let attempt = LoginGuard::new(state.settings.lockout)
             .begin(&mut conn, &user.email, &client, Utc::now())
             .await?;
-        let matched = match state
+        // No connection is held while waiting for bcrypt.
+        drop(conn);
+        let verified = state
             .hasher
             .verify(
                 &SecretString::from(current),
                 Some(user.password_hash.clone()),
             )
-            .await
-        {
+            .await;
+        conn = state.pool.get().await?;
+        let matched = match verified {
             Ok(matched) => matched,
             Err(e) => {
                 attempt.cancel(&mut conn).await?;
@@ -202,7 +205,10 @@ pub async fn update(
         attempt.succeeded(&mut conn).await?;
     }
     if let Some(password) = &new_password {
-        changes.password_hash = Some(state.hasher.hash(password.secret()).await?);
+        drop(conn);
+        let hashed = state.hasher.hash(password.secret()).await;
+        conn = state.pool.get().await?;
+        changes.password_hash = Some(hashed?);
     }
     if let Some(email) = &new_email {
         changes.email = Some(email.as_str().to_string());

@@ -125,7 +125,10 @@ pub async fn register(
     let (Some(email), Some(password), true) = (email, password, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
+    // No connection is held while waiting for bcrypt.
+    drop(conn);
     let password_hash = state.hasher.hash(password.secret()).await?;
+    let mut conn = state.pool.get().await?;
 
     let new_user = NewUser {
         id: Uuid::now_v7(),
@@ -265,11 +268,15 @@ pub async fn login(
         None => None,
     };
     let password = SecretString::from(password);
-    let matched = match state
+    // No connection is held while waiting for bcrypt, so a login storm cannot take the pool from
+    // token-authenticated requests.
+    drop(conn);
+    let verified = state
         .hasher
         .verify(&password, user.as_ref().map(|u| u.password_hash.clone()))
-        .await
-    {
+        .await;
+    let mut conn = state.pool.get().await?;
+    let matched = match verified {
         Ok(matched) => matched,
         Err(e) => {
             attempt.cancel(&mut conn).await?;

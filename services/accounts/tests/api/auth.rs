@@ -372,11 +372,11 @@ async fn a_full_hashing_queue_answers_429_at_once() {
 
 #[tokio::test]
 async fn a_token_request_is_served_while_every_hashing_worker_is_busy() {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let app = spawn_with(Options {
         vars: vec![
-            // About half a second a hash: the logins below keep every worker busy for seconds.
-            ("ACCOUNTS_BCRYPT_COST", "13".into()),
+            // About a tenth of a second a hash: the logins below keep every worker busy for a
+            // second or more, and more of them wait than the database pool has connections.
+            ("ACCOUNTS_BCRYPT_COST", "11".into()),
             ("ACCOUNTS_HASH_QUEUE", "64".into()),
         ],
         ..Options::default()
@@ -388,7 +388,9 @@ async fn a_token_request_is_served_while_every_hashing_worker_is_busy() {
 
     // From distinct client addresses: more than a few parallel attempts from one client on one
     // account are refused by the login throttle before they reach bcrypt.
-    let logins = futures_util::future::join_all((0..cores + 2).map(|n| {
+    // 18: more than the 16 pooled connections, fewer than the 20 parallel attempts the
+    // per-account throttle admits.
+    let logins = futures_util::future::join_all((0..18).map(|n| {
         let client = client(Some(std::net::IpAddr::from([127, 0, 0, 2 + n as u8])));
         let (url, email) = (app.url("/api/users/login"), email.clone());
         async move {
