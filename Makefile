@@ -33,8 +33,9 @@ migrate: services ## Create the databases and apply migrations, without serving
 	cargo run -q -p accounts -- migrate
 	cargo run -q -p mailer -- migrate
 
-bench: services ## Benchmarks against the targets (release builds, wrk); writes var/bench/results.{json,svg}
+bench: services ## Benchmarks against issue 14's targets (release builds, wrk, pgbench); writes bench/results/<date>.{json,svg} and README's Performance section
 	command -v wrk >/dev/null || scripts/install-packages.sh wrk
+	pgbench --version >/dev/null 2>&1 || scripts/install-packages.sh postgresql-contrib
 	test -x var/venv/bin/python || python3 -m venv var/venv
 	var/venv/bin/pip install -q --disable-pip-version-check 'aiosmtpd==1.4.*'
 	cd scripts && ../var/venv/bin/python bench.py

@@ -5,7 +5,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "var" / "bench"
-BIN = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "release"
+# Where cargo puts the release binaries (CARGO_TARGET_DIR, relative to the repository, or target/).
+BIN = ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "release"
 PG = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
 AMQP = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
 ACCOUNTS = "127.0.0.1:18080"
@@ -22,12 +23,14 @@ def psql(db, sql):
     return sh("psql", f"{PG}/{db}", "-Atc", sql).strip()
 
 
-def http(method, path, body=None, token=None, base=ACCOUNTS):
+def http(method, path, body=None, token=None, base=ACCOUNTS, headers=None):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(f"http://{base}{path}", data=data, method=method)
     req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("Authorization", f"Token {token}")
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(req, timeout=30) as r:

@@ -18,9 +18,11 @@ pub struct Settings {
     pub addr: SocketAddr,
     pub public_url: Url,
     pub bcrypt_cost: u32,
-    /// Hashes running at once; defaults to cores - 1 (at least 1).
+    /// Background (`SCHED_IDLE`) hashing workers; defaults to every core. A paced floor worker
+    /// comes on top (see `hashing`).
     pub hash_concurrency: usize,
-    /// Hash requests allowed to wait for a worker before new ones get 429.
+    /// Hash requests allowed to wait beyond the background workers before new ones get 429;
+    /// defaults to 32 per background worker.
     pub hash_queue: usize,
     pub jwt_key_file: PathBuf,
     /// Whether `jwt_key_file` is the default path, where a missing file means "create a dev key".
@@ -98,12 +100,12 @@ impl Settings {
             ));
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let default_concurrency = cores.saturating_sub(1).max(1).to_string();
+        let default_concurrency = cores.max(1).to_string();
         let hash_concurrency =
             env.positive("ACCOUNTS_HASH_CONCURRENCY", &default_concurrency)? as usize;
         let hash_queue: usize = env.parse(
             "ACCOUNTS_HASH_QUEUE",
-            &(hash_concurrency * 8).to_string(),
+            &(hash_concurrency * 32).to_string(),
             "a non-negative integer",
         )?;
 

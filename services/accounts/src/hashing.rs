@@ -1,17 +1,31 @@
-//! bcrypt on a bounded budget, on threads of its own.
+//! bcrypt on a bounded budget, on threads of its own, that never takes a core from a request.
 //!
-//! `concurrency` worker threads hash at a lowered CPU priority (nice ≈ 9), and at most `queue`
-//! requests wait for one of them. Beyond that a request is turned away at once with
-//! [`HashingError::Busy`], so a login flood can neither grow memory without limit nor take the
-//! CPU from token-authenticated requests, which never hash: when the machine is saturated, the
-//! scheduler serves them first, and logins slow down instead.
+//! Two kinds of worker share one FIFO queue:
+//! - `concurrency` **background** workers (default: every core) run under `SCHED_IDLE`: the kernel
+//!   gives them a core only when nothing else wants it. A login burst on a quiet machine uses every
+//!   core, and a token-authenticated request (which never hashes) never waits behind a hash.
+//! - one **floor** worker at normal priority guarantees progress when the machine is saturated by
+//!   other work, where `SCHED_IDLE` threads barely run. It is paced: it starts at most one hash per
+//!   [`FLOOR_PACE`] × (one hash's time at startup), so it takes at most about a third of one core.
+//!   It serves the longest-waiting request: the head of the queue, or a hash that a background
+//!   worker started but has not finished in [`STALL`] × (one hash's time); that hash is then computed
+//!   again by the floor, and whichever copy finishes first answers.
+//!
+//! At most `queue` requests wait beyond the background workers. Beyond that a request is turned away
+//! at once with [`HashingError::Busy`], so a login flood can never grow memory without limit.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
 
-use crossbeam_channel::Sender;
 use secrecy::{ExposeSecret, SecretString};
-use thread_priority::{ThreadPriority, ThreadPriorityValue};
-use tokio::sync::{Semaphore, oneshot};
+use thread_priority::{
+    NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+    set_thread_priority_and_policy, thread_native_id,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashingError {
@@ -23,10 +37,10 @@ pub enum HashingError {
     WorkersGone,
 }
 
-type Job = Box<dyn FnOnce() + Send>;
-
-/// 0..=99 maps onto nice 19..-20; 25 is about nice 9.
-const WORKER_PRIORITY: u8 = 25;
+/// The floor starts at most one hash per this many hash-times (about a third of one core).
+const FLOOR_PACE: u32 = 3;
+/// A background hash running longer than this many hash-times is starved: the floor redoes it.
+const STALL: u32 = 3;
 
 #[derive(Clone)]
 pub struct PasswordHasher {
@@ -37,9 +51,9 @@ struct Inner {
     cost: u32,
     concurrency: usize,
     queue: usize,
-    jobs: Sender<Job>,
-    /// One permit per job in the system (running or waiting), held until the job finishes, so
-    /// the budget is exact even while a worker is between jobs.
+    board: Arc<Board>,
+    /// One permit per job in the system (running or waiting), held until its answer is delivered,
+    /// so the budget is exact even while a worker is between jobs.
     admission: Arc<Semaphore>,
     /// Verified against when the account does not exist, so both paths cost one bcrypt.
     dummy_hash: String,
@@ -47,43 +61,234 @@ struct Inner {
     hash_time: Duration,
 }
 
-impl PasswordHasher {
-    /// Starts the workers and measures one hash at `cost` (which also produces the dummy hash).
-    pub async fn new(cost: u32, concurrency: usize, queue: usize) -> Result<Self, HashingError> {
-        // Admission bounds the jobs in flight, so the channel itself never fills.
-        let admission = Arc::new(Semaphore::new(concurrency + queue));
-        let (jobs, receiver) = crossbeam_channel::bounded::<Job>(concurrency + queue);
-        for n in 0..concurrency {
-            let receiver = receiver.clone();
-            std::thread::Builder::new()
-                .name(format!("bcrypt-{n}"))
-                .spawn(move || {
-                    let priority = ThreadPriorityValue::try_from(WORKER_PRIORITY)
-                        .expect("a valid priority value");
-                    if let Err(e) = ThreadPriority::Crossplatform(priority).set_for_current() {
-                        tracing::warn!(error = ?e, "could not lower the priority of a bcrypt worker");
-                    }
-                    // Ends when every sender (every PasswordHasher clone) is dropped.
-                    while let Ok(job) = receiver.recv() {
-                        job();
-                    }
-                })
-                .expect("spawning a bcrypt worker thread");
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.board.close();
+    }
+}
+
+/// One request for a hash. It may run twice (a starved background copy and the floor's); the first
+/// copy to finish delivers the answer, and a copy that has not started yet is skipped.
+struct Job {
+    enqueued: Instant,
+    compute: Box<dyn Fn() -> Delivery + Send + Sync>,
+}
+
+/// Sends the answer, unless another copy already has.
+type Delivery = Box<dyn FnOnce() + Send>;
+
+impl Job {
+    fn run(&self) {
+        (self.compute)()();
+    }
+}
+
+/// The queue and the background jobs in progress, shared by every worker.
+struct Board {
+    state: Mutex<BoardState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct BoardState {
+    waiting: VecDeque<Arc<Job>>,
+    /// Jobs on background workers: when each started, and whether the floor has taken it over.
+    running: Vec<Running>,
+    closed: bool,
+}
+
+struct Running {
+    job: Arc<Job>,
+    started: Instant,
+    rescued: bool,
+}
+
+impl Board {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(BoardState::default()),
+            changed: Condvar::new(),
         }
-        let started = std::time::Instant::now();
-        let pending = submit(&jobs, &admission, move || {
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BoardState> {
+        // A worker never panics while holding the lock (jobs run outside it); recover anyway.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, job: Job) {
+        self.lock().waiting.push_back(Arc::new(job));
+        // Wakes every worker: a background one takes it, or the floor notes a new oldest waiter.
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    fn depth(&self) -> usize {
+        self.lock().waiting.len()
+    }
+
+    /// A background worker: takes the head of the queue whenever it gets a core.
+    fn background_worker(&self) {
+        loop {
+            let job = {
+                let mut state = self.lock();
+                loop {
+                    if let Some(job) = state.waiting.pop_front() {
+                        state.running.push(Running {
+                            job: job.clone(),
+                            started: Instant::now(),
+                            rescued: false,
+                        });
+                        break job;
+                    }
+                    if state.closed {
+                        return;
+                    }
+                    state = self
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            job.run();
+            self.lock().running.retain(|r| !Arc::ptr_eq(&r.job, &job));
+        }
+    }
+
+    /// The floor worker: at a paced rate, the longest-waiting request that background workers
+    /// are not getting to, queued or started but starved.
+    fn floor_worker(&self, stall: Duration, pace: Duration) {
+        loop {
+            let job = {
+                let mut guard = self.lock();
+                loop {
+                    let state = &mut *guard;
+                    if state.closed {
+                        return;
+                    }
+                    let now = Instant::now();
+                    let starved = state
+                        .running
+                        .iter_mut()
+                        .filter(|r| !r.rescued && r.started + stall <= now)
+                        .min_by_key(|r| r.job.enqueued);
+                    let queued = state
+                        .waiting
+                        .front()
+                        .map(|j| j.enqueued)
+                        .filter(|&since| since + stall <= now);
+                    match (starved, queued) {
+                        (Some(r), None) => {
+                            r.rescued = true;
+                            break r.job.clone();
+                        }
+                        (Some(r), Some(since)) if r.job.enqueued <= since => {
+                            r.rescued = true;
+                            break r.job.clone();
+                        }
+                        (_, Some(_)) => {
+                            if let Some(job) = state.waiting.pop_front() {
+                                break job;
+                            }
+                        }
+                        (None, None) => {}
+                    }
+                    // Sleep until the next job could become the floor's.
+                    let next = state
+                        .running
+                        .iter()
+                        .filter(|r| !r.rescued)
+                        .map(|r| r.started)
+                        .chain(state.waiting.front().map(|j| j.enqueued))
+                        .min()
+                        .map_or(Duration::from_secs(3600), |since| {
+                            (since + stall).saturating_duration_since(now)
+                        });
+                    guard = self
+                        .changed
+                        .wait_timeout(guard, next.max(Duration::from_millis(1)))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            };
+            let started = Instant::now();
+            job.run();
+            // Pacing: the floor exists for progress, not throughput; the background workers
+            // take every core nobody else wants.
+            std::thread::sleep(pace.saturating_sub(started.elapsed()));
+        }
+    }
+}
+
+/// Lowers the calling thread to `SCHED_IDLE`, where it runs only on a core nobody else wants.
+fn enter_idle_class() {
+    let policy = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, policy)
+    {
+        tracing::warn!(error = ?e, "could not move a bcrypt worker to SCHED_IDLE");
+    }
+}
+
+impl PasswordHasher {
+    /// Starts `concurrency` background workers and the floor worker, and measures one hash at
+    /// `cost` (which also produces the dummy hash).
+    pub async fn new(cost: u32, concurrency: usize, queue: usize) -> Result<Self, HashingError> {
+        let concurrency = concurrency.max(1);
+        // The startup hash runs on this (normal-priority) thread, so it measures an unloaded core
+        // rather than an idle-class worker's share.
+        let started = Instant::now();
+        let dummy_hash = tokio::task::spawn_blocking(move || {
             bcrypt::non_truncating_hash("timing-equalizer-not-a-password", cost)
-        })?;
-        let dummy_hash = pending.await.map_err(|_| HashingError::WorkersGone)??;
+        })
+        .await
+        .map_err(|_| HashingError::WorkersGone)??;
+        let hash_time = started.elapsed();
+        Self::with_timing(cost, concurrency, queue, dummy_hash, hash_time)
+    }
+
+    fn with_timing(
+        cost: u32,
+        concurrency: usize,
+        queue: usize,
+        dummy_hash: String,
+        hash_time: Duration,
+    ) -> Result<Self, HashingError> {
+        let board = Arc::new(Board::new());
+        let spawn = |name: String, body: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(body)
+                .map(drop)
+                .map_err(|_| HashingError::WorkersGone)
+        };
+        for n in 0..concurrency {
+            let board = board.clone();
+            spawn(
+                format!("bcrypt-{n}"),
+                Box::new(move || {
+                    enter_idle_class();
+                    board.background_worker();
+                }),
+            )?;
+        }
+        let floor_board = board.clone();
+        spawn(
+            "bcrypt-floor".into(),
+            Box::new(move || floor_board.floor_worker(hash_time * STALL, hash_time * FLOOR_PACE)),
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 cost,
                 concurrency,
                 queue,
-                jobs,
-                admission,
+                board,
+                admission: Arc::new(Semaphore::new(concurrency + queue)),
                 dummy_hash,
-                hash_time: started.elapsed(),
+                hash_time,
             }),
         })
     }
@@ -121,7 +326,7 @@ impl PasswordHasher {
 
     /// Requests waiting for a worker right now.
     pub fn queue_depth(&self) -> usize {
-        self.inner.jobs.len()
+        self.inner.board.depth()
     }
 
     /// Fails fast, before any other work, when a hash request would be turned away now.
@@ -141,43 +346,63 @@ impl PasswordHasher {
 
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
+        work: impl Fn() -> Result<T, bcrypt::BcryptError> + Send + Sync + 'static,
     ) -> Result<T, HashingError> {
-        let result = match submit(&self.inner.jobs, &self.inner.admission, work) {
-            Err(HashingError::Busy { .. }) => return Err(self.busy()),
-            other => other?,
+        let Ok(permit) = self.inner.admission.clone().try_acquire_owned() else {
+            return Err(self.busy());
         };
+        let (done, answer) = oneshot::channel();
+        self.inner.board.push(job(work, done, permit));
         metrics::gauge!("accounts_hashing_queue_depth").set(self.queue_depth() as f64);
-        result.await.map_err(|_| HashingError::WorkersGone)?
+        answer.await.map_err(|_| HashingError::WorkersGone)?
     }
 }
 
-/// Queues `work` for a worker without waiting; `Busy` (without a Retry-After yet) when the budget is spent.
-fn submit<T: Send + 'static>(
-    jobs: &Sender<Job>,
-    admission: &Arc<Semaphore>,
-    work: impl FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
-) -> Result<oneshot::Receiver<Result<T, HashingError>>, HashingError> {
-    let Ok(permit) = admission.clone().try_acquire_owned() else {
-        return Err(HashingError::Busy {
-            retry_after: Duration::ZERO,
-        });
-    };
-    let (done, result) = oneshot::channel();
-    let job: Job = Box::new(move || {
-        // The place in the budget is freed when the hash is done, before the requester hears,
-        // so its next request finds it free. The requester may have gone (client disconnected);
-        // the hash still ran its course.
+type Answer<T> = oneshot::Sender<Result<T, HashingError>>;
+/// Whom to answer and the place in the budget, until the first copy of a job finishes.
+type Slot<T> = Arc<Mutex<Option<(Answer<T>, OwnedSemaphorePermit)>>>;
+
+/// Wraps `work` so that it may run more than once and answers once: a copy that starts after the
+/// answer went out (or after the requester left) computes nothing.
+fn job<T: Send + 'static>(
+    work: impl Fn() -> Result<T, bcrypt::BcryptError> + Send + Sync + 'static,
+    done: Answer<T>,
+    permit: OwnedSemaphorePermit,
+) -> Job {
+    let slot: Slot<T> = Arc::new(Mutex::new(Some((done, permit))));
+    let compute = move || -> Delivery {
+        let wanted = slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|(done, _)| !done.is_closed());
+        if !wanted {
+            // Answered by another copy, or the client went away: release the budget now.
+            let gone = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            return Box::new(move || drop(gone));
+        }
         let result = work().map_err(HashingError::from);
-        drop(permit);
-        let _ = done.send(result);
-    });
-    jobs.try_send(job).map_err(|_| HashingError::WorkersGone)?;
-    Ok(result)
+        let slot = slot.clone();
+        Box::new(move || {
+            let taken = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some((done, permit)) = taken {
+                // The place in the budget is freed before the requester hears, so its next
+                // request finds it free.
+                drop(permit);
+                let _ = done.send(result);
+            }
+        })
+    };
+    Job {
+        enqueued: Instant::now(),
+        compute: Box::new(compute),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     #[tokio::test]
@@ -190,5 +415,102 @@ mod tests {
         assert!(!hasher.verify(&wrong, Some(hash)).await.unwrap());
         // No account: the dummy hash is checked, and the answer is always no.
         assert!(!hasher.verify(&password, None).await.unwrap());
+    }
+
+    /// Stands in for a machine so busy that a `SCHED_IDLE` worker never gets a core: a copy on a
+    /// background worker blocks until released; the floor's copy finishes at once.
+    fn starved_in_background(
+        release: Arc<(Mutex<bool>, Condvar)>,
+        floor_runs: Arc<AtomicUsize>,
+    ) -> impl Fn() -> Result<u32, bcrypt::BcryptError> + Send + Sync + 'static {
+        move || {
+            if std::thread::current().name() == Some("bcrypt-floor") {
+                floor_runs.fetch_add(1, Ordering::SeqCst);
+                return Ok(7);
+            }
+            let (released, cv) = &*release;
+            let mut released = released.lock().unwrap();
+            while !*released {
+                released = cv.wait(released).unwrap();
+            }
+            Ok(7)
+        }
+    }
+
+    fn release(gate: &(Mutex<bool>, Condvar)) {
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+    }
+
+    #[tokio::test]
+    async fn a_starved_background_hash_is_finished_by_the_floor() {
+        let hash_time = Duration::from_millis(50);
+        let hasher = PasswordHasher::with_timing(4, 1, 4, String::new(), hash_time).unwrap();
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let floor_runs = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            hasher.run(starved_in_background(gate.clone(), floor_runs.clone())),
+        )
+        .await
+        .expect("the floor answers while the background worker is stuck")
+        .unwrap();
+        assert_eq!(answer, 7);
+        assert_eq!(floor_runs.load(Ordering::SeqCst), 1);
+        assert!(started.elapsed() >= hash_time * STALL, "only once starved");
+        // The starved copy finishes later and answers nobody; the budget is whole again.
+        release(&gate);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(hasher.inner.admission.available_permits(), 5);
+        assert_eq!(hasher.queue_depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn requests_queued_behind_starved_workers_still_progress() {
+        // Both background workers stuck for good: the floor alone works through the queue.
+        let hasher =
+            PasswordHasher::with_timing(4, 2, 8, String::new(), Duration::from_millis(10)).unwrap();
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let floor_runs = Arc::new(AtomicUsize::new(0));
+        let jobs =
+            (0..6).map(|_| hasher.run(starved_in_background(gate.clone(), floor_runs.clone())));
+        let answers = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures_util::future::join_all(jobs),
+        )
+        .await
+        .expect("every request is answered");
+        assert!(answers.iter().all(|a| matches!(a, Ok(7))));
+        assert_eq!(floor_runs.load(Ordering::SeqCst), 6);
+        release(&gate);
+    }
+
+    #[tokio::test]
+    async fn a_full_budget_answers_busy_at_once() {
+        // A long hash time: the floor stays out of the way for the whole test.
+        let hasher =
+            PasswordHasher::with_timing(4, 1, 0, String::new(), Duration::from_secs(60)).unwrap();
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let first = hasher.run(starved_in_background(
+            gate.clone(),
+            Arc::new(AtomicUsize::new(0)),
+        ));
+        tokio::pin!(first);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut first)
+                .await
+                .is_err()
+        );
+        assert!(matches!(
+            hasher.check_capacity(),
+            Err(HashingError::Busy { .. })
+        ));
+        assert!(matches!(
+            hasher.run(|| Ok(1)).await,
+            Err(HashingError::Busy { .. })
+        ));
+        release(&gate);
+        assert!(matches!(first.await, Ok(7)));
     }
 }

@@ -2,7 +2,10 @@
 
 use std::{
     net::TcpListener,
-    sync::{Arc, atomic::AtomicBool},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -26,6 +29,9 @@ use crate::{
     users,
 };
 
+/// Database connections for HTTP requests, split between the workers; the relay has its own.
+const POOL_SIZE: usize = 16;
+
 /// Request bodies larger than this get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -48,7 +54,7 @@ impl Application {
         }
         let database_url = settings.database_url.expose_secret().to_string();
         db::migrate(&database_url).await?;
-        let pool = db::pool(&database_url, 16)?;
+        let pool = db::pool(&database_url, POOL_SIZE)?;
         let mut conn = pool.get().await.context("connecting to the database")?;
         users::normalize_identifiers(&mut conn)
             .await
@@ -88,20 +94,33 @@ impl Application {
         })?;
         let port = listener.local_addr()?.port();
         let audit_retention = settings.audit_retention;
-        let state = web::Data::new(AppState {
-            settings,
-            pool,
-            hasher,
-            tokens: TokenIssuer::new(keys, issuer),
-            pages: Pages::new(),
-            metrics: telemetry::metrics_handle(),
-        });
+        // One pool per HTTP worker, the connections split between them (at least 2 each).
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_worker = (POOL_SIZE / workers).max(2);
+        let worker_pools = (0..workers)
+            .map(|_| db::pool(&database_url, per_worker))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let next_pool = Arc::new(AtomicUsize::new(0));
+        let tokens = Arc::new(TokenIssuer::new(keys, issuer));
+        let pages = Arc::new(Pages::new());
+        let metrics = telemetry::metrics_handle();
         let server = HttpServer::new(move || {
+            // Runs once on each worker thread as it starts.
+            let n = next_pool.fetch_add(1, Ordering::Relaxed) % worker_pools.len().max(1);
+            let pool = worker_pools.get(n).unwrap_or(&pool).clone();
+            let state = web::Data::new(AppState {
+                settings: settings.clone(),
+                pool,
+                hasher: hasher.clone(),
+                tokens: tokens.clone(),
+                pages: pages.clone(),
+                metrics: metrics.clone(),
+            });
             App::new()
                 .wrap(from_fn(http_policy::body_limit))
                 .wrap(from_fn(http_policy::security_headers))
                 .wrap(from_fn(telemetry::observe))
-                .app_data(state.clone())
+                .app_data(state)
                 .app_data(
                     web::JsonConfig::default()
                         .limit(MAX_BODY_BYTES)
@@ -113,6 +132,7 @@ impl Application {
                 .configure(openapi::configure)
                 .default_service(web::to(routes::not_found))
         })
+        .workers(workers)
         .shutdown_timeout(10)
         .listen(listener)?
         .run();

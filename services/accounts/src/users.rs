@@ -92,6 +92,12 @@ pub struct UserBody {
     pub refresh_token: Option<String>,
 }
 
+/// Conduit's `{"user": {...}}` answer, serialized straight from the body.
+#[derive(Debug, Serialize)]
+pub struct UserResponse {
+    pub user: UserBody,
+}
+
 impl From<User> for UserBody {
     fn from(user: User) -> Self {
         Self {

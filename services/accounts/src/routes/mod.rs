@@ -20,9 +20,14 @@ use actix_web::{
 use crate::error::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Routes are tried in order, and every `{id}` pattern tried costs a regex match (twice: the
+    // request log asks for the matched pattern too), so the hottest routes come first.
     let endpoints = [
-        Endpoint::at("/api/users").post(users::register),
+        Endpoint::at("/api/user")
+            .get(user::current)
+            .put(user::update),
         Endpoint::at("/api/users/login").post(users::login),
+        Endpoint::at("/api/users").post(users::register),
         Endpoint::at("/api/users/token/refresh").post(users::refresh),
         Endpoint::at("/api/users/logout").post(users::logout),
         Endpoint::at("/api/users/confirm").get(confirm::confirm),
@@ -41,9 +46,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         Endpoint::at("/api/admin/users/{id}/confirmation").post(admin::send_confirmation),
         Endpoint::at("/api/admin/audit").get(admin::audit_trail),
         Endpoint::at("/api/user/sessions/{id}").delete(sessions::delete),
-        Endpoint::at("/api/user")
-            .get(user::current)
-            .put(user::update),
         Endpoint::at("/account/email-confirmed").get(confirm::success_page),
         Endpoint::at("/account/confirm-email").get(confirm::request_page),
         Endpoint::at("/account/reset-password").get(password::reset_page),

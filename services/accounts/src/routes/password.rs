@@ -111,7 +111,10 @@ pub async fn reset(
     let Some(new_password) = new_password else {
         return Err(ApiError::Validation(errors));
     };
+    // No connection is held while waiting for bcrypt.
+    drop(conn);
     let hash = state.hasher.hash(new_password.secret()).await?;
+    let mut conn = state.pool.get().await?;
     let fingerprint = password_fingerprint(&user);
     let used = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {

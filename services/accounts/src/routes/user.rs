@@ -37,7 +37,7 @@ pub async fn current(auth: Authenticated) -> HttpResponse {
     // Conduit echoes the token; the presented one is valid, so no signing on this hot path.
     let mut body = UserBody::from(auth.user);
     body.token = Some(auth.token);
-    HttpResponse::Ok().json(json!({ "user": body }))
+    HttpResponse::Ok().json(users::UserResponse { user: body })
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -215,14 +215,17 @@ pub async fn update(
         let attempt = LoginGuard::new(state.settings.lockout)
             .begin(&mut conn, &user.email, &client, Utc::now())
             .await?;
-        let matched = match state
+        // No connection is held while waiting for bcrypt.
+        drop(conn);
+        let verified = state
             .hasher
             .verify(
                 &SecretString::from(current),
                 Some(user.password_hash.clone()),
             )
-            .await
-        {
+            .await;
+        conn = state.pool.get().await?;
+        let matched = match verified {
             Ok(matched) => matched,
             Err(e) => {
                 attempt.cancel(&mut conn).await?;
@@ -236,7 +239,10 @@ pub async fn update(
         attempt.succeeded(&mut conn).await?;
     }
     if let Some(password) = &new_password {
-        changes.password_hash = Some(state.hasher.hash(password.secret()).await?);
+        drop(conn);
+        let hashed = state.hasher.hash(password.secret()).await;
+        conn = state.pool.get().await?;
+        changes.password_hash = Some(hashed?);
     }
     if let Some(email) = &new_email {
         changes.email = Some(email.as_str().to_string());
@@ -317,7 +323,7 @@ pub async fn update(
         }
         Err(e) => return Err(e.into()),
     };
-    Ok(HttpResponse::Ok().json(json!({ "user": body })))
+    Ok(HttpResponse::Ok().json(users::UserResponse { user: body }))
 }
 
 /// After an email change: a confirmation link to the new address, and to the old one a notice with

@@ -153,7 +153,10 @@ pub async fn register(
     let (Some(email), Some(password), true) = (email, password, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
+    // No connection is held while waiting for bcrypt.
+    drop(conn);
     let password_hash = state.hasher.hash(password.secret()).await?;
+    let mut conn = state.pool.get().await?;
 
     let new_user = NewUser {
         id: Uuid::now_v7(),
@@ -227,7 +230,7 @@ pub async fn register(
         ),
         None => UserBody::from(user),
     };
-    Ok(HttpResponse::Created().json(json!({ "user": body })))
+    Ok(HttpResponse::Created().json(users::UserResponse { user: body }))
 }
 
 /// The throttle key of a login whose email does not parse: such an address has no account, but
@@ -300,11 +303,15 @@ pub async fn login(
         None => None,
     };
     let password = SecretString::from(password);
-    let matched = match state
+    // No connection is held while waiting for bcrypt, so a login storm cannot take the pool from
+    // token-authenticated requests.
+    drop(conn);
+    let verified = state
         .hasher
         .verify(&password, user.as_ref().map(|u| u.password_hash.clone()))
-        .await
-    {
+        .await;
+    let mut conn = state.pool.get().await?;
+    let matched = match verified {
         Ok(matched) => matched,
         Err(e) => {
             attempt.cancel(&mut conn).await?;
@@ -377,7 +384,7 @@ pub async fn login(
         started.refresh_token,
         &grants,
     );
-    Ok(HttpResponse::Ok().json(json!({ "user": body })))
+    Ok(HttpResponse::Ok().json(users::UserResponse { user: body }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -445,7 +452,7 @@ pub async fn refresh(
         return Err(ApiError::Forbidden(DEACTIVATED));
     }
     let body = signin::body_with_tokens(&state, *user, &session, refresh_token, &grants);
-    Ok(HttpResponse::Ok().json(json!({ "user": body })))
+    Ok(HttpResponse::Ok().json(users::UserResponse { user: body }))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]

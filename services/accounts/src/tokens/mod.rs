@@ -2,8 +2,11 @@
 
 mod keys;
 pub mod refresh;
+mod verified;
 
 pub use keys::{KeyError, SigningKeys};
+
+use verified::VerifiedTokens;
 
 use chrono::{DateTime, Duration, Utc};
 use jsonwebtoken::{Algorithm, Header, Validation};
@@ -115,7 +118,14 @@ pub struct TokenIssuer {
     issuer: String,
     /// One prepared validation per purpose, so verifying allocates nothing for the rules.
     validations: Vec<(Purpose, Validation)>,
+    /// Access tokens that already verified, so a repeat skips the signature check.
+    verified_access: VerifiedTokens,
 }
+
+/// Seconds of clock skew allowed on `exp`, `nbf` and `iat`.
+const LEEWAY: i64 = 5;
+/// Access tokens remembered as verified (about 1 KiB each).
+const VERIFIED_ACCESS_TOKENS: usize = 4096;
 
 impl TokenIssuer {
     pub fn new(keys: SigningKeys, issuer: String) -> Self {
@@ -124,7 +134,7 @@ impl TokenIssuer {
             validation.set_audience(&[purpose.audience()]);
             validation.set_issuer(&[&issuer]);
             validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-            validation.leeway = 5;
+            validation.leeway = LEEWAY as u64;
             validation.validate_nbf = true;
             (purpose, validation)
         };
@@ -133,6 +143,7 @@ impl TokenIssuer {
             keys,
             issuer,
             validations,
+            verified_access: VerifiedTokens::new(VERIFIED_ACCESS_TOKENS, LEEWAY),
         }
     }
 
@@ -174,7 +185,25 @@ impl TokenIssuer {
     }
 
     /// Verifies signature, algorithm, issuer, audience, expiry and `typ` for `purpose`.
+    ///
+    /// An access token that verified before is recognised without a second signature check, its
+    /// expiry checked again. Revocation is not decided here: callers check the session and token
+    /// version in the database every time.
     pub fn verify(&self, token: &str, purpose: Purpose) -> Result<Claims, InvalidToken> {
+        if purpose != Purpose::Access {
+            return self.verify_signed(token, purpose);
+        }
+        let now = Utc::now().timestamp();
+        if let Some(claims) = self.verified_access.get(token, now) {
+            return Ok(claims);
+        }
+        let claims = self.verify_signed(token, purpose)?;
+        self.verified_access.insert(token, &claims, now);
+        Ok(claims)
+    }
+
+    /// [`Self::verify`] without the memo: always checks the signature (benchmarks use it).
+    pub fn verify_signed(&self, token: &str, purpose: Purpose) -> Result<Claims, InvalidToken> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| InvalidToken(e.to_string()))?;
         let kid = header
             .kid
@@ -198,7 +227,7 @@ impl TokenIssuer {
                 purpose.typ()
             )));
         }
-        if claims.iat > Utc::now().timestamp() + 5 {
+        if claims.iat > Utc::now().timestamp() + LEEWAY {
             return Err(InvalidToken("issued in the future".into()));
         }
         Ok(claims)

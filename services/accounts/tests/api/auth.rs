@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Options, PASSWORD, errors, registration, spawn_app, spawn_with, unique_email,
+    Options, PASSWORD, client, errors, registration, spawn_app, spawn_with, unique_email,
 };
 
 const BAD_TOKEN: &str = "Invalid authentication. Could not decode token.";
@@ -368,4 +368,60 @@ async fn a_full_hashing_queue_answers_429_at_once() {
     let token = body["user"]["token"].as_str().unwrap().to_string();
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(app.current_user(&token).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_token_request_is_served_while_every_hashing_worker_is_busy() {
+    let app = spawn_with(Options {
+        vars: vec![
+            // About a tenth of a second a hash: the logins below keep every worker busy for a
+            // second or more, and more of them wait than the database pool has connections.
+            ("ACCOUNTS_BCRYPT_COST", "11".into()),
+            ("ACCOUNTS_HASH_QUEUE", "64".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let (email, body) = app.register_user().await;
+    let token = body["user"]["token"].as_str().unwrap().to_string();
+    assert_eq!(app.current_user(&token).await.status(), StatusCode::OK);
+
+    // From distinct client addresses: more than a few parallel attempts from one client on one
+    // account are refused by the login throttle before they reach bcrypt.
+    // 18: more than the 16 pooled connections, fewer than the 20 parallel attempts the
+    // per-account throttle admits.
+    let logins = futures_util::future::join_all((0..18).map(|n| {
+        let client = client(Some(std::net::IpAddr::from([127, 0, 0, 2 + n as u8])));
+        let (url, email) = (app.url("/api/users/login"), email.clone());
+        async move {
+            let body = json!({ "user": { "email": email, "password": PASSWORD } });
+            let response = client.post(url).json(&body).send().await.unwrap();
+            (response.status(), std::time::Instant::now())
+        }
+    }));
+    let reads = async {
+        // Let the logins reach the workers, then read the profile while they hash.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut slowest = Duration::ZERO;
+        for _ in 0..20 {
+            let started = std::time::Instant::now();
+            assert_eq!(app.current_user(&token).await.status(), StatusCode::OK);
+            slowest = slowest.max(started.elapsed());
+        }
+        (slowest, std::time::Instant::now())
+    };
+    let (logins, (slowest, reads_done)) = futures_util::join!(logins, reads);
+    assert!(
+        logins.iter().all(|(status, _)| *status == StatusCode::OK),
+        "every login is queued and served, none turned away: {logins:?}"
+    );
+    let last_login = logins.iter().map(|(_, at)| *at).max().unwrap();
+    assert!(
+        reads_done < last_login,
+        "the reads must have run while every worker was hashing"
+    );
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a token request waited {slowest:?} behind hashing"
+    );
 }

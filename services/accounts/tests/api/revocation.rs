@@ -192,3 +192,48 @@ async fn a_token_without_a_session_or_for_an_ended_one_is_refused() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn a_remembered_token_is_refused_the_moment_its_session_ends() {
+    let app = spawn_app().await;
+    let (_, body) = app.register_user().await;
+    let (access, _) = token_pair(&body);
+    // The first request verifies the signature and remembers the token; the second is a repeat.
+    for _ in 0..2 {
+        assert_eq!(app.current_user(&access).await.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        app.post_authed("/api/users/logout", &access, &json!({}))
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.current_user(&access).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "a remembered signature must not outlive the session"
+    );
+}
+
+#[tokio::test]
+async fn a_remembered_token_is_refused_the_moment_the_user_logs_out_everywhere() {
+    let app = spawn_app().await;
+    let (email, body) = app.register_user().await;
+    let (first, _) = token_pair(&body);
+    let (second, _) = app.login_as(&email, "agent-2").await;
+    for token in [&first, &second, &first, &second] {
+        assert_eq!(app.current_user(token).await.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        app.post_authed("/api/users/logout", &second, &json!({ "all": true }))
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    for token in [&first, &second] {
+        assert_eq!(
+            app.current_user(token).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
