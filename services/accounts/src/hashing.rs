@@ -71,15 +71,24 @@ impl Drop for Inner {
 /// copy to finish delivers the answer, and a copy that has not started yet is skipped.
 struct Job {
     enqueued: Instant,
-    compute: Box<dyn Fn() -> Delivery + Send + Sync>,
+    /// Computes the answer and returns how to deliver it, or `None` without computing anything
+    /// when nobody is waiting for it any more.
+    compute: Box<dyn Fn() -> Option<Delivery> + Send + Sync>,
 }
 
 /// Sends the answer, unless another copy already has.
 type Delivery = Box<dyn FnOnce() + Send>;
 
 impl Job {
-    fn run(&self) {
-        (self.compute)()();
+    /// Whether a hash was computed (a job nobody waits for any more is skipped).
+    fn run(&self) -> bool {
+        match (self.compute)() {
+            Some(deliver) => {
+                deliver();
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -216,10 +225,11 @@ impl Board {
                 }
             };
             let started = Instant::now();
-            job.run();
             // Pacing: the floor exists for progress, not throughput; the background workers
-            // take every core nobody else wants.
-            std::thread::sleep(pace.saturating_sub(started.elapsed()));
+            // take every core nobody else wants. Skipping an abandoned job costs no pause.
+            if job.run() {
+                std::thread::sleep(pace.saturating_sub(started.elapsed()));
+            }
         }
     }
 }
@@ -370,7 +380,7 @@ fn job<T: Send + 'static>(
     permit: OwnedSemaphorePermit,
 ) -> Job {
     let slot: Slot<T> = Arc::new(Mutex::new(Some((done, permit))));
-    let compute = move || -> Delivery {
+    let compute = move || -> Option<Delivery> {
         let wanted = slot
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -378,12 +388,12 @@ fn job<T: Send + 'static>(
             .is_some_and(|(done, _)| !done.is_closed());
         if !wanted {
             // Answered by another copy, or the client went away: release the budget now.
-            let gone = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
-            return Box::new(move || drop(gone));
+            drop(slot.lock().unwrap_or_else(PoisonError::into_inner).take());
+            return None;
         }
         let result = work().map_err(HashingError::from);
         let slot = slot.clone();
-        Box::new(move || {
+        Some(Box::new(move || {
             let taken = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
             if let Some((done, permit)) = taken {
                 // The place in the budget is freed before the requester hears, so its next
@@ -391,7 +401,7 @@ fn job<T: Send + 'static>(
                 drop(permit);
                 let _ = done.send(result);
             }
-        })
+        }))
     };
     Job {
         enqueued: Instant::now(),
@@ -512,5 +522,36 @@ mod tests {
         ));
         release(&gate);
         assert!(matches!(first.await, Ok(7)));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_request_is_never_hashed() {
+        let hasher =
+            PasswordHasher::with_timing(4, 1, 4, String::new(), Duration::from_secs(60)).unwrap();
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let first = hasher.run(starved_in_background(
+            gate.clone(),
+            Arc::new(AtomicUsize::new(0)),
+        ));
+        tokio::pin!(first);
+        // The only background worker is now busy with the first request.
+        let _ = tokio::time::timeout(Duration::from_millis(50), &mut first).await;
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counter = ran.clone();
+        let abandoned = hasher.run(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(1)
+        });
+        // Queued, then the requester goes away (a client that disconnected).
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), abandoned)
+                .await
+                .is_err()
+        );
+        release(&gate);
+        assert!(matches!(first.await, Ok(7)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "nobody waits for that hash");
+        assert_eq!(hasher.inner.admission.available_permits(), 5);
     }
 }
