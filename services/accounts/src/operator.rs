@@ -151,7 +151,7 @@ pub async fn list(
         .limit(limit)
         .into_boxed();
     if let Some(search) = search {
-        let pattern = format!("%{}%", search.to_lowercase());
+        let pattern = accounts::contains_pattern(search);
         query = query.filter(
             users::email
                 .ilike(pattern.clone())

@@ -119,6 +119,15 @@ impl From<User> for UserBody {
     }
 }
 
+/// An `ILIKE` pattern matching values that contain `search` literally: LIKE's wildcards escaped.
+pub fn contains_pattern(search: &str) -> String {
+    let escaped = search
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{}%", escaped.to_lowercase())
+}
+
 pub const EMAIL_TAKEN: &str = "user with this email already exists.";
 pub const USERNAME_TAKEN: &str = "user with this username already exists.";
 

@@ -143,13 +143,16 @@ pub struct UserPage {
     next_cursor: Option<Uuid>,
 }
 
-/// Escapes LIKE's wildcards so a search is a plain substring.
-fn like_pattern(search: &str) -> String {
-    let escaped = search
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{}%", escaped.to_lowercase())
+/// `limit` of a page, or the one 400 every admin list gives.
+fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::field(
+            "limit",
+            format!("Enter a number from 1 to {MAX_LIMIT}."),
+        ));
+    }
+    Ok(limit)
 }
 
 #[utoipa::path(get, path = "/api/admin/users", tag = "admin", security(("token" = [])), params(UserQuery),
@@ -163,13 +166,7 @@ pub async fn list_users(
     query: web::Query<UserQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::field(
-            "limit",
-            format!("Enter a number from 1 to {MAX_LIMIT}."),
-        ));
-    }
+    let limit = page_limit(query.limit)?;
     let mut select = users::table
         .select(User::as_select())
         .order(users::id)
@@ -178,7 +175,7 @@ pub async fn list_users(
     let search = query.search.as_deref().unwrap_or_default();
     let search = filter_text("search", search, 254)?.trim();
     if !search.is_empty() {
-        let pattern = like_pattern(search);
+        let pattern = crate::users::contains_pattern(search);
         select = select.filter(
             users::email
                 .ilike(pattern.clone())
@@ -406,13 +403,7 @@ pub async fn audit_trail(
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::field(
-            "limit",
-            format!("Enter a number from 1 to {MAX_LIMIT}."),
-        ));
-    }
+    let limit = page_limit(query.limit)?;
     if let Some(action) = &query.action {
         filter_text("action", action, 64)?;
     }
