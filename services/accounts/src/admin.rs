@@ -67,8 +67,49 @@ pub async fn set_roles(
     origin: &Origin,
 ) -> Result<RoleChange, AdminError> {
     let wanted: BTreeSet<String> = wanted.iter().map(|r| r.trim().to_string()).collect();
+    edit_roles(conn, user_id, RoleEdit::Exactly(wanted), origin).await
+}
+
+/// Adds or removes one role, keeping the others.
+pub async fn grant_or_revoke(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    role: &str,
+    grant: bool,
+    origin: &Origin,
+) -> Result<RoleChange, AdminError> {
+    let edit = match grant {
+        true => RoleEdit::Grant(role.trim().to_string()),
+        false => RoleEdit::Revoke(role.trim().to_string()),
+    };
+    edit_roles(conn, user_id, edit, origin).await
+}
+
+/// A change of a user's roles, applied to the roles the user holds under the row lock, so two
+/// operators editing one user at once never undo each other's grant.
+enum RoleEdit {
+    Exactly(BTreeSet<String>),
+    Grant(String),
+    Revoke(String),
+}
+
+async fn edit_roles(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    edit: RoleEdit,
+    origin: &Origin,
+) -> Result<RoleChange, AdminError> {
+    let named: Vec<&String> = match &edit {
+        RoleEdit::Exactly(roles) => roles.iter().collect(),
+        RoleEdit::Grant(role) => vec![role],
+        RoleEdit::Revoke(_) => Vec::new(),
+    };
     let known: BTreeSet<String> = role_names(conn).await?.into_iter().collect();
-    let unknown: Vec<String> = wanted.difference(&known).cloned().collect();
+    let unknown: Vec<String> = named
+        .into_iter()
+        .filter(|r| !known.contains(*r))
+        .cloned()
+        .collect();
     if !unknown.is_empty() {
         return Err(AdminError::UnknownRoles(unknown));
     }
@@ -82,6 +123,11 @@ pub async fn set_roles(
                 .await?
                 .into_iter()
                 .collect();
+            let wanted = match &edit {
+                RoleEdit::Exactly(roles) => roles.clone(),
+                RoleEdit::Grant(role) => current.iter().chain([role]).cloned().collect(),
+                RoleEdit::Revoke(role) => current.iter().filter(|r| *r != role).cloned().collect(),
+            };
             let change = RoleChange {
                 granted: wanted.difference(&current).cloned().collect(),
                 revoked: current.difference(&wanted).cloned().collect(),
@@ -132,30 +178,6 @@ pub async fn set_roles(
         .await
     })
     .await
-}
-
-/// Adds or removes one role, keeping the others.
-pub async fn grant_or_revoke(
-    conn: &mut AsyncPgConnection,
-    user_id: Uuid,
-    role: &str,
-    grant: bool,
-    origin: &Origin,
-) -> Result<RoleChange, AdminError> {
-    let mut wanted: BTreeSet<String> = user_roles::table
-        .filter(user_roles::user_id.eq(user_id))
-        .select(user_roles::role)
-        .load::<String>(conn)
-        .await?
-        .into_iter()
-        .collect();
-    if grant {
-        wanted.insert(role.to_string());
-    } else {
-        wanted.remove(role);
-    }
-    let wanted: Vec<String> = wanted.into_iter().collect();
-    set_roles(conn, user_id, &wanted, origin).await
 }
 
 /// (De)activates the user; deactivation ends every session and access token at once.

@@ -597,3 +597,33 @@ async fn create_superuser_reads_stdin_applies_the_password_rules_and_users_comma
     assert!(String::from_utf8_lossy(&old.stderr).contains("deprecated"));
     assert_eq!(app.login(&other, PASSWORD).await.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn two_operators_granting_different_roles_at_once_both_stick() {
+    let app = spawn_app().await;
+    let spawn = |email: &str, role: &str| {
+        Command::new(env!("CARGO_BIN_EXE_accounts"))
+            .args(["users", "grant", email, role])
+            .env("ACCOUNTS_DATABASE_URL", app.db.url())
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the accounts binary")
+    };
+    for _ in 0..6 {
+        let (email, _) = app.register_user().await;
+        let (mut a, mut b) = (spawn(&email, "admin"), spawn(&email, "support"));
+        assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+        let shown = accounts_cli(&app, &["users", "show", &email], "");
+        let roles = String::from_utf8_lossy(&shown.stdout)
+            .lines()
+            .find(|l| l.starts_with("roles:"))
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            roles.contains("admin") && roles.contains("support"),
+            "{roles}"
+        );
+    }
+}
