@@ -146,7 +146,6 @@ async fn edit_roles(
                 )
                 .execute(conn)
                 .await?;
-                users::revoke_access_tokens(conn, user.id).await?;
                 sessions::end_all(conn, user.id).await?;
             }
             let request_id = RequestId(origin.request_id.clone());
@@ -213,7 +212,6 @@ pub async fn end_sessions(
     db::retrying(async || {
         conn.transaction::<_, AdminError, _>(async |conn| {
             let user = lock(conn, user_id).await?;
-            users::revoke_access_tokens(conn, user.id).await?;
             let ended = sessions::end_all(conn, user.id).await?;
             audit::record(
                 conn,

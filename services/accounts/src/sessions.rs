@@ -243,8 +243,10 @@ pub async fn end(
     Ok(ended > 0)
 }
 
-/// Ends every session of `user_id`. Lock the user first.
+/// Ends every session of `user_id` and, by moving the token version, every access token issued so
+/// far. Lock the user first.
 pub async fn end_all(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<usize> {
+    users::revoke_access_tokens(conn, user_id).await?;
     let now = Utc::now();
     let ended = diesel::update(
         sessions::table
@@ -286,10 +288,7 @@ pub async fn end_now(
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
             users::lock(conn, user_id).await?;
             let ended = match &ending {
-                Ending::All => {
-                    users::revoke_access_tokens(conn, user_id).await?;
-                    end_all(conn, user_id).await?
-                }
+                Ending::All => end_all(conn, user_id).await?,
                 Ending::Only(ids) => {
                     let mut ended = 0;
                     for id in ids {

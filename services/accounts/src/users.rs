@@ -228,11 +228,7 @@ pub async fn revoke_access_tokens(conn: &mut AsyncPgConnection, id: Uuid) -> Que
 /// (De)activates the user; deactivation also ends every session. Lock the user first.
 pub async fn set_active(conn: &mut AsyncPgConnection, id: Uuid, active: bool) -> QueryResult<()> {
     diesel::update(users::table.find(id))
-        .set((
-            users::active.eq(active),
-            users::token_version.eq(users::token_version + 1),
-            users::updated_at.eq(Utc::now()),
-        ))
+        .set((users::active.eq(active), users::updated_at.eq(Utc::now())))
         .execute(conn)
         .await?;
     if !active {

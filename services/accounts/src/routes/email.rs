@@ -69,7 +69,6 @@ pub async fn revert(
                 ..UserChanges::default()
             };
             let restored = users::update(conn, user.id, &changes).await?;
-            users::revoke_access_tokens(conn, user.id).await?;
             sessions::end_all(conn, user.id).await?;
             let origin = origin.clone().by(user.id);
             audit::record(conn, &origin, "email.reverted", Some(user.id), json!({})).await?;

@@ -132,7 +132,6 @@ pub async fn reset(
                 ..UserChanges::default()
             };
             let updated = users::update(conn, user.id, &changes).await?;
-            users::revoke_access_tokens(conn, user.id).await?;
             sessions::end_all(conn, user.id).await?;
             let origin = origin.clone().by(user.id);
             audit::record(conn, &origin, "password.reset", Some(user.id), json!({})).await?;

@@ -272,7 +272,6 @@ pub async fn update(
             }
             // A new password ends every session; this client gets a new one, fresh.
             audit::record(conn, &origin, "password.changed", Some(user.id), json!({})).await?;
-            users::revoke_access_tokens(conn, updated.id).await?;
             sessions::end_all(conn, updated.id).await?;
             let event = Event::PasswordChanged(PasswordChanged {
                 user_id: updated.id,
