@@ -152,13 +152,14 @@ def main():
         f.unlink()
     load_before = os.getloadavg()
     print("building release binaries ...", flush=True)
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "accounts", "-p", "mailer"], check=True, cwd=ROOT)
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "accounts", "-p", "mailer", "-p", "testkit", "--bin", "smtp-sink"],
+                   check=True, cwd=ROOT)
     primitives = json.loads(sh("cargo", "bench", "-q", "-p", "accounts", "--bench", "primitives", cwd=ROOT).strip().splitlines()[-1])
     print("pgbench data ...", flush=True)
     ensure_pgbench_data()
 
     started_at = datetime.datetime.now(datetime.timezone.utc)
-    stack = Stack(accounts_env={"ACCOUNTS_TRUSTED_PROXIES": "127.0.0.1/32"})
+    stack = Stack(accounts_env={"ACCOUNTS_TRUSTED_PROXIES": "127.0.0.1/32"}, testkit_sink=True)
     accounts, mailer, sink, accounts_db, tag = stack.accounts, stack.mailer, stack.sink, stack.accounts_db, stack.vhost
     results = {"started_at": started_at.isoformat(timespec="seconds"), "runs": RUNS, "seconds_per_run": SECONDS,
                "machine": {"cores": CORES, "loadavg_before": load_before}, "primitives": primitives}

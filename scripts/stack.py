@@ -91,6 +91,32 @@ class SmtpSink:
         self.controller.stop()
 
 
+class TestkitSmtpSink:
+    """The testkit SMTP server (`smtp-sink`, a release binary) on loopback: accepts everything and
+    timestamps each message by recipient as it is accepted. Much faster than aiosmtpd, and outside
+    this process, so a load run measures the mailer, not the sink or Python's GIL. No refusal rules."""
+
+    def __init__(self, port):
+        import threading
+
+        self.port, self.arrivals, self.counts = port, {}, {}
+        self.proc = subprocess.Popen([str(BIN / "smtp-sink"), str(port)], stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            sys.exit(f"smtp-sink did not start on port {port}")
+        self.reader = threading.Thread(target=self.read, daemon=True)
+        self.reader.start()
+
+    def read(self):
+        for line in self.proc.stdout:
+            at, _, rcpt = line.rstrip("\n").partition(" ")
+            self.arrivals.setdefault(rcpt, float(at))
+            self.counts[rcpt] = self.counts.get(rcpt, 0) + 1
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
 class Service:
     def __init__(self, name, env, health):
         self.name, self.env, self.health = name, env, health
@@ -121,14 +147,15 @@ class Service:
 class Stack:
     """A vhost, two databases, a signing key, an SMTP sink, and the two services configured on them."""
 
-    def __init__(self, smtp_rules=None, accounts_env=None, mailer_env=None):
+    def __init__(self, smtp_rules=None, accounts_env=None, mailer_env=None, testkit_sink=False):
         tag = uuid.uuid4().hex[:8]
         self.vhost, self.accounts_db, self.mailer_db = f"bench_{tag}", f"bench_accounts_{tag}", f"bench_mailer_{tag}"
         sh("rabbitmqctl", "add_vhost", self.vhost)
         sh("rabbitmqctl", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
         self.keydir = Path(tempfile.mkdtemp())
         sh("openssl", "genpkey", "-algorithm", "ed25519", "-out", str(self.keydir / "k.pem"))
-        self.sink = SmtpSink(SMTP_PORT, smtp_rules)
+        assert not (testkit_sink and smtp_rules), "the testkit sink accepts everything"
+        self.sink = TestkitSmtpSink(SMTP_PORT) if testkit_sink else SmtpSink(SMTP_PORT, smtp_rules)
         common = {"AMQP_URL": f"{AMQP}/{self.vhost}", "RUST_LOG": "warn", "LOG_FORMAT": "json"}
         self.accounts = Service("accounts", {**common, "ACCOUNTS_DATABASE_URL": f"{PG}/{self.accounts_db}",
                                              "ACCOUNTS_ADDR": ACCOUNTS, "ACCOUNTS_PUBLIC_URL": f"http://{ACCOUNTS}",

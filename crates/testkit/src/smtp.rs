@@ -9,14 +9,14 @@ use std::{
     collections::{HashMap, VecDeque},
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context, bail};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpStream},
-    sync::Notify,
+    sync::{Notify, mpsc},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +46,9 @@ struct Script {
     data_reply_delays: VecDeque<Duration>,
     /// Late replies the client was no longer there to read (the message was discarded).
     abandoned: usize,
+    /// Where accepted messages' recipients go instead of `messages`, once [`SmtpServer::stream`]
+    /// was called: a load sink keeps nothing.
+    stream: Option<mpsc::UnboundedSender<(SystemTime, Vec<String>)>>,
 }
 
 struct Shared {
@@ -62,9 +65,14 @@ pub struct SmtpServer {
 impl SmtpServer {
     /// Starts a server on `127.0.0.1` and an ephemeral port. Needs a Tokio runtime.
     pub async fn start() -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts a server on `addr`. Needs a Tokio runtime.
+    pub async fn start_on(addr: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr)
             .await
-            .context("binding the test SMTP server")?;
+            .with_context(|| format!("binding the test SMTP server to {addr}"))?;
         let server = Self {
             addr: listener.local_addr()?,
             shared: Arc::new(Shared {
@@ -123,6 +131,15 @@ impl SmtpServer {
         script
             .recipient_replies
             .insert(address.to_lowercase(), reply.to_string());
+    }
+
+    /// From now on, hands each accepted message's recipients to the returned receiver, with the
+    /// time it was accepted, instead of keeping the message: a sink for load runs, whose memory
+    /// stays flat however much mail arrives. [`Self::messages`] stays as it was.
+    pub fn stream(&self) -> mpsc::UnboundedReceiver<(SystemTime, Vec<String>)> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.shared.script.lock().unwrap().stream = Some(sender);
+        receiver
     }
 
     /// Every message accepted so far.
@@ -293,7 +310,12 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 match script.data_replies.pop_front() {
                     Some(reply) => reply,
                     None => {
-                        script.messages.push(mail);
+                        match &script.stream {
+                            Some(stream) => {
+                                let _ = stream.send((SystemTime::now(), mail.recipients));
+                            }
+                            None => script.messages.push(mail),
+                        }
                         drop(script);
                         shared.received.notify_waiters();
                         "250 2.0.0 OK: queued".into()

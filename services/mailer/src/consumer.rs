@@ -43,6 +43,8 @@ pub const DEAD_LETTER_EXCHANGE: &str = "mailer.dlx";
 pub const DEAD_LETTER_QUEUE: &str = "mailer.dead";
 /// Deliveries of one message before the broker dead-letters it (`x-delivery-limit`).
 pub const DELIVERY_LIMIT: i32 = 20;
+/// Messages recorded per statement at most (Postgres takes at most 65,535 parameters).
+const MAX_BATCH: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 enum ConsumeError {
@@ -135,7 +137,7 @@ impl Consumer {
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await?;
-        let mut deliveries = channel
+        let deliveries = channel
             .basic_consume(
                 QUEUE.into(),
                 "".into(),
@@ -145,24 +147,26 @@ impl Consumer {
             .await?;
         self.set_connected(true);
         tracing::info!("consuming from the {QUEUE} queue");
+        let tag = deliveries.tag();
+        // Whatever the broker has delivered by the time the previous batch is done, recorded in
+        // one statement and acked in one frame.
+        let mut batches = deliveries.ready_chunks(usize::from(self.prefetch).min(MAX_BATCH));
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                next = deliveries.next() => match next {
-                    Some(Ok(delivery)) => {
-                        self.handle(delivery).await?;
+                next = batches.next() => match next {
+                    Some(batch) => {
+                        self.handle_batch(batch).await?;
                         // Only a handled message proves the database is there too.
                         backoff.reset();
                     }
-                    Some(Err(e)) => return Err(e.into()),
                     None => return Err(ConsumeError::Ended),
                 },
             }
         }
         self.set_connected(false);
         // Messages prefetched but not handled go back to the queue when the channel closes.
-        let tag = deliveries.tag();
         let closed = async {
             channel
                 .basic_cancel(tag, BasicCancelOptions::default())
@@ -174,6 +178,47 @@ impl Consumer {
             tracing::debug!(error = %e, "closing the broker connection");
         }
         Ok(())
+    }
+
+    /// Records a batch of messages in one statement and acks them with one frame (`multiple`, up
+    /// to the batch's last). Unreadable messages are dead-lettered first, one by one; if the
+    /// database refuses the statement, the batch is taken one message at a time, so only the row
+    /// it refuses is dead-lettered.
+    async fn handle_batch(
+        &self,
+        batch: Vec<Result<Delivery, lapin::Error>>,
+    ) -> Result<(), ConsumeError> {
+        let mut readable = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            let delivery = delivery?;
+            match parse(&delivery.data) {
+                Ok(envelope) => readable.push((delivery, envelope)),
+                Err(reason) => self.dead_letter(&delivery, &reason).await?,
+            }
+        }
+        let Some((last, _)) = readable.last() else {
+            return Ok(());
+        };
+        let envelopes: Vec<&Envelope> = readable.iter().map(|(_, envelope)| envelope).collect();
+        let mut conn = self.pool.get().await?;
+        match deliveries::record(&mut conn, &envelopes).await {
+            Ok(mut recorded) => {
+                drop(conn);
+                for envelope in envelopes {
+                    self.announce(envelope, recorded.remove(&envelope.id));
+                }
+                last.ack(BasicAckOptions { multiple: true }).await?;
+                Ok(())
+            }
+            Err(e) if db::is_transient(&e) => Err(e.into()),
+            Err(_) => {
+                drop(conn);
+                for (delivery, _) in readable {
+                    self.handle(delivery).await?;
+                }
+                Ok(())
+            }
+        }
     }
 
     async fn handle(&self, delivery: Delivery) -> Result<(), ConsumeError> {
@@ -199,8 +244,8 @@ impl Consumer {
             .get()
             .await
             .map_err(|e| Refused::Connectivity(e.into()))?;
-        let recorded = match deliveries::record(&mut conn, &envelope).await {
-            Ok(recorded) => recorded,
+        let recorded = match deliveries::record(&mut conn, &[&envelope]).await {
+            Ok(recorded) => !recorded.is_empty(),
             Err(e) if db::is_transient(&e) => return Err(Refused::Connectivity(e.into())),
             Err(e) => {
                 return Err(Refused::Poison(format!(
@@ -209,6 +254,12 @@ impl Consumer {
             }
         };
         drop(conn);
+        self.announce(&envelope, recorded);
+        Ok(())
+    }
+
+    /// Logs an event the consumer took, and wakes the sender when it is new.
+    fn announce(&self, envelope: &Envelope, recorded: bool) {
         let recipient = mask_address(envelope.event.recipient());
         if recorded {
             tracing::info!(event_id = %envelope.id, event_type = envelope.kind(), %recipient, "event accepted");
@@ -217,7 +268,6 @@ impl Consumer {
             metrics::counter!("mailer_duplicates_total").increment(1);
             tracing::info!(event_id = %envelope.id, event_type = envelope.kind(), %recipient, "duplicate event ignored");
         }
-        Ok(())
     }
 
     /// Records a poison message with its raw bytes and rejects it into the dead-letter exchange,

@@ -3,18 +3,22 @@
 //!
 //! Query functions take a connection; callers own transactions.
 
+use std::{collections::HashSet, time::Duration};
+
 use chrono::{DateTime, Utc};
 use diesel::{
     dsl::now,
-    pg::expression::extensions::IntervalDsl,
     prelude::*,
-    sql_types::{BigInt, Double, Timestamptz},
+    sql_types::{self, Array, BigInt, Double, Integer, Text},
 };
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use events::Envelope;
 use uuid::Uuid;
 
-use crate::schema::deliveries;
+use crate::{
+    failed_sends::{self, NewFailedSend},
+    schema::deliveries,
+};
 
 pub const PENDING: &str = "pending";
 pub const SENT: &str = "sent";
@@ -34,23 +38,32 @@ pub struct ClaimedDelivery {
     pub claim_token: Uuid,
 }
 
-/// Records an accepted event. Returns false when the event id is already known (a redelivery or
-/// a duplicate publish), in which case nothing changes.
-pub async fn record(conn: &mut AsyncPgConnection, envelope: &Envelope) -> QueryResult<bool> {
-    let json = serde_json::to_value(envelope)
+/// Records accepted events in one statement, and returns the ids it inserted: an event already
+/// known (a redelivery, a duplicate publish, or its twin earlier in `envelopes`) is left as it was.
+pub async fn record(
+    conn: &mut AsyncPgConnection,
+    envelopes: &[&Envelope],
+) -> QueryResult<HashSet<Uuid>> {
+    let rows = envelopes
+        .iter()
+        .map(|envelope| {
+            Ok((
+                deliveries::event_id.eq(envelope.id),
+                deliveries::event_type.eq(envelope.kind()),
+                deliveries::recipient.eq(envelope.event.recipient()),
+                deliveries::envelope.eq(serde_json::to_value(envelope)?),
+            ))
+        })
+        .collect::<Result<Vec<_>, serde_json::Error>>()
         .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
-    let inserted = diesel::insert_into(deliveries::table)
-        .values((
-            deliveries::event_id.eq(envelope.id),
-            deliveries::event_type.eq(envelope.kind()),
-            deliveries::recipient.eq(envelope.event.recipient()),
-            deliveries::envelope.eq(json),
-        ))
+    let inserted: Vec<Uuid> = diesel::insert_into(deliveries::table)
+        .values(rows)
         .on_conflict(deliveries::event_id)
         .do_nothing()
-        .execute(conn)
+        .returning(deliveries::event_id)
+        .get_results(conn)
         .await?;
-    Ok(inserted == 1)
+    Ok(inserted.into_iter().collect())
 }
 
 /// Claims up to `limit` due deliveries: pushes their `next_attempt_at` past `lease` (on the
@@ -59,7 +72,7 @@ pub async fn record(conn: &mut AsyncPgConnection, envelope: &Envelope) -> QueryR
 pub async fn claim_due(
     conn: &mut AsyncPgConnection,
     limit: i64,
-    lease: std::time::Duration,
+    lease: Duration,
 ) -> QueryResult<Vec<ClaimedDelivery>> {
     diesel::sql_query(
         "WITH due AS ( \
@@ -78,79 +91,181 @@ pub async fn claim_due(
     .await
 }
 
-/// The rows a settle may touch: this claim's, still pending. A stale sender (its lease expired and
-/// another sender claimed the row, or an operator moved it) matches nothing.
-macro_rules! claimed {
-    ($claim:expr) => {
+/// How a claimed send ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Sent {
+        message_id: String,
+    },
+    /// Try again after `delay`.
+    Retry {
+        delay: Duration,
+        error: String,
+    },
+    /// Given up: the delivery fails and a `failed_sends` row keeps it for an operator.
+    Failed {
+        error: String,
+    },
+}
+
+/// A send's outcome to write to its claimed delivery, as its `attempts`-th attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Settle<'a> {
+    pub claim: &'a ClaimedDelivery,
+    pub attempts: i32,
+    pub outcome: &'a Outcome,
+}
+
+/// Writes a batch of outcomes in one transaction, one statement per kind of outcome, and returns
+/// the event ids it settled. Each write is conditional on its claim: a delivery whose claim is no
+/// longer current (its lease expired and another sender took it, an operator moved it, or it was
+/// settled already) is left as it is, and missing from the result. A failure is written with its
+/// `failed_sends` row, or not at all.
+pub async fn settle(
+    conn: &mut AsyncPgConnection,
+    batch: &[Settle<'_>],
+) -> QueryResult<HashSet<Uuid>> {
+    conn.transaction(async |conn| {
+        let mut settled = mark_sent(conn, batch).await?;
+        settled.extend(reschedule(conn, batch).await?);
+        for settle in batch {
+            if let Outcome::Failed { error } = settle.outcome
+                && mark_failed(conn, settle, error).await?
+            {
+                settled.insert(settle.claim.event_id);
+            }
+        }
+        Ok(settled)
+    })
+    .await
+}
+
+#[derive(QueryableByName)]
+struct Settled {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    event_id: Uuid,
+}
+
+/// The columns of `batch`'s claims, for `unnest`.
+fn claims<'a>(batch: impl Iterator<Item = &'a Settle<'a>>) -> (Vec<Uuid>, Vec<Uuid>, Vec<i32>) {
+    let mut columns = (Vec::new(), Vec::new(), Vec::new());
+    for settle in batch {
+        columns.0.push(settle.claim.event_id);
+        columns.1.push(settle.claim.claim_token);
+        columns.2.push(settle.attempts);
+    }
+    columns
+}
+
+async fn mark_sent(
+    conn: &mut AsyncPgConnection,
+    batch: &[Settle<'_>],
+) -> QueryResult<HashSet<Uuid>> {
+    let sent: Vec<(&Settle, &str)> = batch
+        .iter()
+        .filter_map(|settle| match settle.outcome {
+            Outcome::Sent { message_id } => Some((settle, message_id.as_str())),
+            _ => None,
+        })
+        .collect();
+    if sent.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let (ids, tokens, attempts) = claims(sent.iter().map(|(settle, _)| *settle));
+    let message_ids: Vec<&str> = sent.iter().map(|(_, id)| *id).collect();
+    let settled: Vec<Settled> = diesel::sql_query(
+        "UPDATE deliveries d \
+         SET status = 'sent', attempts = v.attempts, message_id = v.message_id, sent_at = now(), \
+             updated_at = now(), claim_token = NULL \
+         FROM unnest($1, $2, $3, $4) AS v(event_id, claim_token, attempts, message_id) \
+         WHERE d.event_id = v.event_id AND d.claim_token = v.claim_token AND d.status = 'pending' \
+         RETURNING d.event_id",
+    )
+    .bind::<Array<sql_types::Uuid>, _>(ids)
+    .bind::<Array<sql_types::Uuid>, _>(tokens)
+    .bind::<Array<Integer>, _>(attempts)
+    .bind::<Array<Text>, _>(message_ids)
+    .load(conn)
+    .await?;
+    Ok(settled.into_iter().map(|s| s.event_id).collect())
+}
+
+async fn reschedule(
+    conn: &mut AsyncPgConnection,
+    batch: &[Settle<'_>],
+) -> QueryResult<HashSet<Uuid>> {
+    let retries: Vec<(&Settle, f64, &str)> = batch
+        .iter()
+        .filter_map(|settle| match settle.outcome {
+            Outcome::Retry { delay, error } => Some((settle, delay.as_secs_f64(), error.as_str())),
+            _ => None,
+        })
+        .collect();
+    if retries.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let (ids, tokens, attempts) = claims(retries.iter().map(|(settle, _, _)| *settle));
+    let delays: Vec<f64> = retries.iter().map(|(_, delay, _)| *delay).collect();
+    let errors: Vec<&str> = retries.iter().map(|(_, _, error)| *error).collect();
+    let settled: Vec<Settled> = diesel::sql_query(
+        "UPDATE deliveries d \
+         SET attempts = v.attempts, next_attempt_at = now() + make_interval(secs => v.delay), \
+             last_error = v.error, updated_at = now(), claim_token = NULL \
+         FROM unnest($1, $2, $3, $4, $5) AS v(event_id, claim_token, attempts, delay, error) \
+         WHERE d.event_id = v.event_id AND d.claim_token = v.claim_token AND d.status = 'pending' \
+         RETURNING d.event_id",
+    )
+    .bind::<Array<sql_types::Uuid>, _>(ids)
+    .bind::<Array<sql_types::Uuid>, _>(tokens)
+    .bind::<Array<Integer>, _>(attempts)
+    .bind::<Array<Double>, _>(delays)
+    .bind::<Array<Text>, _>(errors)
+    .load(conn)
+    .await?;
+    Ok(settled.into_iter().map(|s| s.event_id).collect())
+}
+
+/// Marks one delivery failed and writes its `failed_sends` row, if its claim is still current.
+async fn mark_failed(
+    conn: &mut AsyncPgConnection,
+    settle: &Settle<'_>,
+    error: &str,
+) -> QueryResult<bool> {
+    let claim = settle.claim;
+    let failed = diesel::update(
         deliveries::table
-            .filter(deliveries::event_id.eq($claim.event_id))
-            .filter(deliveries::claim_token.eq($claim.claim_token))
-            .filter(deliveries::status.eq(PENDING))
-    };
-}
-
-/// Settles a claim as sent. Returns false (and changes nothing) when the claim is no longer current.
-pub async fn mark_sent(
-    conn: &mut AsyncPgConnection,
-    claim: &ClaimedDelivery,
-    attempts: i32,
-    message_id: &str,
-) -> QueryResult<bool> {
-    diesel::update(claimed!(claim))
-        .set((
-            deliveries::status.eq(SENT),
-            deliveries::attempts.eq(attempts),
-            deliveries::message_id.eq(message_id),
-            deliveries::sent_at.eq(now),
-            deliveries::updated_at.eq(now),
-            deliveries::claim_token.eq(None::<Uuid>),
-        ))
-        .execute(conn)
-        .await
-        .map(|n| n == 1)
-}
-
-/// Settles a claim as "try again in `delay`". Returns false when the claim is no longer current.
-pub async fn reschedule(
-    conn: &mut AsyncPgConnection,
-    claim: &ClaimedDelivery,
-    attempts: i32,
-    delay: std::time::Duration,
-    error: &str,
-) -> QueryResult<bool> {
-    let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 1000);
-    diesel::update(claimed!(claim))
-        .set((
-            deliveries::attempts.eq(attempts),
-            deliveries::next_attempt_at.eq(now.into_sql::<Timestamptz>() + delay_ms.milliseconds()),
-            deliveries::last_error.eq(error),
-            deliveries::updated_at.eq(now),
-            deliveries::claim_token.eq(None::<Uuid>),
-        ))
-        .execute(conn)
-        .await
-        .map(|n| n == 1)
-}
-
-/// Settles a claim as failed. Returns false when the claim is no longer current; pair it with a
-/// `failed_sends` row in the same transaction only when it returns true.
-pub async fn mark_failed(
-    conn: &mut AsyncPgConnection,
-    claim: &ClaimedDelivery,
-    attempts: i32,
-    error: &str,
-) -> QueryResult<bool> {
-    diesel::update(claimed!(claim))
-        .set((
-            deliveries::status.eq(FAILED),
-            deliveries::attempts.eq(attempts),
-            deliveries::last_error.eq(error),
-            deliveries::updated_at.eq(now),
-            deliveries::claim_token.eq(None::<Uuid>),
-        ))
-        .execute(conn)
-        .await
-        .map(|n| n == 1)
+            .filter(deliveries::event_id.eq(claim.event_id))
+            .filter(deliveries::claim_token.eq(claim.claim_token))
+            .filter(deliveries::status.eq(PENDING)),
+    )
+    .set((
+        deliveries::status.eq(FAILED),
+        deliveries::attempts.eq(settle.attempts),
+        deliveries::last_error.eq(error),
+        deliveries::updated_at.eq(now),
+        deliveries::claim_token.eq(None::<Uuid>),
+    ))
+    .execute(conn)
+    .await?;
+    if failed == 0 {
+        return Ok(false);
+    }
+    let body = claim.envelope.to_string().into_bytes();
+    failed_sends::insert(
+        conn,
+        &NewFailedSend {
+            event_id: Some(claim.event_id),
+            event_type: Some(&claim.event_type),
+            recipient: Some(&claim.recipient),
+            template: Some(&claim.event_type),
+            payload: Some(&claim.envelope),
+            body: &body,
+            error,
+            attempts: settle.attempts,
+        },
+    )
+    .await?;
+    Ok(true)
 }
 
 /// The operator's retry of a failed send: in one conditional statement, the delivery goes back to

@@ -8,26 +8,25 @@
 //! when the earliest scheduled retry falls due, with polling as a fallback.
 
 use std::{
+    collections::HashSet,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use amqp::Backoff;
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
-use diesel_async::{AsyncConnection, AsyncPgConnection};
 use events::Envelope;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::{
-    sync::{Notify, OwnedSemaphorePermit, Semaphore},
+    sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc},
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     db::Pool,
-    deliveries::{self, ClaimedDelivery},
-    failed_sends::{self, NewFailedSend},
+    deliveries::{self, ClaimedDelivery, Outcome, Settle},
     smtp::{SendError, SmtpSender},
     templates::Templates,
 };
@@ -52,6 +51,8 @@ pub fn lease_for(send_deadline: Duration) -> Duration {
 
 /// Rows claimed per round trip at most.
 const MAX_BATCH: usize = 64;
+/// Outcomes written per transaction at most.
+const SETTLE_BATCH: usize = 256;
 
 /// Renders and sends the mail for `envelope`. Returns the Message-ID.
 pub async fn send_envelope(
@@ -120,6 +121,15 @@ impl DeliveryWorker {
             shutdown.clone(),
         ));
         let permits = Arc::new(Semaphore::new(self.concurrency));
+        // Sends hand their outcomes to one settler, which writes whatever has gathered in one
+        // transaction. Each outcome keeps its send's permit until it is written, so outcomes that
+        // cannot be written (the database is away) hold back new claims.
+        let (outcomes, gathered) = mpsc::unbounded_channel();
+        let settler = tokio::spawn(settle_outcomes(
+            self.context.pool.clone(),
+            gathered,
+            self.wake.clone(),
+        ));
         let mut in_flight = JoinSet::new();
         let mut database_backoff =
             Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
@@ -145,9 +155,12 @@ impl DeliveryWorker {
                 Ok(rows) if !rows.is_empty() => {
                     database_backoff.reset();
                     for (row, permit) in rows.into_iter().zip(batch) {
-                        let context = self.context.clone();
-                        let wake = self.wake.clone();
-                        in_flight.spawn(process(context, row, permit, wake, lease_ends));
+                        let pending = Pending {
+                            row,
+                            _permit: permit,
+                            lease_ends,
+                        };
+                        in_flight.spawn(process(self.context.clone(), pending, outcomes.clone()));
                     }
                 }
                 Ok(_) => {
@@ -174,6 +187,10 @@ impl DeliveryWorker {
             tracing::info!(remaining, "waiting for mail in flight");
         }
         while in_flight.join_next().await.is_some() {}
+        drop(outcomes);
+        if let Err(e) = settler.await {
+            tracing::error!(error = %e, "the settler failed");
+        }
         listener.abort();
         tracing::info!("sender stopped");
     }
@@ -197,28 +214,41 @@ impl DeliveryWorker {
     }
 }
 
-/// How a send ended, to be written to its delivery.
-enum Settlement {
-    Sent { message_id: String },
-    Retry { delay: Duration, error: String },
-    Failed { error: String },
+/// A claimed delivery on its way through a send and its settle.
+struct Pending {
+    row: ClaimedDelivery,
+    /// One of the sender's `concurrency` slots, held until the outcome is written.
+    _permit: OwnedSemaphorePermit,
+    /// When the claim's lease ends, on the local clock (measured before the claim).
+    lease_ends: Instant,
 }
 
-/// Sends one claimed delivery and settles it. Settling is retried until shortly before the lease
-/// ends; after that the lease brings the row back.
+impl Pending {
+    /// Leave a little of the lease unused: a settle that lands after it could race the next claim.
+    fn give_up_at(&self) -> Instant {
+        self.lease_ends
+            .checked_sub(LEASE_MARGIN)
+            .unwrap_or(self.lease_ends)
+    }
+}
+
+/// A send's outcome, waiting for the settler.
+struct Finished {
+    pending: Pending,
+    attempts: i32,
+    outcome: Outcome,
+}
+
+/// Sends one claimed delivery and hands its outcome to the settler.
 async fn process(
     context: SendContext,
-    row: ClaimedDelivery,
-    _permit: OwnedSemaphorePermit,
-    wake: Arc<Notify>,
-    lease_ends: Instant,
+    pending: Pending,
+    outcomes: mpsc::UnboundedSender<Finished>,
 ) {
+    let row = &pending.row;
     let attempts = row.attempts + 1;
     // The accounts request that caused this mail, to follow one flow across both services' logs.
-    let request_id = row.envelope["correlation_id"]
-        .as_str()
-        .unwrap_or("-")
-        .to_string();
+    let request_id = request_id(row);
     let result = match Envelope::from_json(row.envelope.to_string().as_bytes()) {
         Ok(envelope) => tokio::time::timeout(
             context.send_deadline,
@@ -236,22 +266,22 @@ async fn process(
         ))),
     };
     let recipient = mask_address(&row.recipient);
-    let settlement = match result {
+    let outcome = match result {
         Ok(message_id) => {
             metrics::counter!("mailer_sent_total", "type" => row.event_type.clone()).increment(1);
-            tracing::info!(event_id = %row.event_id, %request_id, event_type = %row.event_type, %recipient, attempts, "mail sent");
-            Settlement::Sent { message_id }
+            tracing::info!(event_id = %row.event_id, request_id, event_type = %row.event_type, %recipient, attempts, "mail sent");
+            Outcome::Sent { message_id }
         }
         Err(SendError::Transient(error)) if (attempts as u32) < context.max_attempts => {
             let delay = retry_delay(context.retry_base, context.retry_cap, attempts as u32);
             metrics::counter!("mailer_retried_total", "type" => row.event_type.clone())
                 .increment(1);
             tracing::warn!(
-                event_id = %row.event_id, %request_id, event_type = %row.event_type, %recipient, attempts,
+                event_id = %row.event_id, request_id, event_type = %row.event_type, %recipient, attempts,
                 retry_in_ms = delay.as_millis() as u64, error = %error,
                 "mail not sent; will retry"
             );
-            Settlement::Retry { delay, error }
+            Outcome::Retry { delay, error }
         }
         Err(error) => {
             let reason = if error.is_permanent() {
@@ -262,98 +292,102 @@ async fn process(
             metrics::counter!("mailer_failed_total", "type" => row.event_type.clone(), "reason" => reason)
                 .increment(1);
             tracing::error!(
-                event_id = %row.event_id, %request_id, event_type = %row.event_type, %recipient, attempts,
+                event_id = %row.event_id, request_id, event_type = %row.event_type, %recipient, attempts,
                 error = %error, reason, "mail not sent; recording it in failed_sends"
             );
-            Settlement::Failed {
+            Outcome::Failed {
                 error: error.to_string(),
             }
         }
     };
-    // Leave a little of the lease unused: a settle that lands after it could race the next claim.
-    let give_up_at = lease_ends.checked_sub(LEASE_MARGIN).unwrap_or(lease_ends);
-    let attempt = || settle(&context.pool, &row, attempts, &settlement);
-    let settled = attempt
-        .retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(2))
-                .without_max_times(),
-        )
-        .sleep(tokio::time::sleep)
-        .when(|_| Instant::now() < give_up_at)
-        .notify(|e, wait| {
-            tracing::warn!(event_id = %row.event_id, error = %e, retry_in_ms = wait.as_millis() as u64, "settling a send failed; retrying within the lease");
-        })
-        .await;
-    match settled {
-        Ok(true) => {
-            if matches!(settlement, Settlement::Retry { .. }) {
-                // The sender may be sleeping on an older "next due" time.
-                wake.notify_one();
+    // The settler outlives every send; if it is gone, the lease brings the row back.
+    let _ = outcomes.send(Finished {
+        pending,
+        attempts,
+        outcome,
+    });
+}
+
+fn request_id(row: &ClaimedDelivery) -> &str {
+    row.envelope["correlation_id"].as_str().unwrap_or("-")
+}
+
+/// Writes outcomes as they come, whatever has gathered meanwhile in one transaction, until every
+/// sender of outcomes is gone.
+async fn settle_outcomes(
+    pool: Pool,
+    mut outcomes: mpsc::UnboundedReceiver<Finished>,
+    wake: Arc<Notify>,
+) {
+    let mut batch = Vec::new();
+    while outcomes.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
+        settle_batch(&pool, std::mem::take(&mut batch), &wake).await;
+    }
+}
+
+/// Writes one batch of outcomes, retrying while the database is away. An outcome whose lease is
+/// about to end is given up on (the lease brings its row back to be sent again); the others are
+/// retried together.
+async fn settle_batch(pool: &Pool, mut batch: Vec<Finished>, wake: &Notify) {
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .without_max_times()
+        .build();
+    loop {
+        batch.retain(|finished| {
+            let row = &finished.pending.row;
+            let keep = Instant::now() < finished.pending.give_up_at();
+            if !keep {
+                tracing::error!(event_id = %row.event_id, request_id = request_id(row), "could not record the outcome of a send; the lease brings it back");
             }
+            keep
+        });
+        if batch.is_empty() {
+            return;
         }
-        Ok(false) => {
-            metrics::counter!("mailer_stale_settles_total").increment(1);
-            tracing::warn!(event_id = %row.event_id, %request_id, attempts, "this send's claim is no longer current (its lease expired or an operator moved it); its outcome was not recorded");
-        }
-        Err(e) => {
-            tracing::error!(event_id = %row.event_id, %request_id, error = %e, "could not record the outcome of a send; the lease brings it back");
+        match write(pool, &batch).await {
+            Ok(settled) => {
+                report(&batch, &settled, wake);
+                return;
+            }
+            Err(e) => {
+                let wait = delays.next().unwrap_or(Duration::from_secs(2));
+                tracing::warn!(outcomes = batch.len(), error = %e, retry_in_ms = wait.as_millis() as u64, "settling sends failed; retrying within their leases");
+                tokio::time::sleep(wait).await;
+            }
         }
     }
 }
 
-/// One attempt at writing a send's outcome, conditional on its claim. `Ok(false)`: the claim is
-/// stale, nothing was written.
-async fn settle(
-    pool: &Pool,
-    row: &ClaimedDelivery,
-    attempts: i32,
-    settlement: &Settlement,
-) -> anyhow::Result<bool> {
+async fn write(pool: &Pool, batch: &[Finished]) -> anyhow::Result<HashSet<uuid::Uuid>> {
+    let settles: Vec<Settle> = batch
+        .iter()
+        .map(|finished| Settle {
+            claim: &finished.pending.row,
+            attempts: finished.attempts,
+            outcome: &finished.outcome,
+        })
+        .collect();
     let mut conn = pool.get().await?;
-    let settled = match settlement {
-        Settlement::Sent { message_id } => {
-            deliveries::mark_sent(&mut conn, row, attempts, message_id).await?
-        }
-        Settlement::Retry { delay, error } => {
-            deliveries::reschedule(&mut conn, row, attempts, *delay, error).await?
-        }
-        Settlement::Failed { error } => record_failure(&mut conn, row, attempts, error).await?,
-    };
-    Ok(settled)
+    Ok(deliveries::settle(&mut conn, &settles).await?)
 }
 
-/// Marks the delivery failed and writes its `failed_sends` row, in one transaction, only if this
-/// sender's claim is still current.
-pub async fn record_failure(
-    conn: &mut AsyncPgConnection,
-    row: &ClaimedDelivery,
-    attempts: i32,
-    error: &str,
-) -> diesel::QueryResult<bool> {
-    let body = row.envelope.to_string().into_bytes();
-    conn.transaction::<_, diesel::result::Error, _>(async move |conn| {
-        if !deliveries::mark_failed(conn, row, attempts, error).await? {
-            return Ok(false);
+fn report(batch: &[Finished], settled: &HashSet<uuid::Uuid>, wake: &Notify) {
+    let mut rescheduled = false;
+    for finished in batch {
+        let row = &finished.pending.row;
+        if settled.contains(&row.event_id) {
+            rescheduled |= matches!(finished.outcome, Outcome::Retry { .. });
+        } else {
+            metrics::counter!("mailer_stale_settles_total").increment(1);
+            tracing::warn!(event_id = %row.event_id, request_id = request_id(row), attempts = finished.attempts, "this send's claim is no longer current (its lease expired or an operator moved it); its outcome was not recorded");
         }
-        failed_sends::insert(
-            conn,
-            &NewFailedSend {
-                event_id: Some(row.event_id),
-                event_type: Some(&row.event_type),
-                recipient: Some(&row.recipient),
-                template: Some(&row.event_type),
-                payload: Some(&row.envelope),
-                body: &body,
-                error,
-                attempts,
-            },
-        )
-        .await?;
-        Ok(true)
-    })
-    .await
+    }
+    if rescheduled {
+        // The sender may be sleeping on an older "next due" time.
+        wake.notify_one();
+    }
 }
 
 #[cfg(test)]

@@ -130,3 +130,45 @@ async fn the_work_queue_is_a_quorum_queue_with_a_delivery_limit_and_a_dead_lette
     );
     assert!(line.contains("mailer.dlx"), "{line}");
 }
+
+#[tokio::test]
+async fn a_backlog_with_poison_duplicates_and_a_row_the_database_refuses_is_recorded_once_each() {
+    // The backlog builds while the mailer is down, so it arrives in batches: one statement records
+    // a whole batch, and a row the database refuses (an escaped NUL) must not take the rest with it.
+    let mut app = spawn_app().await;
+    app.stop().await;
+    let valid: Vec<_> = (0..30).map(|_| registered(&unique_email(), None)).collect();
+    let mut refused = serde_json::to_value(registered(&unique_email(), None)).unwrap();
+    refused["data"]["username"] = "nul\u{0}name".into();
+    for (n, event) in valid.iter().enumerate() {
+        app.publish(event).await;
+        match n {
+            10 => {
+                app.publish_raw(Event::TYPES[0], refused.to_string().as_bytes())
+                    .await
+            }
+            15 => app.publish_raw(Event::TYPES[0], b"\x00\xff binary").await,
+            // The same event again (a relay that published and crashed before marking it).
+            20 => app.publish(&valid[3]).await,
+            _ => {}
+        }
+    }
+    assert_eq!(app.queue_depth(QUEUE).await, 33);
+    app.start().await;
+
+    let messages = app.smtp.wait_for_messages(30, WAIT).await.unwrap();
+    wait_dead_lettered(&app, 2).await;
+    let mut recipients: Vec<&str> = messages.iter().map(|m| m.recipients[0].as_str()).collect();
+    recipients.sort();
+    let mut expected: Vec<&str> = valid.iter().map(|e| e.event.recipient()).collect();
+    expected.sort();
+    assert_eq!(recipients, expected, "each valid event mailed exactly once");
+    assert_eq!(app.count("SELECT count(*) AS n FROM deliveries").await, 30);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM failed_sends WHERE error LIKE 'unreadable event%'")
+            .await,
+        2
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.smtp.messages().len(), 30);
+}

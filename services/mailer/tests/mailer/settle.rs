@@ -1,9 +1,12 @@
 //! Settling a send: conditional on the sender's claim, on the database's clock, retried within the
 //! lease.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
-use mailer::{db, deliveries, sender};
+use mailer::{
+    db,
+    deliveries::{self, Outcome, Settle},
+};
 use testkit::TestDatabase;
 
 use crate::helpers::{WAIT, eventually, registered, spawn_with, unique_email};
@@ -15,7 +18,10 @@ async fn a_stale_sender_never_overwrites_a_newer_outcome() {
     let pool = db::pool(database.url(), 2).unwrap();
     let mut conn = pool.get().await.unwrap();
     let event = registered(&unique_email(), None);
-    assert!(deliveries::record(&mut conn, &event).await.unwrap());
+    assert_eq!(
+        deliveries::record(&mut conn, &[&event]).await.unwrap(),
+        HashSet::from([event.id])
+    );
 
     // Sender A claims with a lease that is over at once (as if A stalled past its lease); sender B
     // claims the row again and sends it.
@@ -27,34 +33,48 @@ async fn a_stale_sender_never_overwrites_a_newer_outcome() {
         .unwrap();
     assert_eq!((stale.len(), current.len()), (1, 1));
     assert_ne!(stale[0].claim_token, current[0].claim_token);
-    assert!(
-        deliveries::mark_sent(&mut conn, &current[0], 1, "<id@x>")
+    let sent = Outcome::Sent {
+        message_id: "<id@x>".into(),
+    };
+    let settle = |claim, outcome| Settle {
+        claim,
+        attempts: 1,
+        outcome,
+    };
+    assert_eq!(
+        deliveries::settle(&mut conn, &[settle(&current[0], &sent)])
             .await
-            .unwrap()
+            .unwrap(),
+        HashSet::from([event.id])
     );
 
-    // A comes back with its own outcomes: none of them lands.
-    assert!(
-        !sender::record_failure(&mut conn, &stale[0], 1, "550 late")
-            .await
-            .unwrap()
-    );
-    assert!(
-        !deliveries::reschedule(&mut conn, &stale[0], 1, Duration::from_secs(1), "451")
-            .await
-            .unwrap()
-    );
-    assert!(
-        !deliveries::mark_sent(&mut conn, &stale[0], 1, "<id@x>")
-            .await
-            .unwrap()
-    );
-    // Nor does B's own outcome land twice.
-    assert!(
-        !deliveries::mark_sent(&mut conn, &current[0], 1, "<id@x>")
-            .await
-            .unwrap()
-    );
+    // A comes back with its own outcomes, alone or together: none of them lands.
+    let failed = Outcome::Failed {
+        error: "550 late".into(),
+    };
+    let retry = Outcome::Retry {
+        delay: Duration::from_secs(1),
+        error: "451".into(),
+    };
+    for outcomes in [
+        vec![settle(&stale[0], &failed)],
+        vec![settle(&stale[0], &retry)],
+        vec![settle(&stale[0], &sent)],
+        vec![
+            settle(&stale[0], &sent),
+            settle(&stale[0], &retry),
+            settle(&stale[0], &failed),
+        ],
+        // Nor does B's own outcome land twice.
+        vec![settle(&current[0], &sent)],
+    ] {
+        assert!(
+            deliveries::settle(&mut conn, &outcomes)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
 
     let mut check = database.connect().await.unwrap();
     let sent = testkit::count(
@@ -68,6 +88,66 @@ async fn a_stale_sender_never_overwrites_a_newer_outcome() {
         .await
         .unwrap();
     assert_eq!(failed, 0);
+    drop((conn, check, pool));
+}
+
+#[tokio::test]
+async fn one_batch_settles_sent_retried_and_failed_sends_together() {
+    let database = TestDatabase::new("mailer");
+    db::migrate(database.url()).await.unwrap();
+    let pool = db::pool(database.url(), 2).unwrap();
+    let mut conn = pool.get().await.unwrap();
+    let events: Vec<_> = (0..3).map(|_| registered(&unique_email(), None)).collect();
+    let recorded = deliveries::record(&mut conn, &events.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 3);
+    let mut claims = deliveries::claim_due(&mut conn, 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    claims.sort_by_key(|claim| events.iter().position(|e| e.id == claim.event_id));
+    let outcomes = [
+        Outcome::Sent {
+            message_id: "<sent@x>".into(),
+        },
+        Outcome::Retry {
+            delay: Duration::from_secs(30),
+            error: "451 busy".into(),
+        },
+        Outcome::Failed {
+            error: "550 no such user".into(),
+        },
+    ];
+    let batch: Vec<Settle> = claims
+        .iter()
+        .zip(&outcomes)
+        .map(|(claim, outcome)| Settle {
+            claim,
+            attempts: 1,
+            outcome,
+        })
+        .collect();
+    let settled = deliveries::settle(&mut conn, &batch).await.unwrap();
+    assert_eq!(settled, events.iter().map(|e| e.id).collect::<HashSet<_>>());
+
+    let mut check = database.connect().await.unwrap();
+    for (event, expected) in events.iter().zip([
+        "status = 'sent' AND message_id = '<sent@x>' AND sent_at IS NOT NULL",
+        "status = 'pending' AND last_error = '451 busy' AND next_attempt_at > now() + interval '20 seconds'",
+        "status = 'failed' AND last_error = '550 no such user'",
+    ]) {
+        let sql = format!(
+            "SELECT count(*) AS n FROM deliveries WHERE event_id = '{}' AND attempts = 1 \
+             AND claim_token IS NULL AND {expected}",
+            event.id
+        );
+        assert_eq!(testkit::count(&mut check, &sql).await.unwrap(), 1, "{sql}");
+    }
+    let failed = format!(
+        "SELECT count(*) AS n FROM failed_sends WHERE event_id = '{}' AND error = '550 no such user'",
+        events[2].id
+    );
+    assert_eq!(testkit::count(&mut check, &failed).await.unwrap(), 1);
     drop((conn, check, pool));
 }
 
