@@ -25,6 +25,27 @@ pub fn is_transient(error: &diesel::result::Error) -> bool {
     }
 }
 
+/// Whether the database went away under a statement (the connection broke mid-query, or the server
+/// is shutting down, starting up or terminated the backend): not a bug of ours, and the pool
+/// replaces the connection.
+pub fn is_unavailable(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        )
+        | Error::BrokenTransactionManager => true,
+        Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            let message = info.message();
+            message.contains("terminating connection")
+                || message.contains("shutting down")
+                || message.contains("starting up")
+        }
+        _ => false,
+    }
+}
+
 /// An error that may mean "lost a race with another transaction".
 pub trait MaybeTransient {
     fn is_transient(&self) -> bool;

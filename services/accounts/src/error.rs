@@ -61,23 +61,7 @@ impl ApiError {
 
 impl From<diesel::result::Error> for ApiError {
     fn from(e: diesel::result::Error) -> Self {
-        use diesel::result::{DatabaseErrorKind, Error};
-        let unavailable = match &e {
-            // The connection broke mid-query, or the server is shutting down or starting up: the
-            // database went away, which is not a bug of ours. 503, and the pool reconnects.
-            Error::DatabaseError(
-                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-                _,
-            )
-            | Error::BrokenTransactionManager => true,
-            Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
-                let message = info.message();
-                message.contains("terminating connection")
-                    || message.contains("shutting down")
-                    || message.contains("starting up")
-            }
-            _ => false,
-        };
+        let unavailable = crate::db::is_unavailable(&e);
         if unavailable {
             Self::Unavailable(e.into())
         } else {

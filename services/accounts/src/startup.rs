@@ -12,6 +12,7 @@ use std::{
 use actix_web::{App, HttpServer, dev::Server, middleware::from_fn, web};
 use anyhow::Context;
 use secrecy::ExposeSecret;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -38,7 +39,11 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct Application {
     port: u16,
     server: Server,
-    relay: OutboxRelay,
+    pool: db::Pool,
+    /// Already running: it started as soon as the database was ready.
+    relay: JoinHandle<()>,
+    /// Stops the relay and the background tasks.
+    shutdown: CancellationToken,
     audit_retention: Duration,
 }
 
@@ -52,6 +57,12 @@ impl Application {
             }
             .into());
         }
+        // bcrypt is measured (a quarter of a second at cost 12) while the database is prepared.
+        let hasher = tokio::spawn(PasswordHasher::new(
+            settings.bcrypt_cost,
+            settings.hash_concurrency,
+            settings.hash_queue,
+        ));
         let database_url = settings.database_url.expose_secret().to_string();
         db::migrate(&database_url).await?;
         let pool = db::pool(&database_url, POOL_SIZE)?;
@@ -60,32 +71,33 @@ impl Application {
             .await
             .context("normalizing stored emails and usernames")?;
         drop(conn);
+        // Events waiting in the outbox (a restart after an outage) need neither keys nor bcrypt:
+        // the relay starts now. If the rest of the startup fails, the guard stops it.
+        let shutdown = CancellationToken::new();
+        let relay = tokio::spawn(
+            OutboxRelay {
+                pool: pool.clone(),
+                database_url: settings.database_url.clone(),
+                amqp_url: settings.amqp_url.clone(),
+                poll_interval: settings.outbox_poll_interval,
+                retention: settings.outbox_retention,
+                connected: Arc::new(AtomicBool::new(false)),
+            }
+            .run(shutdown.clone()),
+        );
+        let stop_relay = shutdown.clone().drop_guard();
         let keys = SigningKeys::load(
             &settings.jwt_key_file,
             settings.development_key_allowed(),
             &settings.jwt_previous_key_files,
         )
         .context("loading the JWT signing key (ACCOUNTS_JWT_KEY_FILE)")?;
-        let hasher = PasswordHasher::new(
-            settings.bcrypt_cost,
-            settings.hash_concurrency,
-            settings.hash_queue,
-        )
-        .await
-        .context("measuring bcrypt")?;
+        let hasher = hasher.await?.context("measuring bcrypt")?;
         let issuer = settings
             .public_url
             .as_str()
             .trim_end_matches('/')
             .to_string();
-        let relay = OutboxRelay {
-            pool: pool.clone(),
-            database_url: settings.database_url.clone(),
-            amqp_url: settings.amqp_url.clone(),
-            poll_interval: settings.outbox_poll_interval,
-            retention: settings.outbox_retention,
-            connected: Arc::new(AtomicBool::new(false)),
-        };
         let listener = TcpListener::bind(settings.addr).with_context(|| {
             format!(
                 "cannot listen on {} (ACCOUNTS_ADDR); is another process using it?",
@@ -106,8 +118,8 @@ impl Application {
         let metrics = telemetry::metrics_handle();
         let server = HttpServer::new(move || {
             // Runs once on each worker thread as it starts.
-            let n = next_pool.fetch_add(1, Ordering::Relaxed) % worker_pools.len().max(1);
-            let pool = worker_pools.get(n).unwrap_or(&pool).clone();
+            let n = next_pool.fetch_add(1, Ordering::Relaxed) % worker_pools.len();
+            let pool = worker_pools[n].clone();
             let state = web::Data::new(AppState {
                 settings: settings.clone(),
                 pool,
@@ -136,10 +148,13 @@ impl Application {
         .shutdown_timeout(10)
         .listen(listener)?
         .run();
+        stop_relay.disarm();
         Ok(Self {
             port,
             server,
+            pool,
             relay,
+            shutdown,
             audit_retention,
         })
     }
@@ -151,16 +166,14 @@ impl Application {
     /// Serves until the server stops (SIGINT/SIGTERM stop it gracefully), then lets the relay
     /// finish its batch.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let shutdown = CancellationToken::new();
         tokio::spawn(crate::audit::prune_periodically(
-            self.relay.pool.clone(),
+            self.pool,
             self.audit_retention,
-            shutdown.clone(),
+            self.shutdown.clone(),
         ));
-        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
         let served = self.server.await;
-        shutdown.cancel();
-        if tokio::time::timeout(Duration::from_secs(15), relay)
+        self.shutdown.cancel();
+        if tokio::time::timeout(Duration::from_secs(15), self.relay)
             .await
             .is_err()
         {

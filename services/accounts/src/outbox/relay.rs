@@ -31,6 +31,10 @@ use uuid::Uuid;
 use crate::{db::Pool, schema::outbox};
 
 const BATCH: i64 = 500;
+/// Batches in flight at once, each on its own channel: while one waits for the broker's confirms,
+/// another is claimed and published. Each lane's confirms and returns stay on its channel, so a
+/// batch never mistakes another's returned message for its own.
+const LANES: usize = 2;
 /// The longest wait for a batch's publisher confirms. A broker under a resource alarm blocks
 /// publishers without closing the connection; past this the unconfirmed rows are rescheduled and the
 /// relay reconnects, so it never hangs past SIGTERM.
@@ -60,7 +64,7 @@ pub struct OutboxRelay {
 }
 
 impl OutboxRelay {
-    /// Runs until `shutdown` fires, finishing the batch in flight first (a diesel-async
+    /// Runs until `shutdown` fires, finishing the batches in flight first (a diesel-async
     /// transaction must not be dropped half-way).
     pub async fn run(self, shutdown: CancellationToken) {
         let wake = Arc::new(Notify::new());
@@ -71,56 +75,96 @@ impl OutboxRelay {
             shutdown.clone(),
         ));
         let mut reconnect = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-        let mut last_housekeeping: Option<Instant> = None;
-        let mut last_backlog: Option<Instant> = None;
-        'connect: while !shutdown.is_cancelled() {
-            let (connection, publisher) = match self.connect().await {
+        while !shutdown.is_cancelled() {
+            let (connection, publishers) = match self.connect().await {
                 Ok(connected) => {
                     reconnect.reset();
-                    self.connected.store(true, Ordering::Relaxed);
-                    metrics::gauge!("accounts_amqp_connected").set(1.0);
+                    self.set_connected(true);
                     tracing::info!("outbox relay connected to the broker");
                     connected
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay cannot reach the broker; events wait in the outbox");
                     tokio::select! {
-                        () = reconnect.wait() => continue 'connect,
-                        () = shutdown.cancelled() => break 'connect,
+                        () = reconnect.wait() => continue,
+                        () = shutdown.cancelled() => break,
                     }
                 }
             };
-            let mut database_backoff =
-                Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-            loop {
-                if shutdown.is_cancelled() {
-                    break 'connect;
+            // Set by the first lane that loses the broker; the others finish their batch and stop.
+            let lost = CancellationToken::new();
+            let stopping = CancellationToken::new();
+            let stop_lanes = async {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = lost.cancelled() => {}
                 }
-                match self.publish_batch(&publisher).await {
-                    Ok(count) => {
-                        database_backoff.reset();
-                        if count == BATCH as usize {
-                            continue;
-                        }
-                    }
-                    Err(RelayError::Broker(e)) => {
-                        tracing::warn!(error = %e, "lost the broker; reconnecting");
-                        self.connected.store(false, Ordering::Relaxed);
-                        metrics::gauge!("accounts_amqp_connected").set(0.0);
-                        abandon(connection).await;
-                        tokio::select! {
-                            () = reconnect.wait() => continue 'connect,
-                            () = shutdown.cancelled() => break 'connect,
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "outbox relay database error; retrying");
-                        tokio::select! {
-                            () = database_backoff.wait() => continue,
-                            () = shutdown.cancelled() => break 'connect,
-                        }
+                stopping.cancel();
+            };
+            let lanes = publishers
+                .iter()
+                .enumerate()
+                .map(|(n, publisher)| self.lane(n == 0, publisher, &wake, &stopping, &lost));
+            tokio::join!(stop_lanes, futures_util::future::join_all(lanes));
+            if shutdown.is_cancelled() {
+                break;
+            }
+            self.set_connected(false);
+            abandon(connection).await;
+            tokio::select! {
+                () = reconnect.wait() => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        self.set_connected(false);
+        listener.abort();
+        tracing::info!("outbox relay stopped");
+    }
+
+    fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+        metrics::gauge!("accounts_amqp_connected").set(if connected { 1.0 } else { 0.0 });
+    }
+
+    /// One lane: claims and publishes batches on its own channel until `stopping` fires. A full
+    /// batch means more may wait, so it goes on at once and wakes another lane to help; otherwise
+    /// it sleeps until `NOTIFY outbox` or the poll interval. A lost broker fires `lost`. The
+    /// `first` lane also keeps the outbox (retention, backlog gauges).
+    async fn lane(
+        &self,
+        first: bool,
+        publisher: &Publisher,
+        wake: &Notify,
+        stopping: &CancellationToken,
+        lost: &CancellationToken,
+    ) {
+        let mut database_backoff =
+            Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut last_housekeeping: Option<Instant> = None;
+        let mut last_backlog: Option<Instant> = None;
+        while !stopping.is_cancelled() {
+            match self.publish_batch(publisher).await {
+                Ok(count) => {
+                    database_backoff.reset();
+                    if count == BATCH as usize {
+                        wake.notify_one();
+                        continue;
                     }
                 }
+                Err(RelayError::Broker(e)) => {
+                    tracing::warn!(error = %e, "lost the broker; reconnecting");
+                    lost.cancel();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay database error; retrying");
+                    tokio::select! {
+                        () = database_backoff.wait() => continue,
+                        () = stopping.cancelled() => return,
+                    }
+                }
+            }
+            if first {
                 if last_housekeeping.is_none_or(|at| at.elapsed() >= HOUSEKEEPING_EVERY) {
                     if let Err(e) = self.housekeeping().await {
                         tracing::warn!(error = %e, "outbox housekeeping failed");
@@ -133,24 +177,26 @@ impl OutboxRelay {
                     }
                     last_backlog = Some(Instant::now());
                 }
-                tokio::select! {
-                    () = wake.notified() => {}
-                    () = tokio::time::sleep(self.poll_interval) => {}
-                    () = shutdown.cancelled() => break 'connect,
-                }
+            }
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(self.poll_interval) => {}
+                () = stopping.cancelled() => return,
             }
         }
-        self.connected.store(false, Ordering::Relaxed);
-        listener.abort();
-        tracing::info!("outbox relay stopped");
     }
 
-    async fn connect(&self) -> Result<(lapin::Connection, Publisher), lapin::Error> {
+    async fn connect(&self) -> Result<(lapin::Connection, Vec<Publisher>), lapin::Error> {
         let connection = amqp::connect(self.amqp_url.expose_secret(), "accounts-relay").await?;
-        let publisher = Publisher::open(&connection)
-            .await?
-            .with_confirm_timeout(CONFIRM_TIMEOUT);
-        Ok((connection, publisher))
+        let mut publishers = Vec::with_capacity(LANES);
+        for _ in 0..LANES {
+            publishers.push(
+                Publisher::open(&connection)
+                    .await?
+                    .with_confirm_timeout(CONFIRM_TIMEOUT),
+            );
+        }
+        Ok((connection, publishers))
     }
 
     /// Claims, publishes and settles one batch. Returns how many rows it claimed.
@@ -160,7 +206,8 @@ impl OutboxRelay {
         // rescheduled, and the error is reported after the commit.
         let (claimed, broker_error) = conn
             .transaction::<_, RelayError, _>(async move |conn| {
-                let rows: Vec<(i64, Uuid, String, serde_json::Value, i32)> = outbox::table
+                // The envelope as Postgres prints it: no parse into a `Value` and back.
+                let rows: Vec<(i64, Uuid, String, String, i32)> = outbox::table
                     .filter(outbox::published_at.is_null())
                     .filter(outbox::next_attempt_at.le(Utc::now()))
                     .order(outbox::id)
@@ -171,7 +218,7 @@ impl OutboxRelay {
                         outbox::id,
                         outbox::event_id,
                         outbox::event_type,
-                        outbox::envelope,
+                        diesel::dsl::sql::<diesel::sql_types::Text>("envelope::text"),
                         outbox::attempts,
                     ))
                     .load(conn)
@@ -179,14 +226,11 @@ impl OutboxRelay {
                 if rows.is_empty() {
                     return Ok((0, None));
                 }
-                let bodies: Vec<(String, Vec<u8>)> = rows
-                    .iter()
-                    .map(|(_, id, _, envelope, _)| (id.to_string(), envelope.to_string().into_bytes()))
-                    .collect();
+                let ids: Vec<String> = rows.iter().map(|(_, id, ..)| id.to_string()).collect();
                 let messages: Vec<(&str, &str, &[u8])> = rows
                     .iter()
-                    .zip(&bodies)
-                    .map(|((_, _, kind, _, _), (id, body))| (kind.as_str(), id.as_str(), body.as_slice()))
+                    .zip(&ids)
+                    .map(|((_, _, kind, envelope, _), id)| (kind.as_str(), id.as_str(), envelope.as_bytes()))
                     .collect();
                 let results = publisher.publish_batch(&messages).await;
 

@@ -348,7 +348,9 @@ async fn an_unbound_type_in_a_mixed_burst_waits_in_the_outbox_and_each_event_arr
     // Only user-registered is bound: every password-changed is returned by the broker.
     let mut tap = Tap::bind_keys(vhost.url(), &["user-registered"]).await;
     let app = spawn_with_vhost(&vhost).await;
-    let (registered, changed) = mixed_burst(&app, 400).await;
+    // More than three batches: the relay's lanes publish at once, each matching only its own
+    // returns.
+    let (registered, changed) = mixed_burst(&app, 1600).await;
 
     let first = tap
         .collect(

@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod confirm;
 mod contract;
+mod database;
 mod devices;
 mod events;
 mod hardening;
