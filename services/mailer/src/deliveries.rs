@@ -206,7 +206,10 @@ async fn reschedule(
     }
     let (ids, tokens, attempts) = claims(retries.iter().map(|(settle, _, _)| *settle));
     let delays: Vec<f64> = retries.iter().map(|(_, delay, _)| *delay).collect();
-    let errors: Vec<&str> = retries.iter().map(|(_, _, error)| *error).collect();
+    let errors: Vec<String> = retries
+        .iter()
+        .map(|(_, _, error)| storable(error))
+        .collect();
     let settled: Vec<Settled> = diesel::sql_query(
         "UPDATE deliveries d \
          SET attempts = v.attempts, next_attempt_at = now() + make_interval(secs => v.delay), \
@@ -225,6 +228,11 @@ async fn reschedule(
     Ok(settled.into_iter().map(|s| s.event_id).collect())
 }
 
+/// Error text as Postgres can store it: a server's reply may carry a NUL byte, which `text` refuses.
+fn storable(error: &str) -> String {
+    error.replace('\0', "\u{FFFD}")
+}
+
 /// Marks one delivery failed and writes its `failed_sends` row, if its claim is still current.
 async fn mark_failed(
     conn: &mut AsyncPgConnection,
@@ -232,6 +240,7 @@ async fn mark_failed(
     error: &str,
 ) -> QueryResult<bool> {
     let claim = settle.claim;
+    let error = &*storable(error);
     let failed = diesel::update(
         deliveries::table
             .filter(deliveries::event_id.eq(claim.event_id))

@@ -327,7 +327,8 @@ async fn settle_outcomes(
 
 /// Writes one batch of outcomes, retrying while the database is away. An outcome whose lease is
 /// about to end is given up on (the lease brings its row back to be sent again); the others are
-/// retried together.
+/// retried together. A batch the database refuses is written one outcome at a time, so one outcome
+/// it cannot store never holds back the others.
 async fn settle_batch(pool: &Pool, mut batch: Vec<Finished>, wake: &Notify) {
     let mut delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
@@ -351,6 +352,18 @@ async fn settle_batch(pool: &Pool, mut batch: Vec<Finished>, wake: &Notify) {
                 report(&batch, &settled, wake);
                 return;
             }
+            Err(e) if refused(&e) && batch.len() > 1 => {
+                tracing::warn!(outcomes = batch.len(), error = %e, "the database refused a batch of outcomes; writing them one at a time");
+                for finished in batch {
+                    Box::pin(settle_batch(pool, vec![finished], wake)).await;
+                }
+                return;
+            }
+            Err(e) if refused(&e) => {
+                let row = &batch[0].pending.row;
+                tracing::error!(event_id = %row.event_id, request_id = request_id(row), error = %e, "the database refused this send's outcome; the lease brings it back");
+                return;
+            }
             Err(e) => {
                 let wait = delays.next().unwrap_or(Duration::from_secs(2));
                 tracing::warn!(outcomes = batch.len(), error = %e, retry_in_ms = wait.as_millis() as u64, "settling sends failed; retrying within their leases");
@@ -358,6 +371,14 @@ async fn settle_batch(pool: &Pool, mut batch: Vec<Finished>, wake: &Notify) {
             }
         }
     }
+}
+
+/// Whether the database refused the statement itself (as opposed to being unreachable or losing a
+/// race), so that trying the same batch again cannot help.
+fn refused(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<diesel::result::Error>()
+        .is_some_and(|e| !crate::db::is_transient(e))
 }
 
 async fn write(pool: &Pool, batch: &[Finished]) -> anyhow::Result<HashSet<uuid::Uuid>> {

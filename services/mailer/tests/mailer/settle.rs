@@ -191,3 +191,52 @@ async fn a_settle_that_meets_a_database_outage_is_retried_within_the_lease() {
     assert_eq!(app.smtp.messages().len(), 1);
     assert_eq!(app.count("SELECT count(*) AS n FROM failed_sends").await, 0);
 }
+
+#[tokio::test]
+async fn an_smtp_reply_with_a_nul_byte_is_settled_with_the_rest_of_its_batch() {
+    // Postgres refuses 0x00 in text: a server's reply carrying one must not fail the statement
+    // that settles the mail sent alongside it.
+    let database = TestDatabase::new("mailer");
+    db::migrate(database.url()).await.unwrap();
+    let pool = db::pool(database.url(), 2).unwrap();
+    let mut conn = pool.get().await.unwrap();
+    let events: Vec<_> = (0..3).map(|_| registered(&unique_email(), None)).collect();
+    deliveries::record(&mut conn, &events.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let claims = deliveries::claim_due(&mut conn, 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let outcomes = [
+        Outcome::Sent {
+            message_id: "<sent@x>".into(),
+        },
+        Outcome::Retry {
+            delay: Duration::from_secs(30),
+            error: "451 try\0later".into(),
+        },
+        Outcome::Failed {
+            error: "550 no\0such user".into(),
+        },
+    ];
+    let batch: Vec<Settle> = claims
+        .iter()
+        .zip(&outcomes)
+        .map(|(claim, outcome)| Settle {
+            claim,
+            attempts: 1,
+            outcome,
+        })
+        .collect();
+    let settled = deliveries::settle(&mut conn, &batch).await.unwrap();
+    assert_eq!(settled.len(), 3);
+    let mut check = database.connect().await.unwrap();
+    let kept = testkit::count(
+        &mut check,
+        "SELECT count(*) AS n FROM deliveries WHERE last_error LIKE '451 try%later' OR last_error LIKE '550 no%such user'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(kept, 2);
+    drop((conn, check, pool));
+}
