@@ -1,5 +1,6 @@
-//! A returned (unroutable) message's body holds links with tokens. lapin logs every returned
-//! message, body included, at WARN; the services' log filter must keep that out of the logs, and
+//! A message body holds links with tokens. lapin logs every returned (unroutable) message, body
+//! included, at WARN, and every frame at TRACE; the services' log filter must keep that out of the
+//! logs even with `RUST_LOG=trace`, and
 //! the publisher must report returns by message id only. Its own test binary: it installs the
 //! process-wide subscriber, because lapin logs from its own I/O thread.
 
@@ -38,7 +39,9 @@ impl<'a> MakeWriter<'a> for Captured {
 async fn nothing_of_a_returned_body_reaches_the_logs() {
     let captured = Captured::default();
     tracing_subscriber::registry()
-        .with(telemetry::env_filter())
+        // Every level: the guard alone must keep the bodies out.
+        .with(tracing_subscriber::EnvFilter::new("trace"))
+        .with(telemetry::secret_guard())
         .with(
             tracing_subscriber::fmt::layer()
                 .json()

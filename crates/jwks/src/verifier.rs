@@ -191,12 +191,16 @@ impl AccessTokenVerifier {
             .get(url)
             .send()
             .await
-            .map_err(|e| causes(&e))?;
+            .map_err(|e| telemetry::error_chain(&e))?;
         if !response.status().is_success() {
             return Err(format!("the JWKS endpoint answered {}", response.status()));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| causes(&e))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| telemetry::error_chain(&e))?
+        {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_DOCUMENT_BYTES {
                 return Err(format!(
@@ -229,18 +233,6 @@ impl std::fmt::Debug for AccessTokenVerifier {
             .field("keys", &self.read().keys.len())
             .finish()
     }
-}
-
-/// An error and its causes on one line (reqwest's own message omits the cause, such as "connection refused").
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn unix_now() -> i64 {

@@ -3,29 +3,48 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing::{Level, Metadata};
+use tracing_subscriber::{
+    EnvFilter,
+    filter::{FilterFn, filter_fn},
+    fmt,
+    prelude::*,
+};
 
-/// Targets that are switched off whatever `RUST_LOG` says, because what they log can hold secrets.
-/// lapin logs every returned (unroutable) message at WARN with its body, and our bodies hold
-/// confirmation and reset links with tokens; the publisher reports returns itself, by message id.
-pub const SILENCED_TARGETS: [&str; 1] = ["lapin::returned_messages"];
-
-/// The filter the services log through: `RUST_LOG` (default info), with [`SILENCED_TARGETS`] off.
-/// A more specific directive wins in `EnvFilter`, so `RUST_LOG=lapin=trace` does not bring them back.
+/// The level filter from `RUST_LOG` (default info).
 pub fn env_filter() -> EnvFilter {
-    let base = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    SILENCED_TARGETS.iter().fold(base, |filter, target| {
-        match format!("{target}=off").parse() {
-            Ok(directive) => filter.add_directive(directive),
-            Err(_) => filter,
-        }
-    })
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-/// JSON logs unless `LOG_FORMAT=pretty`; level from `RUST_LOG` (default info), through [`env_filter`].
+/// Keeps out what libraries log that can hold secrets, whatever `RUST_LOG` says (a filter of its
+/// own, which no directive can widen):
+/// - our message bodies hold confirmation and reset links with tokens, and lapin logs them: every
+///   returned (unroutable) message at WARN, every frame it reads or writes at TRACE (the publisher
+///   reports returns itself, by message id);
+/// - tokio-postgres logs every statement's parameters (addresses, password hashes, envelopes) at
+///   DEBUG.
+pub fn secret_guard() -> FilterFn<fn(&Metadata<'_>) -> bool> {
+    fn admitted(meta: &Metadata<'_>) -> bool {
+        let target = meta.target();
+        let within = |krate: &str| {
+            target
+                .strip_prefix(krate)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        };
+        let verbose = *meta.level() >= Level::DEBUG;
+        !((within("lapin")
+            && (*meta.level() == Level::TRACE || target == "lapin::returned_messages"))
+            || (within("tokio_postgres") && verbose))
+    }
+    filter_fn(admitted as fn(&Metadata<'_>) -> bool)
+}
+
+/// JSON logs unless `LOG_FORMAT=pretty`; level from `RUST_LOG` (default info), through
+/// [`env_filter`] and [`secret_guard`].
 pub fn init_logging() {
-    let filter = env_filter();
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(env_filter())
+        .with(secret_guard());
     let result = if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "pretty") {
         registry.with(fmt::layer()).try_init()
     } else {
@@ -73,6 +92,45 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// An error and its causes on one line, `outer: cause: cause` (many errors' own message omits
+/// the cause that says what happened, such as "connection refused" or a template's line).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// `text` with every word that holds an `@` masked as [`mask_address`] masks an address: SMTP
+/// servers repeat the recipient in their replies (`550 5.1.1 <bob@example.org>: no such user`).
+pub fn mask_addresses(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            if !word.contains('@') {
+                return word.to_string();
+            }
+            let start = word.find(|c: char| !"<(\"'[".contains(c)).unwrap_or(0);
+            let end = word
+                .rfind(|c: char| !">)\"':;,.]".contains(c))
+                .map_or(word.len(), |i| i + 1);
+            if start >= end {
+                return word.to_string();
+            }
+            format!(
+                "{}{}{}",
+                &word[..start],
+                mask_address(&word[start..end]),
+                &word[end..]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// An address as it may appear in logs: the first character of the local part and the domain,
 /// `a***@example.com`.
 pub fn mask_address(address: &str) -> String {
@@ -87,7 +145,19 @@ pub fn mask_address(address: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::mask_address;
+    use super::{mask_address, mask_addresses};
+
+    #[test]
+    fn addresses_in_a_server_reply_are_masked() {
+        let reply = "permanent error (550): 5.1.1 <bob.smith@example.org>: Recipient address rejected; bob.smith@example.org unknown.";
+        let masked = mask_addresses(reply);
+        assert!(!masked.contains("bob.smith"), "{masked}");
+        assert_eq!(
+            masked,
+            "permanent error (550): 5.1.1 <b***@example.org>: Recipient address rejected; b***@example.org unknown."
+        );
+        assert_eq!(mask_addresses("451 try again later"), "451 try again later");
+    }
 
     #[test]
     fn masks_the_local_part() {

@@ -30,7 +30,7 @@ use crate::{
     smtp::{SendError, SmtpSender},
     templates::Templates,
 };
-use telemetry::mask_address;
+use telemetry::{mask_address, mask_addresses};
 
 /// The Postgres channel the `deliveries` insert trigger notifies.
 pub const CHANNEL: &str = "mailer_deliveries";
@@ -278,7 +278,7 @@ async fn process(
                 .increment(1);
             tracing::warn!(
                 event_id = %row.event_id, request_id, event_type = %row.event_type, %recipient, attempts,
-                retry_in_ms = delay.as_millis() as u64, error = %error,
+                retry_in_ms = delay.as_millis() as u64, error = %mask_addresses(&error),
                 "mail not sent; will retry"
             );
             Outcome::Retry { delay, error }
@@ -293,7 +293,7 @@ async fn process(
                 .increment(1);
             tracing::error!(
                 event_id = %row.event_id, request_id, event_type = %row.event_type, %recipient, attempts,
-                error = %error, reason, "mail not sent; recording it in failed_sends"
+                error = %mask_addresses(&error.to_string()), reason, "mail not sent; recording it in failed_sends"
             );
             Outcome::Failed {
                 error: error.to_string(),

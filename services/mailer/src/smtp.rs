@@ -314,7 +314,8 @@ impl SmtpSender {
 }
 
 fn classify(error: lettre::transport::smtp::Error) -> SendError {
-    let text = error_chain(&error);
+    // lettre's message already carries its cause.
+    let text = error.to_string();
     if error.is_permanent() {
         SendError::Permanent(text)
     } else {
@@ -422,15 +423,4 @@ impl AsyncTokioStream for ReplyTimeout {
     fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.socket.peer_addr()
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -75,23 +75,12 @@ pub enum TemplateError {
     Render { name: String, message: String },
 }
 
-/// Tera nests the useful part (the file, the line and the cause) in its source chain.
-fn tera_message(error: &tera::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
 impl TemplateError {
     fn render(name: &str, error: &tera::Error) -> Self {
         Self::Render {
             name: name.to_string(),
-            message: tera_message(error),
+            // Tera nests the useful part (the file, the line and the cause) in its source chain.
+            message: telemetry::error_chain(error),
         }
     }
 }
@@ -217,7 +206,7 @@ impl Templates {
             tera.add_raw_templates(files)
                 .map_err(|e| TemplateError::Compile {
                     locale: locale.code(),
-                    message: tera_message(&e),
+                    message: telemetry::error_chain(&e),
                 })?;
             locales.push(LocaleTemplates {
                 locale,
