@@ -22,6 +22,56 @@ use url::Url;
 pub type Pool = deadpool::Pool<AsyncPgConnection>;
 pub type PooledConnection = deadpool::Object<AsyncPgConnection>;
 
+/// Whether the database went away under a statement: the connection broke, the server is
+/// shutting down, starting up, recovering or full, it terminated or cancelled the backend, or a
+/// pooled connection was left mid-transaction. Nothing about the data is wrong; another
+/// connection, later, may succeed.
+pub fn is_unavailable(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection
+            | DatabaseErrorKind::UnableToSendCommand
+            | DatabaseErrorKind::ReadOnlyTransaction,
+            _,
+        )
+        | Error::BrokenTransactionManager
+        | Error::AlreadyInTransaction => true,
+        Error::DatabaseError(DatabaseErrorKind::Unknown, info) => [
+            "terminating connection",
+            "shutting down",
+            "starting up",
+            "recovery",
+            "too many connections",
+            "canceling statement",
+        ]
+        .iter()
+        .any(|needle| info.message().contains(needle)),
+        _ => false,
+    }
+}
+
+/// Whether Postgres aborted a transaction only because it raced another one (a serialization
+/// failure, a deadlock, a lock timeout): nothing was committed, and running it again is safe.
+pub fn lost_race(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        Error::DatabaseError(_, info) => {
+            let message = info.message();
+            message.contains("deadlock detected") || message.contains("lock timeout")
+        }
+        _ => false,
+    }
+}
+
+/// Whether a database error says nothing about the data ([`is_unavailable`] or [`lost_race`]):
+/// anything else (a value the database refuses, such as a NUL byte in jsonb) fails the same way
+/// every time.
+pub fn is_transient(error: &diesel::result::Error) -> bool {
+    is_unavailable(error) || lost_race(error)
+}
+
 /// A pooled connection checked out again within this long of its last checkout is handed out
 /// without a test query. One the server closed (a restart, `pg_terminate_backend`) is known broken
 /// without one, by its closed socket; a round trip on every checkout would cost a busy service a

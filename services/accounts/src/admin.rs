@@ -49,7 +49,7 @@ pub async fn role_names(conn: &mut AsyncPgConnection) -> QueryResult<Vec<String>
 
 impl db::MaybeTransient for AdminError {
     fn is_transient(&self) -> bool {
-        matches!(self, AdminError::Database(e) if db::is_transient(e))
+        matches!(self, AdminError::Database(e) if db::lost_race(e))
     }
 }
 

@@ -62,25 +62,6 @@ async fn user_in_session(
         .optional()
 }
 
-/// [`user_in_session`] on a pooled connection. The pool hands out a recently used connection
-/// without testing it, so one the server dropped a moment ago (a failover, terminated backends) can
-/// still come out before its closed socket is noticed: the read is then run again on another one.
-/// Only a read may be repeated like this; a write may have committed before the connection broke.
-async fn read_user_in_session(
-    pool: &db::Pool,
-    user_id: Uuid,
-    session_id: Uuid,
-) -> Result<Option<(User, Option<Uuid>)>, ApiError> {
-    let mut attempts = 1;
-    loop {
-        let mut conn = pool.get().await?;
-        match user_in_session(&mut conn, user_id, session_id).await {
-            Err(e) if db::is_unavailable(&e) && attempts < 3 => attempts += 1,
-            read => return Ok(read?),
-        }
-    }
-}
-
 impl FromRequest for Authenticated {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
@@ -96,9 +77,12 @@ impl FromRequest for Authenticated {
                 .verify(&token, Purpose::Access)
                 .map_err(|_| ApiError::bad_token())?;
             let session_id = claims.sid.ok_or_else(ApiError::bad_token)?;
-            let (user, live_session) = read_user_in_session(&state.pool, claims.sub, session_id)
-                .await?
-                .ok_or_else(ApiError::bad_token)?;
+            // A read: run again on another connection if the server dropped the first.
+            let (user, live_session) = db::reading(&state.pool, async |conn| {
+                user_in_session(conn, claims.sub, session_id).await
+            })
+            .await??
+            .ok_or_else(ApiError::bad_token)?;
             if claims.ver != Some(user.token_version) || live_session.is_none() {
                 return Err(ApiError::bad_token());
             }

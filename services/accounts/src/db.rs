@@ -1,8 +1,10 @@
 //! The accounts database: its embedded migrations, and the shared bootstrap re-exported.
 
+use diesel::QueryResult;
+use diesel_async::AsyncPgConnection;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
-pub use database::{Pool, PoolError, PooledConnection, pool, violates};
+pub use database::{Pool, PoolError, PooledConnection, is_unavailable, lost_race, pool, violates};
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/accounts");
 
@@ -14,35 +16,21 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     database::migrate(database_url, MIGRATIONS, MIGRATION_LOCK_KEY).await
 }
 
-/// Whether Postgres aborted a transaction only because it raced another one (a serialization
-/// failure or a deadlock): nothing was committed, and running it again is safe.
-pub fn is_transient(error: &diesel::result::Error) -> bool {
-    use diesel::result::{DatabaseErrorKind, Error};
-    match error {
-        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
-        Error::DatabaseError(_, info) => info.message().contains("deadlock detected"),
-        _ => false,
-    }
-}
-
-/// Whether the database went away under a statement (the connection broke mid-query, or the server
-/// is shutting down, starting up or terminated the backend): not a bug of ours, and the pool
-/// replaces the connection.
-pub fn is_unavailable(error: &diesel::result::Error) -> bool {
-    use diesel::result::{DatabaseErrorKind, Error};
-    match error {
-        Error::DatabaseError(
-            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-            _,
-        )
-        | Error::BrokenTransactionManager => true,
-        Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
-            let message = info.message();
-            message.contains("terminating connection")
-                || message.contains("shutting down")
-                || message.contains("starting up")
+/// Runs `read` on a pooled connection, and again on another one (3 tries in all) when the server
+/// dropped the first: the pool hands out a recently used connection without a test query, so one
+/// the server closed a moment ago (a failover, terminated backends) can come out before its closed
+/// socket is noticed. Only for reads: a write on a connection that broke may have committed.
+pub async fn reading<T>(
+    pool: &Pool,
+    mut read: impl AsyncFnMut(&mut AsyncPgConnection) -> QueryResult<T>,
+) -> Result<QueryResult<T>, PoolError> {
+    let mut tries = 1;
+    loop {
+        let mut conn = pool.get().await?;
+        match read(&mut conn).await {
+            Err(e) if is_unavailable(&e) && tries < 3 => tries += 1,
+            done => return Ok(done),
         }
-        _ => false,
     }
 }
 
@@ -53,7 +41,7 @@ pub trait MaybeTransient {
 
 impl MaybeTransient for diesel::result::Error {
     fn is_transient(&self) -> bool {
-        is_transient(self)
+        lost_race(self)
     }
 }
 

@@ -4,7 +4,7 @@ use std::{
     net::TcpListener,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -21,7 +21,7 @@ use crate::{
     error::{json_error, query_error},
     hashing::PasswordHasher,
     http_policy, openapi,
-    outbox::relay::OutboxRelay,
+    outbox::relay::{self, OutboxRelay},
     pages::Pages,
     routes,
     state::AppState,
@@ -30,8 +30,11 @@ use crate::{
     users,
 };
 
-/// Database connections for HTTP requests, split between the workers; the relay has its own.
+/// Database connections for HTTP requests, split between the workers.
 const POOL_SIZE: usize = 16;
+/// Connections for the work off the request path: one for each relay lane, one for audit pruning
+/// and startup's own queries, one spare.
+const BACKGROUND_POOL_SIZE: usize = relay::LANES + 2;
 
 /// Request bodies larger than this get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -65,7 +68,7 @@ impl Application {
         ));
         let database_url = settings.database_url.expose_secret().to_string();
         db::migrate(&database_url).await?;
-        let pool = db::pool(&database_url, POOL_SIZE)?;
+        let pool = db::pool(&database_url, BACKGROUND_POOL_SIZE)?;
         let mut conn = pool.get().await.context("connecting to the database")?;
         users::normalize_identifiers(&mut conn)
             .await
@@ -81,7 +84,6 @@ impl Application {
                 amqp_url: settings.amqp_url.clone(),
                 poll_interval: settings.outbox_poll_interval,
                 retention: settings.outbox_retention,
-                connected: Arc::new(AtomicBool::new(false)),
             }
             .run(shutdown.clone()),
         );

@@ -12,16 +12,16 @@
 //! confirms is bounded (a broker under a resource alarm blocks without closing the connection).
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use amqp::{Backoff, PublishError, Publisher};
 use chrono::Utc;
-use diesel::prelude::*;
+use diesel::{
+    prelude::*,
+    sql_types::{Array, BigInt, Text},
+};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
@@ -34,7 +34,7 @@ const BATCH: i64 = 500;
 /// Batches in flight at once, each on its own channel: while one waits for the broker's confirms,
 /// another is claimed and published. Each lane's confirms and returns stay on its channel, so a
 /// batch never mistakes another's returned message for its own.
-const LANES: usize = 2;
+pub const LANES: usize = 2;
 /// The longest wait for a batch's publisher confirms. A broker under a resource alarm blocks
 /// publishers without closing the connection; past this the unconfirmed rows are rescheduled and the
 /// relay reconnects, so it never hangs past SIGTERM.
@@ -59,8 +59,6 @@ pub struct OutboxRelay {
     pub amqp_url: SecretString,
     pub poll_interval: Duration,
     pub retention: Duration,
-    /// Whether the relay holds a broker connection right now (for metrics; not for readiness).
-    pub connected: Arc<AtomicBool>,
 }
 
 impl OutboxRelay {
@@ -122,7 +120,6 @@ impl OutboxRelay {
     }
 
     fn set_connected(&self, connected: bool) {
-        self.connected.store(connected, Ordering::Relaxed);
         metrics::gauge!("accounts_amqp_connected").set(if connected { 1.0 } else { 0.0 });
     }
 
@@ -235,21 +232,15 @@ impl OutboxRelay {
                 let results = publisher.publish_batch(&messages).await;
 
                 let mut published = Vec::new();
+                let (mut failed, mut errors) = (Vec::new(), Vec::new());
                 let mut broker_error = None;
                 let mut unroutable = 0usize;
-                for ((id, event_id, kind, _, attempts), result) in rows.iter().zip(results) {
+                for ((id, event_id, kind, _, _), result) in rows.iter().zip(results) {
                     match result {
                         Ok(()) => published.push(*id),
                         Err(error) => {
-                            let delay = retry_delay(*attempts);
-                            diesel::update(outbox::table.find(id))
-                                .set((
-                                    outbox::attempts.eq(outbox::attempts + 1),
-                                    outbox::next_attempt_at.eq(Utc::now() + delay),
-                                    outbox::last_error.eq(error.to_string()),
-                                ))
-                                .execute(conn)
-                                .await?;
+                            failed.push(*id);
+                            errors.push(error.to_string());
                             if matches!(error, PublishError::Unroutable(_)) {
                                 // Expected while a new type waits for its consumer; summarised below.
                                 unroutable += 1;
@@ -270,6 +261,7 @@ impl OutboxRelay {
                     .set(outbox::published_at.eq(Utc::now()))
                     .execute(conn)
                     .await?;
+                reschedule(conn, &failed, &errors).await?;
                 metrics::counter!("accounts_outbox_published_total").increment(published.len() as u64);
                 Ok((rows.len(), broker_error))
             })
@@ -326,7 +318,25 @@ async fn abandon(connection: lapin::Connection) {
     }
 }
 
-/// A per-row retry delay for events the broker refused: 1 s, 2 s, 4 s ... capped at 5 minutes.
-fn retry_delay(attempts: i32) -> chrono::Duration {
-    chrono::Duration::seconds(1i64 << attempts.clamp(0, 8)).min(chrono::Duration::minutes(5))
+/// Puts back rows the broker did not take, each with its error, one more attempt and its own
+/// delay (1 s, 2 s, 4 s ... capped at 256 s), in one statement.
+async fn reschedule(
+    conn: &mut diesel_async::AsyncPgConnection,
+    ids: &[i64],
+    errors: &[String],
+) -> QueryResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::sql_query(
+        "UPDATE outbox o \
+         SET attempts = o.attempts + 1, last_error = f.error, \
+             next_attempt_at = now() + make_interval(secs => power(2, least(greatest(o.attempts, 0), 8))) \
+         FROM unnest($1, $2) AS f(id, error) \
+         WHERE o.id = f.id",
+    )
+    .bind::<Array<BigInt>, _>(ids)
+    .bind::<Array<Text>, _>(errors)
+    .execute(conn)
+    .await
 }
