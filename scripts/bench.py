@@ -152,7 +152,8 @@ def main():
         f.unlink()
     load_before = os.getloadavg()
     print("building release binaries ...", flush=True)
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "accounts", "-p", "mailer", "-p", "testkit", "--bin", "smtp-sink"],
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "accounts", "-p", "mailer"], check=True, cwd=ROOT)
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "testkit", "--example", "smtp-sink"],
                    check=True, cwd=ROOT)
     primitives = json.loads(sh("cargo", "bench", "-q", "-p", "accounts", "--bench", "primitives", cwd=ROOT).strip().splitlines()[-1])
     print("pgbench data ...", flush=True)

@@ -92,7 +92,7 @@ class SmtpSink:
 
 
 class TestkitSmtpSink:
-    """The testkit SMTP server (`smtp-sink`, a release binary) on loopback: accepts everything and
+    """The testkit SMTP server (the `smtp-sink` example, built in release) on loopback: accepts everything and
     timestamps each message by recipient as it is accepted. Much faster than aiosmtpd, and outside
     this process, so a load run measures the mailer, not the sink or Python's GIL. No refusal rules."""
 
@@ -100,7 +100,7 @@ class TestkitSmtpSink:
         import threading
 
         self.port, self.arrivals, self.counts = port, {}, {}
-        self.proc = subprocess.Popen([str(BIN / "smtp-sink"), str(port)], stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([str(BIN / "examples" / "smtp-sink"), str(port)], stdout=subprocess.PIPE, text=True)
         if self.proc.stdout.readline().strip() != "ready":
             sys.exit(f"smtp-sink did not start on port {port}")
         self.reader = threading.Thread(target=self.read, daemon=True)

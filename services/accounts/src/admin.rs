@@ -34,6 +34,8 @@ pub enum AdminError {
 /// What a role change did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RoleChange {
+    /// The roles the user holds now, in order.
+    pub roles: Vec<String>,
     pub granted: Vec<String>,
     pub revoked: Vec<String>,
 }
@@ -129,6 +131,7 @@ async fn edit_roles(
                 RoleEdit::Revoke(role) => current.iter().filter(|r| *r != role).cloned().collect(),
             };
             let change = RoleChange {
+                roles: wanted.iter().cloned().collect(),
                 granted: wanted.difference(&current).cloned().collect(),
                 revoked: current.difference(&wanted).cloned().collect(),
             };

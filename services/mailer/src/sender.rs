@@ -18,6 +18,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use events::Envelope;
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use tokio::{
     sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc},
     task::JoinSet,
@@ -249,7 +250,7 @@ async fn process(
     let attempts = row.attempts + 1;
     // The accounts request that caused this mail, to follow one flow across both services' logs.
     let request_id = request_id(row);
-    let result = match Envelope::from_json(row.envelope.to_string().as_bytes()) {
+    let result = match Envelope::deserialize(&row.envelope) {
         Ok(envelope) => tokio::time::timeout(
             context.send_deadline,
             send_envelope(&context.templates, &context.smtp, &envelope),

@@ -105,11 +105,11 @@ impl Server {
             "" => ClientId::default(),
             name => ClientId::Domain(name.to_string()),
         };
+        // Percent-decoding only, as lettre does: `+`, `&` and `=` are themselves in a password.
         let decode = |s: &str| {
-            url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
         };
         let credentials = url
             .password()
@@ -422,5 +422,22 @@ impl fmt::Debug for ReplyTimeout {
 impl AsyncTokioStream for ReplyTimeout {
     fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.socket.peer_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lettre::transport::smtp::authentication::Credentials;
+
+    use super::Server;
+
+    #[test]
+    fn credentials_in_the_url_are_percent_decoded_and_nothing_else() {
+        let server = Server::parse("smtp://us%40er:p%2Bw+rd&x=1%25@mail.example:2525").unwrap();
+        assert_eq!(
+            server.credentials,
+            Some(Credentials::new("us@er".into(), "p+w+rd&x=1%".into()))
+        );
+        assert_eq!((server.host.as_str(), server.port), ("mail.example", 2525));
     }
 }

@@ -330,11 +330,8 @@ pub async fn set_roles(
     }
     let mut conn = state.pool.get().await?;
     let change = admin::set_roles(&mut conn, id, &wanted, origin).await?;
-    let mut roles = wanted;
-    roles.sort();
-    roles.dedup();
     Ok(HttpResponse::Ok().json(RolesSet {
-        roles,
+        roles: change.roles,
         granted: change.granted,
         revoked: change.revoked,
     }))

@@ -24,7 +24,7 @@ use crate::{
     signin::{self, Notice},
     state::AppState,
     telemetry::{self, RequestId},
-    throttle::{self, HourlyLimit, LoginGuard},
+    throttle::{self, HourlyLimit, LoginGuard, ThrottleError},
     users::{self, EMAIL_TAKEN, NewUser, USERNAME_TAKEN, UserBody},
 };
 
@@ -290,6 +290,8 @@ pub async fn login(
         .await
     {
         Ok(attempt) => attempt,
+        // A database that failed is not a lockout: it answers 503, unaudited.
+        Err(ThrottleError::Database(e)) => return Err(e.into()),
         Err(throttled) => {
             metrics::counter!("accounts_logins_total", "outcome" => "locked").increment(1);
             let details = json!({ "email": telemetry::mask_address(&account) });

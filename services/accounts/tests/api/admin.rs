@@ -627,3 +627,35 @@ async fn two_operators_granting_different_roles_at_once_both_stick() {
         );
     }
 }
+
+#[tokio::test]
+async fn set_roles_answers_the_roles_as_stored() {
+    let app = spawn_app().await;
+    let (_, admin, _) = user_with_role(&app, Some(("admin", &[]))).await;
+    let (target, _, _) = user_with_role(&app, None).await;
+    sql(
+        &app,
+        "INSERT INTO roles (name) VALUES ('support') ON CONFLICT DO NOTHING",
+    )
+    .await;
+    let response = call(
+        &app,
+        "PUT",
+        &format!("/api/admin/users/{target}/roles"),
+        Some(&admin),
+        Some(json!({ "roles": [" support", "support ", "support"] })),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["roles"], json!(["support"]), "{body}");
+    let stored = testkit::count(
+        &mut app.conn().await,
+        &format!(
+            "SELECT count(*) AS n FROM user_roles WHERE user_id = '{target}' AND role = 'support'"
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored, 1);
+}

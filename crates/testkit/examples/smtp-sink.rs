@@ -1,4 +1,5 @@
-//! `smtp-sink [PORT]`: the testkit SMTP server as a standalone sink for load runs (`make bench`).
+//! `cargo run --release -p testkit --example smtp-sink [PORT]`: the testkit SMTP server as a
+//! standalone sink for load runs (`make bench`).
 //! It accepts every message on `127.0.0.1:PORT` (default 2525) and prints one line per recipient as
 //! each message is accepted: the Unix time in seconds, a space, the lower-cased address. It keeps
 //! nothing, so its memory stays flat. "ready" is the first line, once it listens.
