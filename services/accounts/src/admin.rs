@@ -1,6 +1,8 @@
 //! What operators do to accounts, shared by the admin API and the CLI: roles, (de)activation,
 //! ending sessions, a new confirmation link. Each runs in one transaction that locks the target
-//! user's row first, revokes what it must at once, and writes its audit entry.
+//! user's row first, checks under that lock that the operator may act on the target (so a role
+//! granted in parallel cannot slip past the check), revokes what it must at once, and writes its
+//! audit entry.
 
 use std::collections::BTreeSet;
 
@@ -13,6 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     audit::{self, Origin},
+    authz::{self, Grants},
     db, links, outbox,
     schema::{roles, user_roles},
     sessions,
@@ -27,8 +30,31 @@ pub enum AdminError {
     NoUser,
     #[error("unknown roles: {}", .0.join(", "))]
     UnknownRoles(Vec<String>),
+    /// The target holds a permission the operator lacks (or is a superuser), or a role being
+    /// granted carries one.
+    #[error("the operator does not hold every permission of the target or of the roles granted")]
+    NotPermitted,
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
+}
+
+/// Who acts on an account: what they hold, measured against the target under its row lock, and
+/// where they act from, for the audit trail.
+pub struct Operator {
+    pub grants: Grants,
+    pub origin: Origin,
+}
+
+impl Operator {
+    /// `accounts users ...` on the host. Whoever runs it holds the database's credentials and could
+    /// change any row directly, so the CLI is root-equivalent: it acts as a superuser would, on
+    /// anyone, and the audit trail names the CLI as the actor.
+    pub fn host() -> Self {
+        Self {
+            grants: Grants::superuser(),
+            origin: Origin::cli(),
+        }
+    }
 }
 
 /// What a role change did.
@@ -55,36 +81,46 @@ impl db::MaybeTransient for AdminError {
     }
 }
 
-/// The target user, its row locked until the transaction ends.
-async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> Result<User, AdminError> {
-    users::lock(conn, id).await?.ok_or(AdminError::NoUser)
+/// The target user, its row locked until the transaction ends, and what it holds, read under that
+/// lock (every role change takes it first): refused unless `operator` may act on it.
+async fn lock_target(
+    conn: &mut AsyncPgConnection,
+    operator: &Operator,
+    id: Uuid,
+) -> Result<(User, Grants), AdminError> {
+    let user = users::lock(conn, id).await?.ok_or(AdminError::NoUser)?;
+    let held = authz::grants(conn, &user).await?;
+    if !operator.grants.may_act_on(&held) {
+        return Err(AdminError::NotPermitted);
+    }
+    Ok((user, held))
 }
 
 /// Sets `user_id`'s roles to exactly `wanted`. A revoked role stops every token of the user at
 /// once (the access tokens carried it); each change mails the user a `role-changed` notice.
 pub async fn set_roles(
     conn: &mut AsyncPgConnection,
+    operator: &Operator,
     user_id: Uuid,
     wanted: &[String],
-    origin: &Origin,
 ) -> Result<RoleChange, AdminError> {
     let wanted: BTreeSet<String> = wanted.iter().map(|r| r.trim().to_string()).collect();
-    edit_roles(conn, user_id, RoleEdit::Exactly(wanted), origin).await
+    edit_roles(conn, operator, user_id, RoleEdit::Exactly(wanted)).await
 }
 
 /// Adds or removes one role, keeping the others.
 pub async fn grant_or_revoke(
     conn: &mut AsyncPgConnection,
+    operator: &Operator,
     user_id: Uuid,
     role: &str,
     grant: bool,
-    origin: &Origin,
 ) -> Result<RoleChange, AdminError> {
     let edit = match grant {
         true => RoleEdit::Grant(role.trim().to_string()),
         false => RoleEdit::Revoke(role.trim().to_string()),
     };
-    edit_roles(conn, user_id, edit, origin).await
+    edit_roles(conn, operator, user_id, edit).await
 }
 
 /// A change of a user's roles, applied to the roles the user holds under the row lock, so two
@@ -97,10 +133,11 @@ enum RoleEdit {
 
 async fn edit_roles(
     conn: &mut AsyncPgConnection,
+    operator: &Operator,
     user_id: Uuid,
     edit: RoleEdit,
-    origin: &Origin,
 ) -> Result<RoleChange, AdminError> {
+    let origin = &operator.origin;
     let named: Vec<&String> = match &edit {
         RoleEdit::Exactly(roles) => roles.iter().collect(),
         RoleEdit::Grant(role) => vec![role],
@@ -117,14 +154,8 @@ async fn edit_roles(
     }
     db::retrying(async || {
         conn.transaction::<_, AdminError, _>(async |conn| {
-            let user = lock(conn, user_id).await?;
-            let current: BTreeSet<String> = user_roles::table
-                .filter(user_roles::user_id.eq(user.id))
-                .select(user_roles::role)
-                .load::<String>(conn)
-                .await?
-                .into_iter()
-                .collect();
+            let (user, held) = lock_target(conn, operator, user_id).await?;
+            let current: BTreeSet<String> = held.roles.into_iter().collect();
             let wanted = match &edit {
                 RoleEdit::Exactly(roles) => roles.clone(),
                 RoleEdit::Grant(role) => current.iter().chain([role]).cloned().collect(),
@@ -135,6 +166,11 @@ async fn edit_roles(
                 granted: wanted.difference(&current).cloned().collect(),
                 revoked: current.difference(&wanted).cloned().collect(),
             };
+            // Nobody grants a permission they do not hold.
+            let granting = authz::permissions_of(conn, &change.granted).await?;
+            if !operator.grants.holds_all(&granting) {
+                return Err(AdminError::NotPermitted);
+            }
             for role in &change.granted {
                 diesel::insert_into(user_roles::table)
                     .values((user_roles::user_id.eq(user.id), user_roles::role.eq(role)))
@@ -185,13 +221,14 @@ async fn edit_roles(
 /// (De)activates the user; deactivation ends every session and access token at once.
 pub async fn set_active(
     conn: &mut AsyncPgConnection,
+    operator: &Operator,
     user_id: Uuid,
     active: bool,
-    origin: &Origin,
 ) -> Result<(), AdminError> {
+    let origin = &operator.origin;
     db::retrying(async || {
         conn.transaction::<_, AdminError, _>(async |conn| {
-            let user = lock(conn, user_id).await?;
+            let (user, _) = lock_target(conn, operator, user_id).await?;
             users::set_active(conn, user.id, active).await?;
             let action = if active {
                 "user.activated"
@@ -209,12 +246,13 @@ pub async fn set_active(
 /// Ends every session of the user; returns how many were live.
 pub async fn end_sessions(
     conn: &mut AsyncPgConnection,
+    operator: &Operator,
     user_id: Uuid,
-    origin: &Origin,
 ) -> Result<usize, AdminError> {
+    let origin = &operator.origin;
     db::retrying(async || {
         conn.transaction::<_, AdminError, _>(async |conn| {
-            let user = lock(conn, user_id).await?;
+            let (user, _) = lock_target(conn, operator, user_id).await?;
             let ended = sessions::end_all(conn, user.id).await?;
             audit::record(
                 conn,
@@ -235,12 +273,13 @@ pub async fn end_sessions(
 pub async fn send_confirmation(
     conn: &mut AsyncPgConnection,
     state: &AppState,
+    operator: &Operator,
     user_id: Uuid,
-    origin: &Origin,
 ) -> Result<(), AdminError> {
+    let origin = &operator.origin;
     db::retrying(async || {
         conn.transaction::<_, AdminError, _>(async |conn| {
-            let user = lock(conn, user_id).await?;
+            let (user, _) = lock_target(conn, operator, user_id).await?;
             let link = links::confirmation(state, &user);
             let event = Event::EmailConfirmationRequested(EmailConfirmationRequested {
                 user_id: user.id,

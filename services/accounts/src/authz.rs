@@ -60,11 +60,38 @@ impl Permission {
 pub struct Grants {
     pub roles: Vec<String>,
     pub permissions: BTreeSet<String>,
+    /// A superuser holds every permission, and only a superuser acts on one.
+    pub superuser: bool,
 }
 
 impl Grants {
+    /// What a superuser holds.
+    pub fn superuser() -> Self {
+        Self {
+            roles: Vec::new(),
+            permissions: Permission::ALL
+                .iter()
+                .map(|p| p.as_str().to_string())
+                .collect(),
+            superuser: true,
+        }
+    }
+
     pub fn allows(&self, permission: Permission) -> bool {
         self.permissions.contains(permission.as_str())
+    }
+
+    /// Whether the holder may act on a user holding `target` (DESIGN, Security rules,
+    /// "Operators"): only a superuser acts on a superuser, and otherwise only on users whose
+    /// permissions are a subset of the holder's. So an `admin` (every permission) acts on another
+    /// admin, and a `support` agent on customers and other agents, never on an admin.
+    pub fn may_act_on(&self, target: &Grants) -> bool {
+        (self.superuser || !target.superuser) && self.holds_all(&target.permissions)
+    }
+
+    /// Whether the holder holds every one of `permissions`; nobody grants a permission they lack.
+    pub fn holds_all(&self, permissions: &BTreeSet<String>) -> bool {
+        permissions.is_subset(&self.permissions)
     }
 }
 
@@ -85,11 +112,24 @@ pub async fn grants(conn: &mut AsyncPgConnection, user: &User) -> QueryResult<Gr
         grants.permissions.extend(permission);
     }
     if user.is_superuser {
-        grants
-            .permissions
-            .extend(Permission::ALL.iter().map(|p| p.as_str().to_string()));
+        grants.permissions = Grants::superuser().permissions;
+        grants.superuser = true;
     }
     Ok(grants)
+}
+
+/// The permissions that `roles` carry together.
+pub async fn permissions_of(
+    conn: &mut AsyncPgConnection,
+    roles: &[String],
+) -> QueryResult<BTreeSet<String>> {
+    let permissions: Vec<String> = role_permissions::table
+        .filter(role_permissions::role.eq_any(roles))
+        .select(role_permissions::permission)
+        .distinct()
+        .load(conn)
+        .await?;
+    Ok(permissions.into_iter().collect())
 }
 
 /// The roles of many users at once, for listings.
@@ -135,6 +175,9 @@ pub const NO_PERMISSION: &str = "You do not have permission to perform this acti
 /// revoked role loses the admin API at once. 401 without a valid token, 403 without the permission.
 pub struct Authorized<P: Required> {
     pub caller: Authenticated,
+    /// Everything the caller holds, as read for this request: what an action on another user is
+    /// measured against.
+    pub grants: Grants,
     required: PhantomData<P>,
 }
 
@@ -151,11 +194,13 @@ impl<P: Required + 'static> FromRequest for Authorized<P> {
             let caller = authenticated.await?;
             let state = state.ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no state")))?;
             let mut conn = state.pool.get().await?;
-            if !grants(&mut conn, &caller.user).await?.allows(P::PERMISSION) {
+            let grants = grants(&mut conn, &caller.user).await?;
+            if !grants.allows(P::PERMISSION) {
                 return Err(ApiError::NoPermission);
             }
             Ok(Self {
                 caller,
+                grants,
                 required: PhantomData,
             })
         })

@@ -1,6 +1,8 @@
 //! The operator's command line: the first superuser, and `users list|show|grant|revoke|deactivate|
 //! activate`. Actions go through the same workflows as the admin API ([`crate::admin`]), so they
-//! revoke what they must and leave an audit entry (actor: the CLI).
+//! revoke what they must and leave an audit entry (actor: the CLI). The CLI is root-equivalent
+//! ([`admin::Operator::host`]): whoever runs it holds the database's credentials, so the operator
+//! hierarchy, which binds the admin API's callers, has nothing to hold it to.
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -222,7 +224,7 @@ pub async fn grant_or_revoke(
     grant: bool,
 ) -> anyhow::Result<()> {
     let user = user_by_email(conn, email).await?;
-    let change = admin::grant_or_revoke(conn, user.id, role, grant, &Origin::cli())
+    let change = admin::grant_or_revoke(conn, &admin::Operator::host(), user.id, role, grant)
         .await
         .map_err(admin_error)?;
     match (
@@ -247,7 +249,7 @@ pub async fn set_active(
     active: bool,
 ) -> anyhow::Result<()> {
     let user = user_by_email(conn, email).await?;
-    admin::set_active(conn, user.id, active, &Origin::cli())
+    admin::set_active(conn, &admin::Operator::host(), user.id, active)
         .await
         .map_err(admin_error)?;
     let now = Utc::now().format("%Y-%m-%d %H:%M UTC");

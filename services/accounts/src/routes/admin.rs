@@ -1,6 +1,8 @@
 //! The admin API: each route names the permission it needs in its extractor
 //! ([`Authorized`]), which checks the database, not the token. Actions are the workflows of
-//! [`crate::admin`], shared with the CLI.
+//! [`crate::admin`], shared with the CLI; they also measure the target against the caller (an
+//! operator acts only on users whose permissions are a subset of their own, only a superuser on a
+//! superuser). Reads under `users.read` show any user.
 
 use std::{future::Future, marker::PhantomData, pin::Pin};
 
@@ -14,7 +16,7 @@ use uuid::Uuid;
 
 use super::{schemas::ErrorBody, sessions::SessionBody};
 use crate::{
-    admin::{self, AdminError},
+    admin::{self, AdminError, Operator},
     audit::{self, Origin},
     authz::{
         self, AuditRead, Authorized, Required, RolesManage, SessionsRevoke, UsersDeactivate,
@@ -39,17 +41,18 @@ impl From<AdminError> for ApiError {
             AdminError::UnknownRoles(names) => {
                 ApiError::field("roles", format!("Unknown role: {}.", names.join(", ")))
             }
+            AdminError::NotPermitted => ApiError::NoPermission,
             AdminError::Database(e) => e.into(),
         }
     }
 }
 
 /// An admin action on the user the path names: the caller holds `P` (checked first, so 401 and 403
-/// come before 404), the target is a user id (anything else is 404), and `origin` is who acts from
-/// where, for the audit trail.
+/// come before 404), the target is a user id (anything else is 404), and `operator` is what the
+/// caller holds (the workflow measures the target against it) and where they act from.
 pub struct OnUser<P: Required> {
     target: Uuid,
-    origin: Origin,
+    operator: Operator,
     _caller: PhantomData<P>,
 }
 
@@ -74,7 +77,10 @@ impl<P: Required + 'static> FromRequest for OnUser<P> {
             };
             Ok(Self {
                 target,
-                origin,
+                operator: Operator {
+                    grants: caller.grants,
+                    origin,
+                },
                 _caller: PhantomData,
             })
         })
@@ -264,15 +270,14 @@ pub async fn show_user(
     params(("id" = Uuid, Path, description = "The user's id; anything else is 404")),
     responses((status = 204, description = "Deactivated; every session and token stopped at once (needs users.deactivate)"),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
-        (status = 403, description = "No users.deactivate", body = ErrorBody),
+        (status = 403, description = "No users.deactivate, or the user holds a permission the caller lacks (or is a superuser)", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn deactivate(
     action: OnUser<UsersDeactivate>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, origin) = (action.target, &action.origin);
     let mut conn = state.pool.get().await?;
-    admin::set_active(&mut conn, id, false, origin).await?;
+    admin::set_active(&mut conn, &action.operator, action.target, false).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -280,15 +285,14 @@ pub async fn deactivate(
     params(("id" = Uuid, Path, description = "The user's id; anything else is 404")),
     responses((status = 204, description = "Active again (needs users.deactivate)"),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
-        (status = 403, description = "No users.deactivate", body = ErrorBody),
+        (status = 403, description = "No users.deactivate, or the user holds a permission the caller lacks (or is a superuser)", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn activate(
     action: OnUser<UsersDeactivate>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, origin) = (action.target, &action.origin);
     let mut conn = state.pool.get().await?;
-    admin::set_active(&mut conn, id, true, origin).await?;
+    admin::set_active(&mut conn, &action.operator, action.target, true).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -313,14 +317,13 @@ pub struct RolesSet {
     responses((status = 200, description = "Roles set; a revoked role stops the user's tokens at once (needs roles.manage)", body = RolesSet),
         (status = 400, description = "An unknown role, or a malformed body", body = ErrorBody),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
-        (status = 403, description = "No roles.manage", body = ErrorBody),
+        (status = 403, description = "No roles.manage, the user holds a permission the caller lacks (or is a superuser), or a granted role carries one", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn set_roles(
     action: OnUser<RolesManage>,
     state: web::Data<AppState>,
     body: web::Json<RolesRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, origin) = (action.target, &action.origin);
     let wanted = body.into_inner().roles;
     if wanted.len() > 32 {
         return Err(ApiError::field(
@@ -329,7 +332,7 @@ pub async fn set_roles(
         ));
     }
     let mut conn = state.pool.get().await?;
-    let change = admin::set_roles(&mut conn, id, &wanted, origin).await?;
+    let change = admin::set_roles(&mut conn, &action.operator, action.target, &wanted).await?;
     Ok(HttpResponse::Ok().json(RolesSet {
         roles: change.roles,
         granted: change.granted,
@@ -341,15 +344,14 @@ pub async fn set_roles(
     params(("id" = Uuid, Path, description = "The user's id; anything else is 404")),
     responses((status = 204, description = "Every session of the user ended at once (needs sessions.revoke)"),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
-        (status = 403, description = "No sessions.revoke", body = ErrorBody),
+        (status = 403, description = "No sessions.revoke, or the user holds a permission the caller lacks (or is a superuser)", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn end_sessions(
     action: OnUser<SessionsRevoke>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, origin) = (action.target, &action.origin);
     let mut conn = state.pool.get().await?;
-    admin::end_sessions(&mut conn, id, origin).await?;
+    admin::end_sessions(&mut conn, &action.operator, action.target).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -357,15 +359,14 @@ pub async fn end_sessions(
     params(("id" = Uuid, Path, description = "The user's id; anything else is 404")),
     responses((status = 202, description = "A new confirmation link is on its way (needs users.write)", body = super::schemas::Accepted),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
-        (status = 403, description = "No users.write", body = ErrorBody),
+        (status = 403, description = "No users.write, or the user holds a permission the caller lacks (or is a superuser)", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn send_confirmation(
     action: OnUser<UsersWrite>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, origin) = (action.target, &action.origin);
     let mut conn = state.pool.get().await?;
-    admin::send_confirmation(&mut conn, &state, id, origin).await?;
+    admin::send_confirmation(&mut conn, &state, &action.operator, action.target).await?;
     Ok(HttpResponse::Accepted().json(json!({})))
 }
 

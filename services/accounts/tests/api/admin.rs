@@ -15,7 +15,7 @@ use crate::helpers::{PASSWORD, TestApp, claims_of, errors, spawn_app, token_pair
 
 const NO_PERMISSION: &str = "You do not have permission to perform this action.";
 
-async fn sql(app: &TestApp, statement: &str) {
+pub(crate) async fn sql(app: &TestApp, statement: &str) {
     diesel::sql_query(statement)
         .execute(&mut app.conn().await)
         .await
@@ -23,7 +23,10 @@ async fn sql(app: &TestApp, statement: &str) {
 }
 
 /// A fresh user holding exactly `roles` (created when missing, with `permissions`): id and tokens.
-async fn user_with_role(app: &TestApp, role: Option<(&str, &[&str])>) -> (String, String, String) {
+pub(crate) async fn user_with_role(
+    app: &TestApp,
+    role: Option<(&str, &[&str])>,
+) -> (String, String, String) {
     let (email, body) = app.register_user().await;
     let id = body["user"]["id"].as_str().unwrap().to_string();
     if let Some((role, permissions)) = role {
@@ -51,7 +54,7 @@ async fn user_with_role(app: &TestApp, role: Option<(&str, &[&str])>) -> (String
     (id, access, refresh)
 }
 
-async fn call(
+pub(crate) async fn call(
     app: &TestApp,
     method: &str,
     path: &str,
@@ -122,13 +125,6 @@ async fn every_admin_route_needs_a_token_and_its_permission_and_audits_what_it_d
             Some("user.activated"),
         ),
         (
-            "PUT",
-            format!("/api/admin/users/{target}/roles"),
-            "roles.manage",
-            Some(json!({ "roles": ["support"] })),
-            Some("role.granted"),
-        ),
-        (
             "DELETE",
             format!("/api/admin/users/{target}/sessions"),
             "sessions.revoke",
@@ -141,6 +137,15 @@ async fn every_admin_route_needs_a_token_and_its_permission_and_audits_what_it_d
             "users.write",
             None,
             Some("confirmation.sent"),
+        ),
+        (
+            "PUT",
+            format!("/api/admin/users/{target}/roles"),
+            "roles.manage",
+            // The one role whose permissions the actor holds: its own (see operators.rs).
+            // Last: from now on the target holds roles.manage, which the other actors lack.
+            Some(json!({ "roles": ["only-roles-manage"] })),
+            Some("role.granted"),
         ),
         ("GET", "/api/admin/audit".into(), "audit.read", None, None),
     ];
@@ -512,7 +517,7 @@ async fn security_events_reach_the_audit_trail() {
 }
 
 /// Runs `accounts <args>` against the test database with `stdin` as standard input.
-fn accounts_cli(app: &TestApp, args: &[&str], stdin: &str) -> std::process::Output {
+pub(crate) fn accounts_cli(app: &TestApp, args: &[&str], stdin: &str) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_accounts"))
         .args(args)
         .env("ACCOUNTS_DATABASE_URL", app.db.url())

@@ -11,6 +11,7 @@ mod events;
 mod hardening;
 mod helpers;
 mod openapi;
+mod operators;
 mod reauth;
 mod register;
 mod revocation;
