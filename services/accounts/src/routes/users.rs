@@ -252,8 +252,8 @@ pub struct Credentials {
 #[utoipa::path(post, path = "/api/users/login", tag = "users", request_body = UserEnvelope<Credentials>,
     responses((status = 200, description = "Logged in", body = UserResponse),
         (status = 400, description = "Validation failed or malformed body", body = ErrorBody),
-        (status = 401, description = "Incorrect email or password", body = ErrorBody),
-        (status = 403, description = "Deactivated, or unverified when verification is mandatory", body = ErrorBody),
+        (status = 401, description = "Incorrect email or password; a deactivated account gets this answer whether or not the password is right", body = ErrorBody),
+        (status = 403, description = "Unverified when verification is mandatory", body = ErrorBody),
         (status = 429, description = "Throttled before any password check: this account and client locked after 5 failures, this account delayed after 20 failures in 15 minutes (1 s doubling to 15 min), this client locked after 50 failures, or hashing saturated; see Retry-After", body = ErrorBody)))]
 pub async fn login(
     state: web::Data<AppState>,
@@ -320,11 +320,17 @@ pub async fn login(
             return Err(e.into());
         }
     };
+    // A deactivated account signs in with nothing, so its right password is a failure like any
+    // other: the same 401, the same count against the throttle, the same cost (bcrypt ran). A
+    // distinct answer would make it a free oracle for a leaked password list.
     let user = match (matched, user) {
-        (true, Some(user)) => user,
+        (true, Some(user)) if user.active => user,
         (_, user) => {
             attempt.failed(&mut conn).await?;
-            let details = json!({ "email": telemetry::mask_address(&account) });
+            let mut details = json!({ "email": telemetry::mask_address(&account) });
+            if user.as_ref().is_some_and(|u| !u.active) {
+                details["deactivated"] = json!(true);
+            }
             let target = user.map(|u| u.id);
             audit::record(&mut conn, &origin, "login.failed", target, details).await?;
             metrics::counter!("accounts_logins_total", "outcome" => "failed").increment(1);
@@ -335,9 +341,6 @@ pub async fn login(
         }
     };
     attempt.succeeded(&mut conn).await?;
-    if !user.active {
-        return Err(ApiError::Forbidden(DEACTIVATED));
-    }
     if state.settings.require_verified_email && !user.verified {
         return Err(ApiError::Forbidden(UNVERIFIED));
     }

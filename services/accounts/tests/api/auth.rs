@@ -126,11 +126,12 @@ async fn deactivated_accounts_are_refused() {
     .await
     .unwrap();
 
+    // The right password gets the wrong-password answer: no oracle (see deactivated.rs).
     let login = app.login(&email, PASSWORD).await;
-    assert_eq!(login.status(), StatusCode::FORBIDDEN);
+    assert_eq!(login.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
-        errors(login).await["account"][0],
-        "This account is deactivated."
+        errors(login).await["credentials"][0],
+        "Incorrect email or password."
     );
     assert_eq!(
         app.current_user(&token).await.status(),

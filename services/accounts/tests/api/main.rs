@@ -6,6 +6,7 @@ mod bad_input;
 mod confirm;
 mod contract;
 mod database;
+mod deactivated;
 mod devices;
 mod events;
 mod hardening;
