@@ -19,6 +19,11 @@ use crate::{error::ApiError, startup::MAX_BODY_BYTES};
 pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
+/// The docs page (Swagger UI, vendored) loads its scripts and stylesheets from files under `/docs/`,
+/// and its stylesheet draws icons from `data:` SVGs; "Try it out" calls this app's API.
+pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    connect-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
 /// Answers a body over [`MAX_BODY_BYTES`] with 413 in the error envelope: a declared length at once,
 /// before any handler runs, and a streamed one whatever extractor found it too large (the JSON
 /// extractor renders its own; `Bytes` and friends would answer text/plain).
@@ -64,8 +69,8 @@ fn is_json(response: &ServiceResponse<BoxBody>) -> bool {
 }
 
 /// `Cache-Control: no-store` on every `/api` answer (they carry tokens and personal data), and on
-/// the pages a Content-Security-Policy without inline script, no framing, no referrer. Every
-/// response gets `nosniff`.
+/// the pages and the docs page a Content-Security-Policy without inline script, no framing, no
+/// referrer. Every response gets `nosniff`.
 pub async fn security_headers(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -85,10 +90,15 @@ pub async fn security_headers(
     if path == "/api" || path.starts_with("/api/") {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    if path.starts_with("/account/") && is_html {
+    let policy = match path.as_str() {
+        p if p.starts_with("/account/") => Some(PAGE_CSP),
+        p if p == "/docs" || p.starts_with("/docs/") => Some(DOCS_CSP),
+        _ => None,
+    };
+    if let (Some(policy), true) = (policy, is_html) {
         headers.insert(
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(PAGE_CSP),
+            HeaderValue::from_static(policy),
         );
         headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         headers.insert(

@@ -66,15 +66,17 @@ async fn every_api_answer_says_no_store() {
 }
 
 #[tokio::test]
-async fn pages_allow_no_inline_script_no_framing_and_no_referrer() {
+async fn pages_and_the_docs_allow_no_inline_script_no_framing_and_no_referrer() {
     let app = spawn_app().await;
     for page in [
         "/account/email-confirmed",
         "/account/confirm-email",
         "/account/reset-password?token=abc",
+        "/docs/",
     ] {
         let response = app.client.get(app.url(page)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{page}");
+        let page_url = response.url().clone();
         let headers = response.headers().clone();
         let csp = headers
             .get("content-security-policy")
@@ -119,7 +121,7 @@ async fn pages_allow_no_inline_script_no_framing_and_no_referrer() {
             assert!(body_after.trim_start().starts_with("</script>"), "{page}");
             let asset = app
                 .client
-                .get(app.url(&format!("/account/{src}")))
+                .get(page_url.join(src).unwrap())
                 .send()
                 .await
                 .unwrap();
