@@ -20,9 +20,12 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
     connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /// The docs page (Swagger UI, vendored) loads its scripts and stylesheets from files under `/docs/`,
-/// and its stylesheet draws icons from `data:` SVGs; "Try it out" calls this app's API.
-pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    connect-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+/// and its stylesheet draws icons from `data:` SVGs; "Try it out" calls this app's API. Its bundle
+/// inserts one `<style>` of its own, the logo's two colours, allowed by its hash (Swagger UI 5.17.14;
+/// headless Chromium in tests/e2e/browser.mjs reports a violation if an upgrade changes it).
+pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; \
+    style-src 'self' 'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='; connect-src 'self'; \
+    img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /// Answers a body over [`MAX_BODY_BYTES`] with 413 in the error envelope: a declared length at once,
 /// before any handler runs, and a streamed one whatever extractor found it too large (the JSON
