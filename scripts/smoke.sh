@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The `make run` path, headless: starts the stack with scripts/run.sh on its own ports and databases,
-# drives the mail links in headless Chromium (tests/e2e/browser.mjs), then stops it with Ctrl-C (SIGINT)
-# and checks that everything it started is gone.
+# drives the mail links, the docs page and two browser apps on other origins (one listed in
+# ACCOUNTS_CORS_ORIGINS, one not) in headless Chromium (tests/e2e/browser.mjs), then stops it with
+# Ctrl-C (SIGINT) and checks that everything it started is gone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,9 @@ fi
 tag=smoke_$$
 export ACCOUNTS_ADDR=127.0.0.1:18180 ACCOUNTS_PUBLIC_URL=http://127.0.0.1:18180 MAILER_ADDR=127.0.0.1:18181
 export MAIL_WEB_PORT=18108 MAIL_SMTP_PORT=18125
+# Browser apps served by browser.mjs itself: the first origin is listed, the second is not.
+APP_ORIGIN=http://127.0.0.1:18190 STRANGER_ORIGIN=http://127.0.0.1:18191
+export ACCOUNTS_CORS_ORIGINS=$APP_ORIGIN
 export ACCOUNTS_JWKS_URL=$ACCOUNTS_PUBLIC_URL/.well-known/jwks.json
 export ACCOUNTS_DATABASE_URL=postgres://postgres@127.0.0.1:5432/${tag}_accounts
 export MAILER_DATABASE_URL=postgres://postgres@127.0.0.1:5432/${tag}_mailer
@@ -39,11 +43,12 @@ curl -fsS "$ACCOUNTS_PUBLIC_URL/healthz" >/dev/null
 curl -fsS "http://$MAILER_ADDR/healthz" >/dev/null
 
 status=0
-node tests/e2e/browser.mjs "$ACCOUNTS_PUBLIC_URL" "http://127.0.0.1:$MAIL_WEB_PORT" || status=$?
+node tests/e2e/browser.mjs "$ACCOUNTS_PUBLIC_URL" "http://127.0.0.1:$MAIL_WEB_PORT" "$APP_ORIGIN" "$STRANGER_ORIGIN" ||
+  status=$?
 
 kill -INT -- -$runner 2>/dev/null || kill -INT $runner
 for _ in $(seq 1 60); do kill -0 $runner 2>/dev/null || break; sleep 0.5; done
-for port in 18180 18181 18108 18125; do
+for port in 18180 18181 18108 18125 18190 18191; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
     echo "something still listens on :$port after Ctrl-C" >&2
     status=1

@@ -1,14 +1,18 @@
 // Headless Chromium against the running stack: the confirm link and the reset link from real mail
 // captured by MailDev, the pages they open, the reset form, a login with the new password, and the
-// "this wasn't me" link of a new sign-in mail, which ends that session.
-// Usage: node tests/e2e/browser.mjs <accounts base URL> <MailDev base URL>
+// "this wasn't me" link of a new sign-in mail, which ends that session. Then the docs page renders
+// under its Content-Security-Policy without a violation, and browser apps on other origins: one that
+// ACCOUNTS_CORS_ORIGINS lists registers and signs in through fetch, one it does not list reads nothing.
+// Usage: node tests/e2e/browser.mjs <accounts base URL> <MailDev base URL> <listed origin> <unlisted origin>
 import { createRequire } from "node:module";
+import http from "node:http";
 import assert from "node:assert/strict";
 
 const require = createRequire(new URL("../../var/tools/", import.meta.url));
 const { chromium } = require("playwright-core");
 
-const [api, maildev] = process.argv.slice(2);
+const [api, maildev, appOrigin, strangerOrigin] = process.argv.slice(2);
+assert.ok(appOrigin && strangerOrigin, "usage: browser.mjs <api> <maildev> <listed origin> <unlisted origin>");
 const email = `browser-${Date.now()}@example.com`;
 const password = "first-pass-1234";
 const newPassword = "second-pass-5678";
@@ -39,6 +43,40 @@ async function linkFromMail(subject, prefix) {
   throw new Error(`no mail matching ${subject} for ${email}`);
 }
 
+/** A browser app's page, served from its own origin (another port of 127.0.0.1). */
+function serveApp(origin) {
+  const { hostname, port } = new URL(origin);
+  const server = http.createServer((_, response) => {
+    response.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
+    response.end("<!doctype html><title>a browser app</title><p>app</p>");
+  });
+  return new Promise((resolve) => server.listen(Number(port), hostname, () => resolve(server)));
+}
+
+/** In `page`, registers and signs in through fetch; what the app could read, or where fetch failed. */
+function signUpFrom(page, email) {
+  return page.evaluate(async ({ api, email, password }) => {
+    const json = { "Content-Type": "application/json" };
+    const step = async (name, path, init) => {
+      try {
+        const response = await fetch(`${api}${path}`, init);
+        return { name, status: response.status, requestId: response.headers.get("x-request-id"), body: await response.json() };
+      } catch (e) {
+        return { name, failed: String(e) };
+      }
+    };
+    const body = JSON.stringify({ user: { email, password, confirm_password: password } });
+    const registered = await step("register", "/api/users", { method: "POST", headers: json, body });
+    const login = await step("login", "/api/users/login", {
+      method: "POST", headers: json, body: JSON.stringify({ user: { email, password } }),
+    });
+    const token = login.body?.user?.token;
+    const me = await step("me", "/api/user", { headers: { Authorization: `Token ${token}` } });
+    return { registered, login, me };
+  }, { api, email, password });
+}
+
+const apps = await Promise.all([serveApp(appOrigin), serveApp(strangerOrigin)]);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -87,7 +125,64 @@ try {
   assert.equal(after.status, 401, "the rejected session's token stopped at once");
   const mine = await fetch(`${api}/api/user`, { headers: { Authorization: `Token ${me.token}` } });
   assert.equal(mine.status, 200, "the owner's own session goes on");
-  console.log("browser e2e: confirm page, reset form, new login and the new sign-in link all passed");
+
+  // The docs page renders the API under its policy: no inline script, no framing, no violation.
+  const docs = await browser.newPage();
+  const consoleErrors = [];
+  docs.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
+  docs.on("pageerror", (e) => consoleErrors.push(String(e)));
+  await docs.addInitScript(() => {
+    window.__violations = [];
+    document.addEventListener("securitypolicyviolation", (e) =>
+      window.__violations.push(`${e.violatedDirective} ${e.blockedURI}`));
+  });
+  const docsResponse = await docs.goto(`${api}/docs/`);
+  const csp = docsResponse.headers()["content-security-policy"] ?? "";
+  assert.match(csp, /frame-ancestors 'none'/, csp);
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/, csp);
+  assert.equal(docsResponse.headers()["referrer-policy"], "no-referrer");
+  await docs.waitForSelector(".opblock", { timeout: 20000 });
+  const operations = await docs.locator(".opblock").count();
+  assert.ok(operations >= 20, `the docs page shows ${operations} operations`);
+  await docs.locator(".opblock-summary").first().click();
+  await docs.waitForSelector(".opblock-body", { timeout: 10000 });
+  const violations = await docs.evaluate(() => window.__violations);
+  assert.deepEqual(violations, [], "CSP violations on /docs/");
+  assert.deepEqual(consoleErrors.filter((e) => /Content.Security.Policy|Refused/i.test(e)), [], "console: CSP");
+
+  // A browser app on a listed origin registers and signs in through fetch, and reads the answers.
+  const app = await browser.newPage();
+  await app.goto(`${appOrigin}/`);
+  const appEmail = `spa-${Date.now()}@example.com`;
+  const listed = await signUpFrom(app, appEmail);
+  assert.equal(listed.registered.status, 201, JSON.stringify(listed.registered));
+  assert.equal(listed.login.status, 200, JSON.stringify(listed.login));
+  assert.ok(listed.login.body.user.token, "the app reads its token");
+  assert.ok(listed.login.requestId, "X-Request-Id is exposed to the app");
+  assert.equal(listed.me.status, 200, JSON.stringify(listed.me));
+  assert.equal(listed.me.body.user.email, appEmail);
+
+  // A page on an unlisted origin: its browser lets it read nothing, not even an error.
+  const elsewhere = await browser.newPage();
+  await elsewhere.goto(`${strangerOrigin}/`);
+  const unlisted = await signUpFrom(elsewhere, `stranger-${Date.now()}@example.com`);
+  for (const step of [unlisted.registered, unlisted.login, unlisted.me]) {
+    assert.ok(step.failed, `${step.name} from an unlisted origin was readable: ${JSON.stringify(step)}`);
+  }
+  const theft = await elsewhere.evaluate(async ({ api, email, password }) => {
+    try {
+      const r = await fetch(`${api}/api/users/login`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ user: { email, password } }),
+      });
+      return `read ${r.status}`;
+    } catch (e) {
+      return `blocked: ${e}`;
+    }
+  }, { api, email: appEmail, password });
+  assert.match(theft, /^blocked/, "an unlisted origin signed in with the app user's password");
+  console.log("browser e2e: confirm page, reset form, new login, the new sign-in link, /docs under its CSP, " +
+    "and CORS (listed origin signs up and in; unlisted origin reads nothing) all passed");
 } finally {
   await browser.close();
+  await Promise.all(apps.map((server) => new Promise((resolve) => server.close(resolve))));
 }

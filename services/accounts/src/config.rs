@@ -46,6 +46,9 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// Registrations one client may make in an hour; 0 turns the limit off.
     pub registrations_per_hour: u32,
+    /// Origins (`scheme://host[:port]`) whose browser apps may call the API
+    /// (`ACCOUNTS_CORS_ORIGINS`); none by default.
+    pub cors_origins: Vec<String>,
     pub outbox_poll_interval: Duration,
     pub outbox_retention: Duration,
 }
@@ -149,6 +152,7 @@ impl Settings {
                 "20",
                 "a whole number (0 turns the limit off)",
             )?,
+            cors_origins: cors_origins(&env.var("ACCOUNTS_CORS_ORIGINS", ""))?,
             outbox_poll_interval: Duration::from_millis(
                 env.positive("ACCOUNTS_OUTBOX_POLL_MS", "1000")?,
             ),
@@ -189,6 +193,32 @@ fn trusted_proxies(list: &str) -> anyhow::Result<Vec<IpNet>> {
         .collect()
 }
 
+/// A comma-separated list of exact origins, as a browser sends them in `Origin`: an http(s)
+/// scheme, a host and an optional port, nothing else. Each is kept in the browser's form
+/// (lowercase host, no default port), since an origin matches byte for byte.
+fn cors_origins(list: &str) -> anyhow::Result<Vec<String>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let origin = Url::parse(entry).ok().filter(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.host().is_some()
+                    && url.username().is_empty()
+                    && url.password().is_none()
+                    && url.path() == "/"
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+            });
+            origin.map(|url| url.origin().ascii_serialization()).ok_or_else(|| {
+                anyhow!(
+                    "ACCOUNTS_CORS_ORIGINS has {entry:?}, which is not an origin; expected exact origins such as https://app.example.com, http://localhost:3000, comma-separated (no wildcard, path or query)"
+                )
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +243,7 @@ mod tests {
         assert_eq!(s.refresh_grace, Duration::from_secs(10));
         assert!(s.trusted_proxies.is_empty());
         assert_eq!(s.registrations_per_hour, 20);
+        assert!(s.cors_origins.is_empty());
         assert_eq!(
             s.public_link("api/users/confirm").as_str(),
             "http://localhost:8080/api/users/confirm"
@@ -244,6 +275,23 @@ mod tests {
     }
 
     #[test]
+    fn cors_origins_are_kept_as_browsers_send_them() {
+        let s = settings(&[(
+            "ACCOUNTS_CORS_ORIGINS",
+            "https://App.Example.com, http://localhost:3000,https://app.example.com:443/,",
+        )])
+        .unwrap();
+        assert_eq!(
+            s.cors_origins,
+            [
+                "https://app.example.com",
+                "http://localhost:3000",
+                "https://app.example.com"
+            ]
+        );
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         for (name, value) in [
             ("ACCOUNTS_BCRYPT_COST", "lots"),
@@ -257,6 +305,7 @@ mod tests {
             ("ACCOUNTS_REFRESH_REUSE_GRACE_SECONDS", "soon"),
             ("ACCOUNTS_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal"),
             ("ACCOUNTS_REGISTRATIONS_PER_HOUR", "-1"),
+            ("ACCOUNTS_CORS_ORIGINS", "https://app.example.com/*"),
         ] {
             let err = settings(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{err}");

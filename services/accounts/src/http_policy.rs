@@ -1,12 +1,14 @@
 //! What every response owes the client, whatever handler or extractor produced it: the body
-//! limit answered in the error envelope, and the security headers of API answers and pages.
+//! limit answered in the error envelope, the security headers of API answers and pages, and CORS
+//! for the browser apps of the listed origins.
 
+use actix_cors::Cors;
 use actix_web::{
     Error, HttpRequest, ResponseError,
-    body::{BoxBody, MessageBody},
+    body::{self, BoxBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::{
-        StatusCode,
+        Method, StatusCode,
         header::{self, HeaderValue},
     },
     middleware::Next,
@@ -110,4 +112,52 @@ pub async fn security_headers(
         );
     }
     Ok(response)
+}
+
+/// CORS for browser apps on `origins` (exact matches; none by default). Preflights are answered
+/// here, before any extractor, so they need no token. Tokens travel in the `Authorization` header,
+/// never in cookies, so there is no credentials mode. An app may read `Retry-After` (of a 429) and
+/// `X-Request-Id` (to quote in a support request). Other origins get no
+/// `Access-Control-Allow-Origin`, so their browser hides every answer from them.
+pub fn cors(origins: &[String]) -> Cors {
+    let cors = Cors::default()
+        .allowed_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::ACCEPT_LANGUAGE,
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(3600);
+    origins
+        .iter()
+        .fold(cors, |cors, origin| cors.allowed_origin(origin))
+}
+
+/// actix-cors refuses a preflight (an unlisted origin, a method or header the API does not take)
+/// with 400 and a line of text; this answers it in the error envelope, as every other 4xx.
+pub async fn preflight_refusals(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let preflight = req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let response = next.call(req).await?.map_into_boxed_body();
+    if !preflight || response.status() != StatusCode::BAD_REQUEST || is_json(&response) {
+        return Ok(response);
+    }
+    let (request, refused) = response.into_parts();
+    let reason = body::to_bytes(refused.into_body())
+        .await
+        .map(|text| String::from_utf8_lossy(&text).replace('`', ""))
+        .unwrap_or_default();
+    let answer = ApiError::field("cors", format!("The preflight was refused: {reason}."));
+    Ok(ServiceResponse::new(request, answer.error_response()))
 }

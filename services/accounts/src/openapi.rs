@@ -88,7 +88,7 @@ impl Modify for CommonResponses {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "accounts", description = "Users, sessions and tokens. Errors are always {\"errors\": {\"<field>\": [\"message\"]}}. Request bodies refuse unknown properties (400). A method a path does not answer gets 405 with an Allow header."),
+    info(title = "accounts", description = "Users, sessions and tokens. Errors are always {\"errors\": {\"<field>\": [\"message\"]}}. Request bodies refuse unknown properties (400). A method a path does not answer gets 405 with an Allow header. Browser apps on the origins listed in ACCOUNTS_CORS_ORIGINS may call the API: preflights need no token, Retry-After and X-Request-Id are readable, and there is no credentials mode (tokens travel in the Authorization header); other origins read nothing."),
     paths(
         users::register, users::login, users::refresh, users::logout,
         user::current, user::update,

@@ -132,6 +132,8 @@ impl Application {
             });
             App::new()
                 .wrap(from_fn(http_policy::body_limit))
+                .wrap(http_policy::cors(&settings.cors_origins))
+                .wrap(from_fn(http_policy::preflight_refusals))
                 .wrap(from_fn(http_policy::security_headers))
                 .wrap(from_fn(telemetry::observe))
                 .app_data(state)

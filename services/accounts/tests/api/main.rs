@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod confirm;
 mod contract;
+mod cors;
 mod database;
 mod deactivated;
 mod devices;
