@@ -88,7 +88,7 @@ pub async fn create_superuser(
         id: Uuid::now_v7(),
         email: email.as_str(),
         username: username.as_deref(),
-        password_hash: &hash,
+        password_hash: Some(&hash),
         first_name: "",
         last_name: "",
         phone_number: "",

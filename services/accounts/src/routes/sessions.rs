@@ -120,7 +120,7 @@ impl TokenRequest {
 }
 
 #[utoipa::path(post, path = "/api/users/sign-in/reject", tag = "sessions", request_body = TokenRequest,
-    responses((status = 204, description = "That session ended at once; a reset link is on its way"),
+    responses((status = 204, description = "Every session ended at once; the password stops working until the reset link on its way is used"),
         (status = 400, description = "Invalid, expired or already used link", body = ErrorBody)))]
 pub async fn reject_sign_in(
     state: web::Data<AppState>,
@@ -141,12 +141,11 @@ pub async fn reject_sign_in(
             if !links::consume(conn, &claims).await? {
                 return Ok(false);
             }
-            sessions::end(conn, user.id, session_id).await?;
+            // The intruder may hold other sessions (a second sign-in from the same device sends
+            // no notice) and knows the password: take all of it back.
+            recovery::take_back(conn, &state, &user, &request_id).await?;
             let details = json!({ "session": session_id, "by": "sign-in notice" });
             audit::record(conn, &origin, "sign-in.rejected", Some(user.id), details).await?;
-            if user.active {
-                recovery::mail_reset_link(conn, &state, &user, &request_id).await?;
-            }
             Ok(true)
         })
         .await
@@ -184,13 +183,13 @@ pub async fn reject_sign_in_page(
             ("title", "This wasn't me"),
             (
                 "explanation",
-                "If you did not sign in, end that session here: the device is signed out at once, and we mail you a link to choose a new password.",
+                "If you did not sign in, take your account back here: every device is signed out at once, the current password stops working, and we mail you a link to choose a new one.",
             ),
-            ("button", "Sign that device out"),
+            ("button", "Sign every device out"),
             ("endpoint", "../api/users/sign-in/reject"),
             (
                 "done",
-                "That device is signed out. Check your mailbox for a link to choose a new password.",
+                "Every device is signed out and the password no longer works. Check your mailbox for a link to choose a new one.",
             ),
         ],
     )

@@ -12,6 +12,7 @@ mod hardening;
 mod helpers;
 mod openapi;
 mod reauth;
+mod recovery;
 mod register;
 mod revocation;
 mod sessions;
