@@ -9,7 +9,8 @@ ALTER TABLE users ALTER COLUMN password_hash DROP NOT NULL;
 
 -- Every email change, with its revert link's life. Reverting a change restores its old address and
 -- settles it and every later change of the account (their links die); earlier ones stay open. An
--- open change reserves its old address to the account until its link expires.
+-- open change of a verified old address reserves that address to the account until its link
+-- expires (an unverified one was never proven the account's, so it reserves nothing).
 CREATE TABLE email_changes (
     id                uuid PRIMARY KEY,
     seq               bigserial NOT NULL UNIQUE,
@@ -18,9 +19,10 @@ CREATE TABLE email_changes (
     new_email         text NOT NULL,
     changed_at        timestamptz NOT NULL DEFAULT now(),
     revert_expires_at timestamptz NOT NULL,
+    reserves          boolean NOT NULL,
     settled_at        timestamptz
 );
 
 CREATE INDEX email_changes_user ON email_changes (user_id, seq);
-CREATE INDEX email_changes_reserved ON email_changes (old_email, revert_expires_at) WHERE settled_at IS NULL;
+CREATE INDEX email_changes_reserved ON email_changes (old_email, revert_expires_at) WHERE settled_at IS NULL AND reserves;
 CREATE INDEX email_changes_expiry ON email_changes (revert_expires_at);

@@ -22,12 +22,13 @@ pub struct EmailChange {
     pub old_email: String,
 }
 
-/// Records a change from `old_email` to `new_email` whose revert link lives until
-/// `revert_expires_at`; returns its id, which the link carries.
+/// Records a change from `old_email` (`old_verified`: whether the account had proven it, which
+/// makes the change reserve it) to `new_email` whose revert link lives until `revert_expires_at`;
+/// returns its id, which the link carries.
 pub async fn record(
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
-    old_email: &str,
+    (old_email, old_verified): (&str, bool),
     new_email: &str,
     revert_expires_at: DateTime<Utc>,
 ) -> QueryResult<Uuid> {
@@ -44,6 +45,7 @@ pub async fn record(
             email_changes::old_email.eq(old_email),
             email_changes::new_email.eq(new_email),
             email_changes::revert_expires_at.eq(revert_expires_at),
+            email_changes::reserves.eq(old_verified),
         ))
         .returning(email_changes::id)
         .get_result(conn)
@@ -60,8 +62,8 @@ pub async fn lock_address(conn: &mut AsyncPgConnection, email: &str) -> QueryRes
         .map(drop)
 }
 
-/// Whether `email` is the old address of an open change of an account other than `owner`: its
-/// revert link can still restore it, so no one else may take it meanwhile.
+/// Whether `email` is the verified old address of an open change of an account other than
+/// `owner`: its revert link can still restore it, so no one else may take it meanwhile.
 pub async fn reserved_for_another(
     conn: &mut AsyncPgConnection,
     email: &str,
@@ -69,6 +71,7 @@ pub async fn reserved_for_another(
 ) -> QueryResult<bool> {
     let open = email_changes::table
         .filter(email_changes::old_email.eq(email))
+        .filter(email_changes::reserves)
         .filter(email_changes::settled_at.is_null())
         .filter(email_changes::revert_expires_at.gt(diesel::dsl::now));
     match owner {
@@ -111,4 +114,28 @@ pub async fn settle_from(
     .execute(conn)
     .await?;
     Ok(Some(change))
+}
+
+/// Whether mail sent to `email` still speaks for the account `user_id` (whose address is now
+/// `current`): it is the current address, or one that an open change's revert link can still
+/// restore. A "this wasn't me" link mailed to an address that a revert undid (the intruder's)
+/// is void; the owner's, mailed before the intruder changed the address, is not.
+pub async fn speaks_for(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    current: &str,
+    email: &str,
+) -> QueryResult<bool> {
+    if email == current {
+        return Ok(true);
+    }
+    diesel::select(exists(
+        email_changes::table
+            .filter(email_changes::user_id.eq(user_id))
+            .filter(email_changes::old_email.eq(email))
+            .filter(email_changes::settled_at.is_null())
+            .filter(email_changes::revert_expires_at.gt(diesel::dsl::now)),
+    ))
+    .get_result(conn)
+    .await
 }

@@ -94,10 +94,13 @@ pub fn email_revert(
     link(state, "account/revert-email", &claims)
 }
 
-/// "This wasn't me" of a new sign-in notice: ends `session_id`.
-pub fn sign_in_reject(state: &AppState, user_id: Uuid, session_id: Uuid) -> Link {
-    let mut claims = state.tokens.claims(Purpose::SignInReject, user_id);
+/// "This wasn't me" of a new sign-in notice mailed to `user`'s address: names the session it
+/// rejects, and the address, so that a revert which undoes that address voids it
+/// ([`crate::email_changes::speaks_for`]).
+pub fn sign_in_reject(state: &AppState, user: &User, session_id: Uuid) -> Link {
+    let mut claims = state.tokens.claims(Purpose::SignInReject, user.id);
     claims.sid = Some(session_id);
+    claims.email = Some(user.email.clone());
     link(state, "account/reject-sign-in", &claims)
 }
 

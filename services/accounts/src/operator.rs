@@ -17,6 +17,7 @@ use crate::{
     audit::{self, Origin},
     authz,
     domain::{self, EmailAddress, FieldErrors, profile},
+    email_changes,
     schema::users,
     sessions,
     users::{self as accounts, NewUser, User},
@@ -68,6 +69,12 @@ pub async fn create_superuser(
         bail!(
             "{} already has an account; grant it a role with `accounts users grant {} admin`",
             email.as_str(),
+            email.as_str()
+        );
+    }
+    if email_changes::reserved_for_another(conn, email.as_str(), None).await? {
+        bail!(
+            "{} is reserved: an account changed away from it and its owner's revert link can still restore it; use another address, or wait until that link expires",
             email.as_str()
         );
     }

@@ -2,13 +2,13 @@
 //! rejected sign-in all end with one), and what a revert or a reject takes from whoever else holds
 //! the account.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use diesel::QueryResult;
 use diesel_async::AsyncPgConnection;
 use events::{Event, PasswordResetRequested};
 
 use crate::{
-    links, outbox, sessions,
+    devices, links, outbox, sessions,
     state::AppState,
     telemetry::RequestId,
     users::{self, User, UserChanges},
@@ -33,14 +33,16 @@ pub async fn mail_reset_link(
     outbox::enqueue(conn, event, request_id).await
 }
 
-/// Takes the account back from an intruder, in the caller's transaction, the user's row locked:
-/// every session ends, the current password (which the intruder may know, or have set) stops
-/// working, and a reset link goes to the account's address, the only way back in. Returns the
-/// user as it is now.
+/// Takes the account back from an intruder who got in at `since` (or at an unknown time), in the caller's transaction, the
+/// user's row locked: every session ends, the current password (which the intruder may know, or
+/// have set) stops working, the email epoch moves (every confirmation and reset link mailed
+/// before dies), the devices seen since `since` are forgotten, and a reset link goes to the
+/// account's address, the only way back in. Returns the user as it is now.
 pub async fn take_back(
     conn: &mut AsyncPgConnection,
     state: &AppState,
     user: &User,
+    since: Option<DateTime<Utc>>,
     request_id: &RequestId,
 ) -> QueryResult<User> {
     let changes = UserChanges {
@@ -48,8 +50,10 @@ pub async fn take_back(
         updated_at: Some(Utc::now()),
         ..UserChanges::default()
     };
-    let user = users::update(conn, user.id, &changes).await?;
+    users::update(conn, user.id, &changes).await?;
+    let user = users::advance_email_epoch(conn, user.id).await?;
     sessions::end_all(conn, user.id).await?;
+    devices::forget_since(conn, user.id, since).await?;
     if user.active {
         mail_reset_link(conn, state, &user, request_id).await?;
     }

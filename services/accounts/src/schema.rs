@@ -157,6 +157,7 @@ diesel::table! {
         new_email -> Text,
         changed_at -> Timestamptz,
         revert_expires_at -> Timestamptz,
+        reserves -> Bool,
         settled_at -> Nullable<Timestamptz>,
     }
 }

@@ -1,6 +1,7 @@
 //! Undoing an email change: the "this wasn't me" link mailed to the old address.
 
 use actix_web::{HttpResponse, web};
+use chrono::Utc;
 use diesel_async::AsyncConnection;
 
 use super::{
@@ -62,12 +63,14 @@ pub async fn revert(
             let changes = UserChanges {
                 email: Some(change.old_email.clone()),
                 verified: Some(true),
-                updated_at: Some(chrono::Utc::now()),
+                updated_at: Some(Utc::now()),
                 ..UserChanges::default()
             };
-            users::update(conn, user.id, &changes).await?;
-            let restored = users::advance_email_epoch(conn, user.id).await?;
-            recovery::take_back(conn, &state, &restored, &request_id).await?;
+            let restored = users::update(conn, user.id, &changes).await?;
+            // When the intruder got in is unknown (a stolen token may be old, the sign-in that
+            // led to the change earlier still): every device is new again, so the owner hears
+            // of the next sign-in from each.
+            recovery::take_back(conn, &state, &restored, None, &request_id).await?;
             let origin = origin.clone().by(user.id);
             let details = json!({ "change": change.id });
             audit::record(conn, &origin, "email.reverted", Some(user.id), details).await?;

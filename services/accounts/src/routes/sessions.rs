@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::{
     audit::{self, Origin},
     auth::Authenticated,
-    db,
+    db, email_changes,
     error::ApiError,
     links, recovery,
     sessions::{self, Ending},
@@ -138,12 +138,19 @@ pub async fn reject_sign_in(
             let Some(user) = users::lock(conn, claims.sub).await? else {
                 return Ok(false);
             };
-            if !links::consume(conn, &claims).await? {
+            // A notice mailed to an address that a revert has since undone (the intruder's own)
+            // no longer speaks for the account.
+            let mailed_to = claims.email.as_deref().unwrap_or_default();
+            if !email_changes::speaks_for(conn, user.id, &user.email, mailed_to).await?
+                || !links::consume(conn, &claims).await?
+            {
                 return Ok(false);
             }
             // The intruder may hold other sessions (a second sign-in from the same device sends
             // no notice) and knows the password: take all of it back.
-            recovery::take_back(conn, &state, &user, &request_id).await?;
+            // Its device was remembered in the transaction that began the session.
+            let signed_in_at = sessions::started_at(conn, user.id, session_id).await?;
+            recovery::take_back(conn, &state, &user, signed_in_at, &request_id).await?;
             let details = json!({ "session": session_id, "by": "sign-in notice" });
             audit::record(conn, &origin, "sign-in.rejected", Some(user.id), details).await?;
             Ok(true)

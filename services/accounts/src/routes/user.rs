@@ -363,7 +363,7 @@ async fn mail_email_change(
     let change = email_changes::record(
         conn,
         after.id,
-        &before.email,
+        (&before.email, before.verified),
         &after.email,
         revert_expires_at,
     )

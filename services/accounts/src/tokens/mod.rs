@@ -93,7 +93,7 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub permissions: Vec<String>,
     /// Email confirmation: the address being confirmed, so a link for an old address is void.
-    /// Email revert: the address to restore.
+    /// Sign-in reject: the address the notice was mailed to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     /// Password reset: a fingerprint of the current hash, so the link dies once the password changes.

@@ -63,13 +63,41 @@ async fn email_of(app: &TestApp, email: &str, password: &str) -> Option<Value> {
     }
 }
 
-/// An owner's account whose fresh session the intruder holds: the owner's address, the stolen
-/// access token.
+/// An owner's account, its address confirmed, whose fresh session the intruder holds: the
+/// owner's address, the stolen access token.
 async fn stolen_account(app: &TestApp) -> (String, String) {
     let (owner, body) = app.register_user().await;
     let (access, _) = token_pair(&body);
+    let confirmation = link_tokens(app, "user-registered", "confirmation_url").await;
+    let confirmed = app
+        .client
+        .get(app.url(&format!(
+            "/api/users/confirm?token={}",
+            confirmation.last().unwrap()
+        )))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), StatusCode::OK);
     (owner, access)
 }
+
+async fn login_from(app: &TestApp, email: &str, password: &str, user_agent: &str) -> Value {
+    let login = app
+        .client
+        .post(app.url("/api/users/login"))
+        .header("User-Agent", user_agent)
+        .json(&json!({ "user": { "email": email, "password": password } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK, "{email} from {user_agent}");
+    login.json().await.unwrap()
+}
+
+const INTRUDERS_DEVICE: &str =
+    "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 
 #[tokio::test]
 async fn the_intruders_own_revert_link_cannot_undo_the_owners_recovery() {
@@ -400,4 +428,174 @@ async fn a_used_reset_link_stays_used_when_the_password_becomes_unusable_again()
         reset(&app, second_reset.last().unwrap(), INTRUDER_PASSWORD).await,
         StatusCode::NO_CONTENT
     );
+}
+
+#[tokio::test]
+async fn sign_in_notices_mailed_to_the_intruders_address_die_with_the_owners_revert() {
+    let app = spawn_app().await;
+    let (owner, stolen) = stolen_account(&app).await;
+    let b = unique_email();
+    change_email(&app, &stolen, &b).await;
+    // The intruder gives itself a password through its own address and signs in from a new
+    // device: the notice, with its "this wasn't me" link, goes to B.
+    app.post(
+        "/api/users/password/forgot",
+        &json!({ "user": { "email": b } }),
+    )
+    .await;
+    let intruders_reset = link_tokens(&app, "password-reset-requested", "reset_url").await;
+    assert_eq!(
+        reset(&app, &intruders_reset[0], INTRUDER_PASSWORD).await,
+        StatusCode::NO_CONTENT
+    );
+    login_from(&app, &b, INTRUDER_PASSWORD, INTRUDERS_DEVICE).await;
+    let intruders_reject = link_tokens(&app, "new-sign-in", "reject_url").await;
+    assert_eq!(intruders_reject.len(), 1);
+
+    let link = &link_tokens(&app, "email-changed", "revert_url").await[0];
+    assert_eq!(revert(&app, link).await, StatusCode::NO_CONTENT);
+    let resets = link_tokens(&app, "password-reset-requested", "reset_url").await;
+    assert_eq!(
+        reset(&app, resets.last().unwrap(), OWNER_PASSWORD).await,
+        StatusCode::NO_CONTENT
+    );
+    let (owner_access, _) = token_pair(
+        &app.login(&owner, OWNER_PASSWORD)
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+
+    let rejected = app
+        .post(
+            "/api/users/sign-in/reject",
+            &json!({ "token": intruders_reject[0] }),
+        )
+        .await;
+    assert_eq!(rejected.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.current_user(&owner_access).await.status(),
+        StatusCode::OK
+    );
+    assert!(email_of(&app, &owner, OWNER_PASSWORD).await.is_some());
+}
+
+#[tokio::test]
+async fn the_owners_sign_in_notice_still_works_after_the_intruder_changed_the_address() {
+    let app = spawn_app().await;
+    let (owner, _) = stolen_account(&app).await;
+    // The intruder knows the password: signing in mails the owner's address.
+    let body = login_from(&app, &owner, PASSWORD, INTRUDERS_DEVICE).await;
+    let (intruder, _) = token_pair(&body);
+    change_email(&app, &intruder, &unique_email()).await;
+    let notice = &link_tokens(&app, "new-sign-in", "reject_url").await[0];
+    let rejected = app
+        .post("/api/users/sign-in/reject", &json!({ "token": notice }))
+        .await;
+    assert_eq!(rejected.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.current_user(&intruder).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn an_address_the_account_never_confirmed_is_not_reserved() {
+    let app = spawn_app().await;
+    let (_, body) = app.register_user().await;
+    let (access, _) = token_pair(&body);
+    // Someone else's addresses, set and left at once: none was proven this account's.
+    let (v1, v2) = (unique_email(), unique_email());
+    change_email(&app, &access, &v1).await;
+    change_email(&app, &access, &v2).await;
+    let owner_of_v1 = app.register(&registration(&v1, PASSWORD)).await;
+    assert_eq!(owner_of_v1.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn devices_first_seen_during_the_takeover_are_forgotten() {
+    let app = spawn_app().await;
+    let (owner, _) = stolen_account(&app).await;
+    let body = login_from(&app, &owner, PASSWORD, INTRUDERS_DEVICE).await;
+    let (intruder, _) = token_pair(&body);
+    change_email(&app, &intruder, &unique_email()).await;
+    let link = &link_tokens(&app, "email-changed", "revert_url").await[0];
+    assert_eq!(revert(&app, link).await, StatusCode::NO_CONTENT);
+    let resets = link_tokens(&app, "password-reset-requested", "reset_url").await;
+    assert_eq!(
+        reset(&app, resets.last().unwrap(), OWNER_PASSWORD).await,
+        StatusCode::NO_CONTENT
+    );
+
+    // Should the intruder ever get the password again, its device is new again: the owner hears.
+    let before = app.outbox_events("new-sign-in").await.len();
+    login_from(&app, &owner, OWNER_PASSWORD, INTRUDERS_DEVICE).await;
+    assert_eq!(app.outbox_events("new-sign-in").await.len(), before + 1);
+}
+
+#[tokio::test]
+async fn an_unused_reset_link_of_an_earlier_recovery_does_not_come_back() {
+    const SAFARI: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15";
+    let app = spawn_app().await;
+    let (owner, _) = stolen_account(&app).await;
+    login_from(&app, &owner, PASSWORD, INTRUDERS_DEVICE).await;
+    let notice = link_tokens(&app, "new-sign-in", "reject_url").await;
+    let rejected = app
+        .post("/api/users/sign-in/reject", &json!({ "token": notice[0] }))
+        .await;
+    assert_eq!(rejected.status(), StatusCode::NO_CONTENT);
+    let forgot = async || {
+        let asked = app
+            .post(
+                "/api/users/password/forgot",
+                &json!({ "user": { "email": owner } }),
+            )
+            .await;
+        assert_eq!(asked.status(), StatusCode::ACCEPTED);
+        link_tokens(&app, "password-reset-requested", "reset_url")
+            .await
+            .pop()
+            .unwrap()
+    };
+    let left_unused = forgot().await;
+    let used = forgot().await;
+    assert_eq!(
+        reset(&app, &used, OWNER_PASSWORD).await,
+        StatusCode::NO_CONTENT
+    );
+
+    // A second recovery leaves the account without a password again.
+    login_from(&app, &owner, OWNER_PASSWORD, SAFARI).await;
+    let notice = link_tokens(&app, "new-sign-in", "reject_url").await;
+    let rejected = app
+        .post(
+            "/api/users/sign-in/reject",
+            &json!({ "token": notice.last().unwrap() }),
+        )
+        .await;
+    assert_eq!(rejected.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        reset(&app, &left_unused, INTRUDER_PASSWORD).await,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn create_superuser_cannot_take_an_address_a_revert_link_can_restore() {
+    let app = spawn_app().await;
+    let (owner, stolen) = stolen_account(&app).await;
+    change_email(&app, &stolen, &unique_email()).await;
+    let created = crate::admin::accounts_cli(
+        &app,
+        &["create-superuser", "--email", &owner],
+        "Str0ng-enough-pass\nStr0ng-enough-pass\n",
+    );
+    assert!(!created.status.success());
+    assert!(
+        String::from_utf8_lossy(&created.stderr).contains("reserved"),
+        "{created:?}"
+    );
+    let link = &link_tokens(&app, "email-changed", "revert_url").await[0];
+    assert_eq!(revert(&app, link).await, StatusCode::NO_CONTENT);
 }
