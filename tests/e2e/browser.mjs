@@ -110,7 +110,7 @@ try {
   const me = JSON.parse(newLogin.body).user;
   assert.equal(me.verified, true);
 
-  // A sign-in from another browser: its owner gets a "new sign-in" mail whose link ends that session.
+  // A sign-in from another browser: its owner gets a "new sign-in" mail whose link takes the account back.
   const firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
   const stranger = await post("/api/users/login", { user: { email, password: newPassword } }, { "User-Agent": firefox });
   assert.equal(stranger.status, 200, stranger.body);
@@ -123,8 +123,12 @@ try {
   });
   const after = await fetch(`${api}/api/user`, { headers: { Authorization: `Token ${strangerToken}` } });
   assert.equal(after.status, 401, "the rejected session's token stopped at once");
+  // The stranger knows the password and may hold other sessions: every session ends, the password
+  // stops working, and the reset mailed with it is the way back in.
   const mine = await fetch(`${api}/api/user`, { headers: { Authorization: `Token ${me.token}` } });
-  assert.equal(mine.status, 200, "the owner's own session goes on");
+  assert.equal(mine.status, 401, "every session of the account ended");
+  const known = await post("/api/users/login", { user: { email, password: newPassword } });
+  assert.equal(known.status, 401, "the password the stranger used no longer works");
 
   // The docs page renders the API under its policy: no inline script, no framing, no violation.
   const docs = await browser.newPage();

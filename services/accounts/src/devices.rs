@@ -7,11 +7,13 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Duration, Utc};
 use diesel::{
-    QueryResult, QueryableByName,
+    ExpressionMethods, QueryDsl, QueryResult, QueryableByName,
     sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
+
+use crate::schema::known_devices;
 
 /// A device not seen for this long is new again.
 pub const FORGOTTEN_AFTER: Duration = Duration::days(90);
@@ -72,6 +74,25 @@ pub async fn remember(
     Ok(row
         .previous
         .is_none_or(|seen| seen < Utc::now() - FORGOTTEN_AFTER))
+}
+
+/// Forgets the devices `user_id` signed in from at or after `since` (all of them for `None`):
+/// after a takeover, the intruder's devices must not pass as known ones (they would sign in again
+/// without a notice).
+pub async fn forget_since(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    since: Option<DateTime<Utc>>,
+) -> QueryResult<usize> {
+    let devices = known_devices::table.filter(known_devices::user_id.eq(user_id));
+    match since {
+        Some(since) => {
+            diesel::delete(devices.filter(known_devices::last_seen_at.ge(since)))
+                .execute(conn)
+                .await
+        }
+        None => diesel::delete(devices).execute(conn).await,
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod devices;
 pub mod domain;
+pub mod email_changes;
 pub mod error;
 pub mod hashing;
 pub mod http_policy;

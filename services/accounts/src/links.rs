@@ -31,22 +31,36 @@ fn link(state: &AppState, path: &str, claims: &Claims) -> Link {
     }
 }
 
-/// Confirms `user`'s current address; a link for a previous address is void.
+/// Confirms `user`'s current address in the current email epoch; a link for a previous address,
+/// or for this address before the email moved away and back, is void.
 pub fn confirmation(state: &AppState, user: &User) -> Link {
     let mut claims = state.tokens.claims(Purpose::EmailConfirmation, user.id);
     claims.email = Some(user.email.clone());
+    claims.epoch = Some(user.email_epoch);
     link(state, "api/users/confirm", &claims)
 }
 
 /// Ties a reset token to the password it replaces: once the password changes, the token is void.
+/// An account without a usable password has a fingerprint too; reset links are also single use
+/// ([`consume`]), so one used while the password was unusable stays used when it is again.
 pub fn password_fingerprint(user: &User) -> String {
-    URL_SAFE_NO_PAD.encode(&Sha256::digest(user.password_hash.as_bytes())[..12])
+    let hash = user.password_hash.as_deref().unwrap_or_default();
+    URL_SAFE_NO_PAD.encode(&Sha256::digest(hash.as_bytes())[..12])
+}
+
+/// Whether a reset link's claims still hold for `user`: active, the same password, the same
+/// email epoch (an email change or revert voids links mailed before it).
+pub fn reset_holds(claims: &Claims, user: &User) -> bool {
+    user.active
+        && claims.epoch == Some(user.email_epoch)
+        && claims.pwd.as_deref() == Some(password_fingerprint(user).as_str())
 }
 
 /// Opens the reset page (or the operator's own, `ACCOUNTS_RESET_PASSWORD_URL`).
 pub fn password_reset(state: &AppState, user: &User) -> Link {
     let mut claims = state.tokens.claims(Purpose::PasswordReset, user.id);
     claims.pwd = Some(password_fingerprint(user));
+    claims.epoch = Some(user.email_epoch);
     match &state.settings.reset_password_url {
         Some(base) => {
             let signed = state.tokens.sign(&claims);
@@ -61,18 +75,32 @@ pub fn password_reset(state: &AppState, user: &User) -> Link {
     }
 }
 
-/// "This wasn't me", mailed to `old_email` after an email change: restores it.
-pub fn email_revert(state: &AppState, user_id: Uuid, old_email: &str) -> Link {
+/// When a revert link mailed now stops working.
+pub fn email_revert_expiry(state: &AppState) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(state.settings.email_revert).unwrap_or_default()
+}
+
+/// "This wasn't me", mailed to the old address after the email change `change_id` (the link's
+/// `jti`, see [`crate::email_changes`]): undoes that change and every later one.
+pub fn email_revert(
+    state: &AppState,
+    user_id: Uuid,
+    change_id: Uuid,
+    expires_at: DateTime<Utc>,
+) -> Link {
     let mut claims = state.tokens.claims(Purpose::EmailRevert, user_id);
-    claims.email = Some(old_email.to_string());
-    claims.exp = claims.iat + state.settings.email_revert.as_secs() as i64;
+    claims.jti = change_id;
+    claims.exp = expires_at.timestamp();
     link(state, "account/revert-email", &claims)
 }
 
-/// "This wasn't me" of a new sign-in notice: ends `session_id`.
-pub fn sign_in_reject(state: &AppState, user_id: Uuid, session_id: Uuid) -> Link {
-    let mut claims = state.tokens.claims(Purpose::SignInReject, user_id);
+/// "This wasn't me" of a new sign-in notice mailed to `user`'s address: names the session it
+/// rejects, and the address, so that a revert which undoes that address voids it
+/// ([`crate::email_changes::speaks_for`]).
+pub fn sign_in_reject(state: &AppState, user: &User, session_id: Uuid) -> Link {
+    let mut claims = state.tokens.claims(Purpose::SignInReject, user.id);
     claims.sid = Some(session_id);
+    claims.email = Some(user.email.clone());
     link(state, "account/reject-sign-in", &claims)
 }
 

@@ -19,6 +19,7 @@ use crate::{
     audit::{self, Origin},
     authz,
     domain::{self, EmailAddress, FieldErrors, profile},
+    email_changes,
     schema::users,
     sessions,
     users::{self as accounts, NewUser, User},
@@ -73,6 +74,12 @@ pub async fn create_superuser(
             email.as_str()
         );
     }
+    if email_changes::reserved_for_another(conn, email.as_str(), None).await? {
+        bail!(
+            "{} is reserved: an account changed away from it and its owner's revert link can still restore it; use another address, or wait until that link expires",
+            email.as_str()
+        );
+    }
     let (password, again) = read_new_password()?;
     let checked = domain::new_password(
         &mut errors,
@@ -90,7 +97,7 @@ pub async fn create_superuser(
         id: Uuid::now_v7(),
         email: email.as_str(),
         username: username.as_deref(),
-        password_hash: &hash,
+        password_hash: Some(&hash),
         first_name: "",
         last_name: "",
         phone_number: "",

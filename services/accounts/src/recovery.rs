@@ -1,11 +1,18 @@
-//! Starting a password reset by mail: forgot-password, an email revert and a rejected sign-in all
-//! end with it.
+//! Getting an account back: a password reset by mail (forgot-password, an email revert and a
+//! rejected sign-in all end with one), and what a revert or a reject takes from whoever else holds
+//! the account.
 
+use chrono::{DateTime, Utc};
 use diesel::QueryResult;
 use diesel_async::AsyncPgConnection;
 use events::{Event, PasswordResetRequested};
 
-use crate::{links, outbox, state::AppState, telemetry::RequestId, users::User};
+use crate::{
+    devices, links, outbox, sessions,
+    state::AppState,
+    telemetry::RequestId,
+    users::{self, User, UserChanges},
+};
 
 /// Puts a `password-reset-requested` event for `user` in the outbox, in the caller's transaction.
 pub async fn mail_reset_link(
@@ -24,4 +31,31 @@ pub async fn mail_reset_link(
         locale: user.locale.clone(),
     });
     outbox::enqueue(conn, event, request_id).await
+}
+
+/// Takes the account back from an intruder who got in at `since` (or at an unknown time), in the caller's transaction, the
+/// user's row locked: every session ends, the current password (which the intruder may know, or
+/// have set) stops working, the email epoch moves (every confirmation and reset link mailed
+/// before dies), the devices seen since `since` are forgotten, and a reset link goes to the
+/// account's address, the only way back in. Returns the user as it is now.
+pub async fn take_back(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    user: &User,
+    since: Option<DateTime<Utc>>,
+    request_id: &RequestId,
+) -> QueryResult<User> {
+    let changes = UserChanges {
+        password_hash: Some(None),
+        updated_at: Some(Utc::now()),
+        ..UserChanges::default()
+    };
+    users::update(conn, user.id, &changes).await?;
+    let user = users::advance_email_epoch(conn, user.id).await?;
+    sessions::end_all(conn, user.id).await?;
+    devices::forget_since(conn, user.id, since).await?;
+    if user.active {
+        mail_reset_link(conn, state, &user, request_id).await?;
+    }
+    Ok(user)
 }

@@ -6,7 +6,7 @@ diesel::table! {
         email -> Text,
         username -> Nullable<Text>,
         username_skeleton -> Nullable<Text>,
-        password_hash -> Text,
+        password_hash -> Nullable<Text>,
         first_name -> Text,
         last_name -> Text,
         phone_number -> Text,
@@ -23,6 +23,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         locale -> Text,
+        email_epoch -> Int4,
     }
 }
 
@@ -147,7 +148,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    email_changes (id) {
+        id -> Uuid,
+        seq -> Int8,
+        user_id -> Uuid,
+        old_email -> Text,
+        new_email -> Text,
+        changed_at -> Timestamptz,
+        revert_expires_at -> Timestamptz,
+        reserves -> Bool,
+        settled_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(refresh_tokens -> users (user_id));
+diesel::joinable!(email_changes -> users (user_id));
 diesel::joinable!(user_roles -> users (user_id));
 diesel::joinable!(user_roles -> roles (role));
 diesel::joinable!(role_permissions -> roles (role));
@@ -162,5 +178,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     roles,
     role_permissions,
     user_roles,
-    audit_log
+    audit_log,
+    email_changes
 );

@@ -326,6 +326,21 @@ pub async fn of_refresh_token(
         .optional()
 }
 
+/// When `user_id`'s session `id` began, ended or not.
+pub async fn started_at(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    id: Uuid,
+) -> QueryResult<Option<DateTime<Utc>>> {
+    sessions::table
+        .find(id)
+        .filter(sessions::user_id.eq(user_id))
+        .select(sessions::created_at)
+        .first(conn)
+        .await
+        .optional()
+}
+
 /// The user's live sessions, newest first.
 pub async fn live(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Vec<Session>> {
     sessions::table

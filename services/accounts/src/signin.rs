@@ -68,7 +68,7 @@ pub async fn begin(
     let new_device =
         devices::remember(conn, user.id, &devices::key(&device.user_agent, &device.ip)).await?;
     if new_device && notice == Notice::NewDevice {
-        let reject = links::sign_in_reject(state, user.id, started.session.id);
+        let reject = links::sign_in_reject(state, user, started.session.id);
         let event = Event::NewSignIn(NewSignIn {
             user_id: user.id,
             email: user.email.clone(),

@@ -18,7 +18,9 @@ pub struct User {
     pub id: Uuid,
     pub email: String,
     pub username: Option<String>,
-    pub password_hash: String,
+    /// `None` while the account has no usable password: after a revert or a rejected sign-in,
+    /// until the mailed reset is completed.
+    pub password_hash: Option<String>,
     pub first_name: String,
     pub last_name: String,
     pub phone_number: String,
@@ -35,6 +37,8 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub locale: String,
+    /// Moved by every email change and revert; mailed confirmation and reset links carry it.
+    pub email_epoch: i32,
 }
 
 #[derive(Debug, Insertable)]
@@ -43,7 +47,7 @@ pub struct NewUser<'a> {
     pub id: Uuid,
     pub email: &'a str,
     pub username: Option<&'a str>,
-    pub password_hash: &'a str,
+    pub password_hash: Option<&'a str>,
     pub first_name: &'a str,
     pub last_name: &'a str,
     pub phone_number: &'a str,
@@ -58,7 +62,7 @@ pub struct NewUser<'a> {
 pub struct UserChanges {
     pub email: Option<String>,
     pub username: Option<Option<String>>,
-    pub password_hash: Option<String>,
+    pub password_hash: Option<Option<String>>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub phone_number: Option<String>,
@@ -202,17 +206,30 @@ pub async fn record_login(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult
         .optional()
 }
 
+/// Marks `email` verified when it is still the user's address in the same email epoch.
 pub async fn mark_verified(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     email: &str,
+    epoch: i32,
 ) -> QueryResult<Option<User>> {
-    diesel::update(users::table.find(id).filter(users::email.eq(email)))
+    let same = users::email.eq(email).and(users::email_epoch.eq(epoch));
+    diesel::update(users::table.find(id).filter(same))
         .set((users::verified.eq(true), users::updated_at.eq(Utc::now())))
         .returning(User::as_returning())
         .get_result(conn)
         .await
         .optional()
+}
+
+/// Moves the user's email epoch, so every confirmation and reset link mailed before now is void;
+/// returns the user as it is now. Lock the user first.
+pub async fn advance_email_epoch(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<User> {
+    diesel::update(users::table.find(id))
+        .set(users::email_epoch.eq(users::email_epoch + 1))
+        .returning(User::as_returning())
+        .get_result(conn)
+        .await
 }
 
 /// Moves the user's token version, so every access token issued before now stops working.

@@ -17,7 +17,7 @@ use crate::{
     state::AppState,
     telemetry::RequestId,
     throttle::{self, HourlyLimit},
-    tokens::Purpose,
+    tokens::{Claims, Purpose},
     users,
 };
 
@@ -68,12 +68,17 @@ pub async fn confirm(
         .as_deref()
         .and_then(|token| state.tokens.verify(token, Purpose::EmailConfirmation).ok());
     let confirmed = match claims {
-        Some(claims) => {
-            let email = claims.email.unwrap_or_default();
+        // A link names the address and the email epoch it was mailed under.
+        Some(Claims {
+            sub,
+            email: Some(email),
+            epoch: Some(epoch),
+            ..
+        }) => {
             let mut conn = state.pool.get().await?;
-            users::mark_verified(&mut conn, claims.sub, &email).await?
+            users::mark_verified(&mut conn, sub, &email, epoch).await?
         }
-        None => None,
+        _ => None,
     };
     match (confirmed, wants_json(&req)) {
         // A link lying in a mailbox must not read out a profile: only what it confirmed.

@@ -1,6 +1,7 @@
 //! Undoing an email change: the "this wasn't me" link mailed to the old address.
 
 use actix_web::{HttpResponse, web};
+use chrono::Utc;
 use diesel_async::AsyncConnection;
 
 use super::{
@@ -12,10 +13,9 @@ use serde_json::json;
 
 use crate::{
     audit::{self, Origin},
-    db,
-    domain::EmailAddress,
+    db, email_changes,
     error::ApiError,
-    links, recovery, sessions,
+    recovery,
     state::AppState,
     telemetry::RequestId,
     tokens::Purpose,
@@ -29,11 +29,13 @@ enum Reverted {
     Used,
 }
 
-/// Restores the old address (verified), ends every session and mails a reset link to the restored
-/// address: whoever changed the email is out, and the owner chooses a new password.
+/// Restores the address the link was mailed to (verified), undoes every later email change (their
+/// revert links die with it), ends every session, makes the current password unusable and mails a
+/// reset link to the restored address: whoever changed the email is out, and only the owner of
+/// the restored address gets back in.
 #[utoipa::path(post, path = "/api/users/email/revert", tag = "user", request_body = TokenRequest,
-    responses((status = 204, description = "The old address is back; every session ended; a reset link is on its way"),
-        (status = 400, description = "Invalid, expired or already used link, or the old address was taken meanwhile", body = ErrorBody)))]
+    responses((status = 204, description = "The old address is back; every session ended; the password stops working until the reset link on its way is used"),
+        (status = 400, description = "Invalid, expired or already used link (a revert of an earlier change undoes later ones), or the old address was taken meanwhile", body = ErrorBody)))]
 pub async fn revert(
     state: web::Data<AppState>,
     request_id: RequestId,
@@ -41,38 +43,37 @@ pub async fn revert(
     body: web::Json<TokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let claims = body.into_inner().verify(&state, Purpose::EmailRevert)?;
-    let old = claims
-        .email
-        .as_deref()
-        .and_then(|e| EmailAddress::parse(e).ok())
-        .ok_or_else(|| ApiError::field("token", BAD_ACTION_LINK))?;
     let mut conn = state.pool.get().await?;
     let outcome = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
             let Some(user) = users::lock(conn, claims.sub).await? else {
                 return Ok(Reverted::Used);
             };
-            if !links::consume(conn, &claims).await? {
+            // The link's jti names its change.
+            let Some(change) = email_changes::settle_from(conn, user.id, claims.jti).await? else {
                 return Ok(Reverted::Used);
-            }
-            if users::find_by_email(conn, old.as_str())
+            };
+            if users::find_by_email(conn, &change.old_email)
                 .await?
                 .is_some_and(|other| other.id != user.id)
             {
-                // Rolls back the consumption too: this transaction is abandoned.
+                // Rolls back the settling too: this transaction is abandoned.
                 return Err(diesel::result::Error::RollbackTransaction);
             }
             let changes = UserChanges {
-                email: Some(old.as_str().to_string()),
+                email: Some(change.old_email.clone()),
                 verified: Some(true),
-                updated_at: Some(chrono::Utc::now()),
+                updated_at: Some(Utc::now()),
                 ..UserChanges::default()
             };
             let restored = users::update(conn, user.id, &changes).await?;
-            sessions::end_all(conn, user.id).await?;
+            // When the intruder got in is unknown (a stolen token may be old, the sign-in that
+            // led to the change earlier still): every device is new again, so the owner hears
+            // of the next sign-in from each.
+            recovery::take_back(conn, &state, &restored, None, &request_id).await?;
             let origin = origin.clone().by(user.id);
-            audit::record(conn, &origin, "email.reverted", Some(user.id), json!({})).await?;
-            recovery::mail_reset_link(conn, &state, &restored, &request_id).await?;
+            let details = json!({ "change": change.id });
+            audit::record(conn, &origin, "email.reverted", Some(user.id), details).await?;
             Ok(Reverted::Done)
         })
         .await
@@ -111,13 +112,13 @@ pub async fn revert_page(
             ("title", "Undo the email change"),
             (
                 "explanation",
-                "If you did not change the email address of your account, undo it here: your previous address comes back, every device is signed out, and we mail you a link to choose a new password.",
+                "If you did not change the email address of your account, undo it here: your previous address comes back (and any later change is undone), every device is signed out, the current password stops working, and we mail you a link to choose a new one.",
             ),
             ("button", "Restore my previous address"),
             ("endpoint", "../api/users/email/revert"),
             (
                 "done",
-                "Your previous address is back and every device is signed out. Check your mailbox for a link to choose a new password.",
+                "Your previous address is back, every device is signed out and the password no longer works. Check your mailbox for a link to choose a new one.",
             ),
         ],
     )

@@ -17,8 +17,7 @@ use crate::{
     db,
     domain::{self, FieldErrors, REQUIRED, push_error},
     error::ApiError,
-    links::password_fingerprint,
-    outbox, recovery, sessions,
+    links, outbox, recovery, sessions,
     state::AppState,
     telemetry::RequestId,
     tokens::Purpose,
@@ -99,7 +98,7 @@ pub async fn reset(
     let mut conn = state.pool.get().await?;
     let user = users::find(&mut conn, claims.sub)
         .await?
-        .filter(|u| u.active && claims.pwd.as_deref() == Some(password_fingerprint(u).as_str()))
+        .filter(|u| links::reset_holds(&claims, u))
         .ok_or_else(|| ApiError::field("token", BAD_RESET_LINK))?;
     let new_password = domain::new_password(
         &mut errors,
@@ -115,7 +114,6 @@ pub async fn reset(
     drop(conn);
     let hash = state.hasher.hash(new_password.secret()).await?;
     let mut conn = state.pool.get().await?;
-    let fingerprint = password_fingerprint(&user);
     let used = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
             // Re-read under the row lock: two submissions of one link cannot both win, and a
@@ -123,11 +121,11 @@ pub async fn reset(
             let Some(current) = users::lock(conn, user.id).await? else {
                 return Ok(false);
             };
-            if password_fingerprint(&current) != fingerprint {
+            if !links::reset_holds(&claims, &current) || !links::consume(conn, &claims).await? {
                 return Ok(false);
             }
             let changes = UserChanges {
-                password_hash: Some(hash.clone()),
+                password_hash: Some(Some(hash.clone())),
                 updated_at: Some(Utc::now()),
                 ..UserChanges::default()
             };

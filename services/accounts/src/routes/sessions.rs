@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::{
     audit::{self, Origin},
     auth::Authenticated,
-    db,
+    db, email_changes,
     error::ApiError,
     links, recovery,
     sessions::{self, Ending},
@@ -120,7 +120,7 @@ impl TokenRequest {
 }
 
 #[utoipa::path(post, path = "/api/users/sign-in/reject", tag = "sessions", request_body = TokenRequest,
-    responses((status = 204, description = "That session ended at once; a reset link is on its way"),
+    responses((status = 204, description = "Every session ended at once; the password stops working until the reset link on its way is used"),
         (status = 400, description = "Invalid, expired or already used link", body = ErrorBody)))]
 pub async fn reject_sign_in(
     state: web::Data<AppState>,
@@ -138,15 +138,21 @@ pub async fn reject_sign_in(
             let Some(user) = users::lock(conn, claims.sub).await? else {
                 return Ok(false);
             };
-            if !links::consume(conn, &claims).await? {
+            // A notice mailed to an address that a revert has since undone (the intruder's own)
+            // no longer speaks for the account.
+            let mailed_to = claims.email.as_deref().unwrap_or_default();
+            if !email_changes::speaks_for(conn, user.id, &user.email, mailed_to).await?
+                || !links::consume(conn, &claims).await?
+            {
                 return Ok(false);
             }
-            sessions::end(conn, user.id, session_id).await?;
+            // The intruder may hold other sessions (a second sign-in from the same device sends
+            // no notice) and knows the password: take all of it back.
+            // Its device was remembered in the transaction that began the session.
+            let signed_in_at = sessions::started_at(conn, user.id, session_id).await?;
+            recovery::take_back(conn, &state, &user, signed_in_at, &request_id).await?;
             let details = json!({ "session": session_id, "by": "sign-in notice" });
             audit::record(conn, &origin, "sign-in.rejected", Some(user.id), details).await?;
-            if user.active {
-                recovery::mail_reset_link(conn, &state, &user, &request_id).await?;
-            }
             Ok(true)
         })
         .await
@@ -184,13 +190,13 @@ pub async fn reject_sign_in_page(
             ("title", "This wasn't me"),
             (
                 "explanation",
-                "If you did not sign in, end that session here: the device is signed out at once, and we mail you a link to choose a new password.",
+                "If you did not sign in, take your account back here: every device is signed out at once, the current password stops working, and we mail you a link to choose a new one.",
             ),
-            ("button", "Sign that device out"),
+            ("button", "Sign every device out"),
             ("endpoint", "../api/users/sign-in/reject"),
             (
                 "done",
-                "That device is signed out. Check your mailbox for a link to choose a new password.",
+                "Every device is signed out and the password no longer works. Check your mailbox for a link to choose a new one.",
             ),
         ],
     )

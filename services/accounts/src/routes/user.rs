@@ -17,6 +17,7 @@ use crate::{
     client::ClientAddr,
     db,
     domain::{self, EmailAddress, FieldErrors, REQUIRED, locale, profile, push_error},
+    email_changes,
     error::ApiError,
     links, outbox, sessions,
     signin::{self, Notice},
@@ -219,10 +220,7 @@ pub async fn update(
         drop(conn);
         let verified = state
             .hasher
-            .verify(
-                &SecretString::from(current),
-                Some(user.password_hash.clone()),
-            )
+            .verify(&SecretString::from(current), user.password_hash.clone())
             .await;
         conn = state.pool.get().await?;
         let matched = match verified {
@@ -242,7 +240,7 @@ pub async fn update(
         drop(conn);
         let hashed = state.hasher.hash(password.secret()).await;
         conn = state.pool.get().await?;
-        changes.password_hash = Some(hashed?);
+        changes.password_hash = Some(Some(hashed?));
     }
     if let Some(email) = &new_email {
         changes.email = Some(email.as_str().to_string());
@@ -261,9 +259,23 @@ pub async fn update(
                 // The password changed since this request checked it: start again.
                 return Ok(None);
             }
-            let updated = users::update(conn, user.id, &changes).await?;
+            if let Some(email) = &new_email {
+                // Both addresses, in one order: the one this change frees stays reserved to
+                // this account by the change's revert link, and the new one may be another's.
+                let mut addresses = [before.email.as_str(), email.as_str()];
+                addresses.sort_unstable();
+                for address in addresses {
+                    email_changes::lock_address(conn, address).await?;
+                }
+                if email_changes::reserved_for_another(conn, email.as_str(), Some(user.id)).await? {
+                    // Abandons the transaction; answered as the address being taken.
+                    return Err(diesel::result::Error::RollbackTransaction);
+                }
+            }
+            let mut updated = users::update(conn, user.id, &changes).await?;
             let origin = origin.clone().by(user.id);
             if new_email.is_some() {
+                updated = users::advance_email_epoch(conn, user.id).await?;
                 mail_email_change(conn, &state, &before, &updated, &request_id).await?;
                 audit::record(conn, &origin, "email.changed", Some(user.id), json!({})).await?;
             }
@@ -314,6 +326,9 @@ pub async fn update(
             body
         }
         Ok(None) => return Err(ApiError::field("current_password", WRONG_CURRENT_PASSWORD)),
+        Err(diesel::result::Error::RollbackTransaction) => {
+            return Err(ApiError::field("email", EMAIL_TAKEN));
+        }
         Err(e) if db::violates(&e, users::EMAIL_KEY) => {
             return Err(ApiError::field("email", EMAIL_TAKEN));
         }
@@ -344,7 +359,16 @@ async fn mail_email_change(
         locale: after.locale.clone(),
     });
     outbox::enqueue(conn, event, request_id).await?;
-    let revert = links::email_revert(state, after.id, &before.email);
+    let revert_expires_at = links::email_revert_expiry(state);
+    let change = email_changes::record(
+        conn,
+        after.id,
+        (&before.email, before.verified),
+        &after.email,
+        revert_expires_at,
+    )
+    .await?;
+    let revert = links::email_revert(state, after.id, change, revert_expires_at);
     let event = Event::EmailChanged(EmailChanged {
         user_id: after.id,
         email: before.email.clone(),

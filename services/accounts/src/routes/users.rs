@@ -18,6 +18,7 @@ use crate::{
     client::ClientAddr,
     db, devices,
     domain::{self, EmailAddress, FieldErrors, REQUIRED, locale, profile, push_error},
+    email_changes,
     error::{ApiError, BAD_LOGIN},
     links, outbox,
     sessions::{self, Ending},
@@ -145,6 +146,7 @@ pub async fn register(
         if users::find_by_email(&mut conn, email.as_str())
             .await?
             .is_some()
+            || email_changes::reserved_for_another(&mut conn, email.as_str(), None).await?
         {
             // Checked before hashing so a duplicate costs no bcrypt; the unique index still decides races.
             push_error(&mut errors, "email", EMAIL_TAKEN);
@@ -162,7 +164,7 @@ pub async fn register(
         id: Uuid::now_v7(),
         email: email.as_str(),
         username: username.as_deref(),
-        password_hash: &password_hash,
+        password_hash: Some(&password_hash),
         first_name: &first_name,
         last_name: &last_name,
         phone_number: &phone_number,
@@ -174,6 +176,13 @@ pub async fn register(
     let device = sessions::Device::of(&req);
     let result = conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
+            // An address that an email change freed stays its account's while the change's
+            // revert link lives; the lock orders this check after such a change commits.
+            email_changes::lock_address(conn, new_user.email).await?;
+            if email_changes::reserved_for_another(conn, new_user.email, None).await? {
+                // Abandons the transaction; answered as the address being taken.
+                return Err(diesel::result::Error::RollbackTransaction);
+            }
             let user = users::insert(conn, &new_user).await?;
             let confirmation = links::confirmation(&state, &user);
             let event = Event::UserRegistered(UserRegistered {
@@ -210,6 +219,9 @@ pub async fn register(
         .await;
     let (user, session) = match result {
         Ok(created) => created,
+        Err(diesel::result::Error::RollbackTransaction) => {
+            return Err(ApiError::field("email", EMAIL_TAKEN));
+        }
         Err(e) if db::violates(&e, users::EMAIL_KEY) => {
             return Err(ApiError::field("email", EMAIL_TAKEN));
         }
@@ -310,7 +322,10 @@ pub async fn login(
     drop(conn);
     let verified = state
         .hasher
-        .verify(&password, user.as_ref().map(|u| u.password_hash.clone()))
+        .verify(
+            &password,
+            user.as_ref().and_then(|u| u.password_hash.clone()),
+        )
         .await;
     let mut conn = state.pool.get().await?;
     let matched = match verified {

@@ -93,12 +93,16 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub permissions: Vec<String>,
     /// Email confirmation: the address being confirmed, so a link for an old address is void.
-    /// Email revert: the address to restore.
+    /// Sign-in reject: the address the notice was mailed to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     /// Password reset: a fingerprint of the current hash, so the link dies once the password changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pwd: Option<String>,
+    /// Email confirmation and password reset: the account's email epoch when mailed, so the link
+    /// dies with the next email change or revert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i32>,
 }
 
 /// A freshly signed token and when it stops working.
@@ -169,6 +173,7 @@ impl TokenIssuer {
             permissions: Vec::new(),
             email: None,
             pwd: None,
+            epoch: None,
         }
     }
 

@@ -84,6 +84,7 @@ mod tests {
             permissions: Vec::new(),
             email: None,
             pwd: None,
+            epoch: None,
         }
     }
 

@@ -518,7 +518,7 @@ async fn security_events_reach_the_audit_trail() {
 }
 
 /// Runs `accounts <args>` against the test database with `stdin` as standard input.
-pub(crate) fn accounts_cli(app: &TestApp, args: &[&str], stdin: &str) -> std::process::Output {
+pub fn accounts_cli(app: &TestApp, args: &[&str], stdin: &str) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_accounts"))
         .args(args)
         .env("ACCOUNTS_DATABASE_URL", app.db.url())

@@ -15,6 +15,7 @@ mod helpers;
 mod openapi;
 mod operators;
 mod reauth;
+mod recovery;
 mod register;
 mod revocation;
 mod sessions;
