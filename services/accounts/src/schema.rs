@@ -73,6 +73,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    login_lockouts (scope, key) {
+        scope -> Text,
+        key -> Text,
+        until -> Timestamptz,
+    }
+}
+
+diesel::table! {
     rate_limit_hits (id) {
         id -> Int8,
         bucket -> Text,

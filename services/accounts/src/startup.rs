@@ -26,6 +26,7 @@ use crate::{
     routes,
     state::AppState,
     telemetry,
+    throttle::{ClientRate, LoginGuard},
     tokens::{KeyError, SigningKeys, TokenIssuer},
     users,
 };
@@ -48,6 +49,7 @@ pub struct Application {
     /// Stops the relay and the background tasks.
     shutdown: CancellationToken,
     audit_retention: Duration,
+    client_rate: Arc<ClientRate>,
 }
 
 impl Application {
@@ -118,6 +120,9 @@ impl Application {
         let tokens = Arc::new(TokenIssuer::new(keys, issuer));
         let pages = Arc::new(Pages::new());
         let metrics = telemetry::metrics_handle();
+        let login_guard = Arc::new(LoginGuard::new(settings.lockout));
+        let client_rate = Arc::new(ClientRate::default());
+        let server_client_rate = client_rate.clone();
         let server = HttpServer::new(move || {
             // Runs once on each worker thread as it starts.
             let n = next_pool.fetch_add(1, Ordering::Relaxed) % worker_pools.len();
@@ -126,6 +131,8 @@ impl Application {
                 settings: settings.clone(),
                 pool,
                 hasher: hasher.clone(),
+                login_guard: login_guard.clone(),
+                client_rate: server_client_rate.clone(),
                 tokens: tokens.clone(),
                 pages: pages.clone(),
                 metrics: metrics.clone(),
@@ -158,6 +165,7 @@ impl Application {
             relay,
             shutdown,
             audit_retention,
+            client_rate,
         })
     }
 
@@ -173,6 +181,7 @@ impl Application {
             self.audit_retention,
             self.shutdown.clone(),
         ));
+        tokio::spawn(forget_full_buckets(self.client_rate, self.shutdown.clone()));
         let served = self.server.await;
         self.shutdown.cancel();
         if tokio::time::timeout(Duration::from_secs(15), self.relay)
@@ -182,5 +191,17 @@ impl Application {
             tracing::warn!("the outbox relay did not stop in time");
         }
         served.context("the HTTP server failed")
+    }
+}
+
+/// Drops the clients' buckets that have refilled, every minute until `shutdown`, so a flood from
+/// many addresses leaves no memory behind.
+async fn forget_full_buckets(client_rate: Arc<ClientRate>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => client_rate.forget_full(),
+        }
     }
 }

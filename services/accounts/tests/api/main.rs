@@ -12,6 +12,7 @@ mod hardening;
 mod helpers;
 mod openapi;
 mod reauth;
+mod refusals;
 mod register;
 mod revocation;
 mod sessions;
