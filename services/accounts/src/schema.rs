@@ -51,6 +51,7 @@ diesel::table! {
         family_expires_at -> Timestamptz,
         used_at -> Nullable<Timestamptz>,
         revoked_at -> Nullable<Timestamptz>,
+        sealed -> Nullable<Bytea>,
     }
 }
 

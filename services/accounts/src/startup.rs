@@ -27,7 +27,7 @@ use crate::{
     state::AppState,
     telemetry,
     throttle::{ClientRate, LoginGuard},
-    tokens::{KeyError, SigningKeys, TokenIssuer},
+    tokens::{KeyError, SealingKey, SealingKeyError, SigningKeys, TokenIssuer},
     users,
 };
 
@@ -49,6 +49,7 @@ pub struct Application {
     /// Stops the relay and the background tasks.
     shutdown: CancellationToken,
     audit_retention: Duration,
+    refresh_grace: Duration,
     client_rate: Arc<ClientRate>,
 }
 
@@ -58,6 +59,12 @@ impl Application {
             // A generated key on a public deployment would differ per replica and vanish with
             // the container: refuse before touching anything.
             return Err(KeyError::NotConfigured {
+                public_url: settings.public_url.to_string(),
+            }
+            .into());
+        }
+        if settings.encryption_key_is_default && !settings.development_encryption_key_allowed() {
+            return Err(SealingKeyError::NotConfigured {
                 public_url: settings.public_url.to_string(),
             }
             .into());
@@ -96,6 +103,13 @@ impl Application {
             &settings.jwt_previous_key_files,
         )
         .context("loading the JWT signing key (ACCOUNTS_JWT_KEY_FILE)")?;
+        let sealing = Arc::new(
+            SealingKey::load(
+                &settings.encryption_key_file,
+                settings.development_encryption_key_allowed(),
+            )
+            .context("loading the encryption key (ACCOUNTS_ENCRYPTION_KEY_FILE)")?,
+        );
         let hasher = hasher.await?.context("measuring bcrypt")?;
         let issuer = settings
             .public_url
@@ -110,6 +124,7 @@ impl Application {
         })?;
         let port = listener.local_addr()?.port();
         let audit_retention = settings.audit_retention;
+        let refresh_grace = settings.refresh_grace;
         // One pool per HTTP worker, the connections split between them (at least 2 each).
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let per_worker = (POOL_SIZE / workers).max(2);
@@ -134,6 +149,7 @@ impl Application {
                 login_guard: login_guard.clone(),
                 client_rate: server_client_rate.clone(),
                 tokens: tokens.clone(),
+                sealing: sealing.clone(),
                 pages: pages.clone(),
                 metrics: metrics.clone(),
             });
@@ -165,6 +181,7 @@ impl Application {
             relay,
             shutdown,
             audit_retention,
+            refresh_grace,
             client_rate,
         })
     }
@@ -177,8 +194,13 @@ impl Application {
     /// finish its batch.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         tokio::spawn(crate::audit::prune_periodically(
-            self.pool,
+            self.pool.clone(),
             self.audit_retention,
+            self.shutdown.clone(),
+        ));
+        tokio::spawn(crate::sessions::forget_sealed_periodically(
+            self.pool,
+            self.refresh_grace,
             self.shutdown.clone(),
         ));
         tokio::spawn(forget_full_buckets(self.client_rate, self.shutdown.clone()));

@@ -8,7 +8,7 @@ use crate::{
     hashing::PasswordHasher,
     pages::Pages,
     throttle::{ClientRate, LoginGuard},
-    tokens::TokenIssuer,
+    tokens::{SealingKey, TokenIssuer},
 };
 
 /// What every handler can reach. Built in `startup`, one per HTTP worker thread, and read-only.
@@ -23,6 +23,8 @@ pub struct AppState {
     /// Every worker's view of each client's buckets.
     pub client_rate: Arc<ClientRate>,
     pub tokens: Arc<TokenIssuer>,
+    /// Seals what is kept to be read back: a family's current refresh token, for its grace window.
+    pub sealing: Arc<SealingKey>,
     pub pages: Arc<Pages>,
     pub metrics: PrometheusHandle,
 }

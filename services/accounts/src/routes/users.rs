@@ -428,7 +428,8 @@ pub async fn refresh(
     let mut conn = state.pool.get().await?;
     let (rotation, grants) = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-            let rotation = sessions::rotate(conn, presented, &device, grace).await?;
+            let rotation =
+                sessions::rotate(conn, presented, &device, grace, &state.sealing).await?;
             let grants = match &rotation {
                 sessions::Rotation::Rotated { user, .. } => authz::grants(conn, user).await?,
                 _ => Grants::default(),
