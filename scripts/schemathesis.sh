@@ -46,10 +46,11 @@ trap cleanup EXIT
 
 rabbitmqctl -q add_vhost "$tag" && rabbitmqctl -q set_permissions -p "$tag" guest '.*' '.*' '.*'
 openssl genpkey -algorithm ed25519 -out "$workdir/jwt.pem" 2>/dev/null
+head -c 32 /dev/urandom > "$workdir/encryption.key"
 
 ACCOUNTS_ADDR=127.0.0.1:$PORT ACCOUNTS_PUBLIC_URL=$base \
   ACCOUNTS_DATABASE_URL=$PG/$tag AMQP_URL=$AMQP/$tag \
-  ACCOUNTS_JWT_KEY_FILE=$workdir/jwt.pem ACCOUNTS_BCRYPT_COST=4 \
+  ACCOUNTS_JWT_KEY_FILE=$workdir/jwt.pem ACCOUNTS_ENCRYPTION_KEY_FILE=$workdir/encryption.key ACCOUNTS_BCRYPT_COST=4 \
   ACCOUNTS_REGISTRATIONS_PER_HOUR=0 ACCOUNTS_TRUSTED_PROXIES=127.0.0.1/32 \
   LOG_FORMAT=json RUST_LOG=warn \
   "$accounts_bin" > "$log" 2>&1 &

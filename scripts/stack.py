@@ -154,12 +154,14 @@ class Stack:
         sh("rabbitmqctl", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
         self.keydir = Path(tempfile.mkdtemp())
         sh("openssl", "genpkey", "-algorithm", "ed25519", "-out", str(self.keydir / "k.pem"))
+        (self.keydir / "encryption.key").write_bytes(os.urandom(32))
         assert not (testkit_sink and smtp_rules), "the testkit sink accepts everything"
         self.sink = TestkitSmtpSink(SMTP_PORT) if testkit_sink else SmtpSink(SMTP_PORT, smtp_rules)
         common = {"AMQP_URL": f"{AMQP}/{self.vhost}", "RUST_LOG": "warn", "LOG_FORMAT": "json"}
         self.accounts = Service("accounts", {**common, "ACCOUNTS_DATABASE_URL": f"{PG}/{self.accounts_db}",
                                              "ACCOUNTS_ADDR": ACCOUNTS, "ACCOUNTS_PUBLIC_URL": f"http://{ACCOUNTS}",
                                              "ACCOUNTS_JWT_KEY_FILE": str(self.keydir / "k.pem"),
+                                             "ACCOUNTS_ENCRYPTION_KEY_FILE": str(self.keydir / "encryption.key"),
                                              # Load and fault runs register from one address.
                                              "ACCOUNTS_REGISTRATIONS_PER_HOUR": "0",
                                              "ACCOUNTS_OUTBOX_POLL_MS": "1000", **(accounts_env or {})}, ACCOUNTS)

@@ -10,6 +10,7 @@ use settings::Env;
 use url::Url;
 
 pub const DEFAULT_JWT_KEY_FILE: &str = "var/dev-jwt-key.pem";
+pub const DEFAULT_ENCRYPTION_KEY_FILE: &str = "var/dev-encryption-key";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -29,6 +30,10 @@ pub struct Settings {
     pub jwt_key_is_default: bool,
     /// Public (or private) keys that still verify tokens during a rotation.
     pub jwt_previous_key_files: Vec<PathBuf>,
+    /// 32 random bytes that seal what the service reads back (a family's current refresh token).
+    pub encryption_key_file: PathBuf,
+    /// Whether `encryption_key_file` is the default path (a development key may be created there).
+    pub encryption_key_is_default: bool,
     pub confirm_success_url: Option<Url>,
     pub confirm_failure_url: Option<Url>,
     pub reset_password_url: Option<Url>,
@@ -123,6 +128,11 @@ impl Settings {
             .filter(|p| !p.is_empty())
             .map(PathBuf::from)
             .collect();
+        let encryption_key_file = env.optional("ACCOUNTS_ENCRYPTION_KEY_FILE");
+        let encryption_key_is_default = encryption_key_file.is_none();
+        let encryption_key_file = PathBuf::from(
+            encryption_key_file.unwrap_or_else(|| DEFAULT_ENCRYPTION_KEY_FILE.into()),
+        );
 
         Ok(Self {
             database_url: SecretString::from(database_url.to_string()),
@@ -135,6 +145,8 @@ impl Settings {
             jwt_key_file,
             jwt_key_is_default,
             jwt_previous_key_files,
+            encryption_key_file,
+            encryption_key_is_default,
             confirm_success_url: env.optional_url("ACCOUNTS_CONFIRM_SUCCESS_URL")?,
             confirm_failure_url: env.optional_url("ACCOUNTS_CONFIRM_FAILURE_URL")?,
             reset_password_url: env.optional_url("ACCOUNTS_RESET_PASSWORD_URL")?,
@@ -163,8 +175,18 @@ impl Settings {
     /// Whether a missing signing key may be replaced by a generated development key: only when
     /// no key file is configured and the service is reachable only on this machine.
     pub fn development_key_allowed(&self) -> bool {
-        self.jwt_key_is_default
-            && matches!(self.public_url.host_str(), Some("localhost" | "127.0.0.1"))
+        self.jwt_key_is_default && self.only_local()
+    }
+
+    /// Whether a missing encryption key may be replaced by a generated development key, on the
+    /// same terms as the signing key.
+    pub fn development_encryption_key_allowed(&self) -> bool {
+        self.encryption_key_is_default && self.only_local()
+    }
+
+    /// Whether the service is reachable only on this machine (its public URL is local).
+    fn only_local(&self) -> bool {
+        matches!(self.public_url.host_str(), Some("localhost" | "127.0.0.1"))
     }
 
     /// An absolute URL under the public base, such as `api/users/confirm`.
@@ -264,6 +286,12 @@ mod tests {
         }
         let s = settings(&[("ACCOUNTS_JWT_KEY_FILE", "/etc/key.pem")]).unwrap();
         assert!(!s.development_key_allowed());
+        assert!(s.development_encryption_key_allowed());
+        let s = settings(&[("ACCOUNTS_ENCRYPTION_KEY_FILE", "/etc/enc.key")]).unwrap();
+        assert!(!s.development_encryption_key_allowed());
+        assert_eq!(s.encryption_key_file, PathBuf::from("/etc/enc.key"));
+        let s = settings(&[("ACCOUNTS_PUBLIC_URL", "https://accounts.example.com")]).unwrap();
+        assert!(!s.development_encryption_key_allowed());
     }
 
     #[test]

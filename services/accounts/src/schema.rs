@@ -52,6 +52,7 @@ diesel::table! {
         family_expires_at -> Timestamptz,
         used_at -> Nullable<Timestamptz>,
         revoked_at -> Nullable<Timestamptz>,
+        sealed -> Nullable<Bytea>,
     }
 }
 
@@ -70,6 +71,14 @@ diesel::table! {
         account -> Text,
         failures -> Int4,
         last_attempt_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    login_lockouts (scope, key) {
+        scope -> Text,
+        key -> Text,
+        until -> Timestamptz,
     }
 }
 

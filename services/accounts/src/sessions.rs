@@ -3,11 +3,14 @@
 //! once.
 //!
 //! Presenting a token that was already rotated means it leaked, or a client lost a response. Within
-//! `ACCOUNTS_REFRESH_REUSE_GRACE_SECONDS` of its first use it yields another pair of the same family
-//! (the lost response, two tabs); after that the whole family is revoked (ASVS 3.5, OAuth 2.0
-//! Security BCP 4.14). The window is the trade-off: a thief who replays a stolen token within
-//! seconds of its owner's refresh gets a pair too, but the owner's next refresh still works and the
-//! session shows up in the device list.
+//! `ACCOUNTS_REFRESH_REUSE_GRACE_SECONDS` of its first use it is answered with the family's current
+//! refresh token and a new access token (the lost response, two tabs); after that the whole family
+//! is revoked (ASVS 3.5, OAuth 2.0 Security BCP 4.14). A family has exactly one live refresh token,
+//! so a replay never forks a session: the current token is kept sealed (see
+//! [`crate::tokens::SealingKey`]) for as long as a replay of its predecessor may ask for it. The
+//! window is the trade-off: a thief who replays a stolen token within seconds of its owner's
+//! refresh holds the same token as the owner, and whichever of them refreshes next ends the
+//! other's chain (and a replay after the window ends the family).
 //!
 //! Every function that changes a session runs inside a transaction that has locked the user's row
 //! first ([`users::lock`]), so rotation and revocation serialize per user and a refresh racing a
@@ -23,7 +26,7 @@ use serde_json::json;
 use crate::{
     audit::{self, Origin},
     schema::{refresh_tokens, sessions},
-    tokens::refresh,
+    tokens::{SealingKey, refresh},
     users::{self, User},
 };
 
@@ -89,6 +92,7 @@ struct StoredToken {
 }
 
 pub enum Rotation {
+    /// A new refresh token; or, for a replay within the grace window, the family's current one.
     Rotated {
         user: Box<User>,
         session: Session,
@@ -122,15 +126,22 @@ pub async fn start(
         .returning(Session::as_returning())
         .get_result(conn)
         .await?;
-    let refresh_token = issue(conn, &session).await?;
+    let refresh_token = issue(conn, &session, None).await?;
     Ok(Started {
         session,
         refresh_token,
     })
 }
 
-async fn issue(conn: &mut AsyncPgConnection, session: &Session) -> QueryResult<String> {
+/// Issues the family's next refresh token; with `sealing`, it is also kept sealed, so a replay of
+/// its predecessor within the grace window can be answered with it.
+async fn issue(
+    conn: &mut AsyncPgConnection,
+    session: &Session,
+    sealing: Option<&SealingKey>,
+) -> QueryResult<String> {
     let token = refresh::generate();
+    let sealed = sealing.map(|key| key.seal(token.as_bytes(), session.id.as_bytes()));
     diesel::insert_into(refresh_tokens::table)
         .values((
             refresh_tokens::id.eq(Uuid::now_v7()),
@@ -139,19 +150,57 @@ async fn issue(conn: &mut AsyncPgConnection, session: &Session) -> QueryResult<S
             refresh_tokens::token_hash.eq(refresh::digest(&token)),
             refresh_tokens::expires_at.eq((Utc::now() + TOKEN_LIFETIME).min(session.expires_at)),
             refresh_tokens::family_expires_at.eq(session.expires_at),
+            refresh_tokens::sealed.eq(sealed),
         ))
         .execute(conn)
         .await?;
     Ok(token)
 }
 
-/// Exchanges `presented` for a new token of the same family. Run it inside a transaction: it locks
-/// the owner's row before it looks at the token.
+/// The family's one live refresh token, unsealed; `None` when there is none to hand out.
+async fn current_token(
+    conn: &mut AsyncPgConnection,
+    session: &Session,
+    sealing: &SealingKey,
+) -> QueryResult<Option<String>> {
+    let sealed: Option<Option<Vec<u8>>> = refresh_tokens::table
+        .filter(refresh_tokens::family_id.eq(session.id))
+        .filter(refresh_tokens::used_at.is_null())
+        .filter(refresh_tokens::revoked_at.is_null())
+        .filter(refresh_tokens::expires_at.gt(Utc::now()))
+        .order(refresh_tokens::created_at.desc())
+        .select(refresh_tokens::sealed)
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(sealed
+        .flatten()
+        .and_then(|sealed| sealing.open(&sealed, session.id.as_bytes()))
+        .and_then(|token| String::from_utf8(token).ok()))
+}
+
+/// Forgets the sealed copies of refresh tokens older than the grace window: no replay can ask for
+/// them any more. Returns how many.
+pub async fn forget_sealed(conn: &mut AsyncPgConnection, grace: Duration) -> QueryResult<usize> {
+    diesel::update(
+        refresh_tokens::table
+            .filter(refresh_tokens::sealed.is_not_null())
+            .filter(refresh_tokens::created_at.lt(Utc::now() - grace)),
+    )
+    .set(refresh_tokens::sealed.eq(None::<Vec<u8>>))
+    .execute(conn)
+    .await
+}
+
+/// Exchanges `presented` for a new token of the same family, or, for a replay of a used token
+/// within `grace`, hands out the family's current one. Run it inside a transaction: it locks the
+/// owner's row before it looks at the token.
 pub async fn rotate(
     conn: &mut AsyncPgConnection,
     presented: &str,
     device: &Device,
     grace: Duration,
+    sealing: &SealingKey,
 ) -> QueryResult<Rotation> {
     let digest = refresh::digest(presented);
     let owner: Option<Uuid> = refresh_tokens::table
@@ -185,18 +234,14 @@ pub async fn rotate(
     {
         return Ok(Rotation::Invalid);
     }
-    if let Some(used_at) = stored.used_at
-        && now - used_at > grace
-    {
-        end(conn, user.id, session.id).await?;
-        return Ok(Rotation::Reused);
-    }
-    if stored.used_at.is_none() {
-        diesel::update(refresh_tokens::table.find(stored.id))
-            .set(refresh_tokens::used_at.eq(now))
-            .execute(conn)
-            .await?;
-    }
+    let replayed = match stored.used_at {
+        Some(used_at) if now - used_at > grace => {
+            end(conn, user.id, session.id).await?;
+            return Ok(Rotation::Reused);
+        }
+        Some(_) => true,
+        None => false,
+    };
     let session: Session = diesel::update(sessions::table.find(session.id))
         .set((
             sessions::last_used_at.eq(now),
@@ -206,7 +251,27 @@ pub async fn rotate(
         .returning(Session::as_returning())
         .get_result(conn)
         .await?;
-    let refresh_token = issue(conn, &session).await?;
+    let refresh_token = if replayed {
+        let Some(current) = current_token(conn, &session, sealing).await? else {
+            return Ok(Rotation::Invalid);
+        };
+        current
+    } else {
+        diesel::update(refresh_tokens::table.find(stored.id))
+            .set(refresh_tokens::used_at.eq(now))
+            .execute(conn)
+            .await?;
+        // Only the newest token may be asked for.
+        diesel::update(
+            refresh_tokens::table
+                .filter(refresh_tokens::family_id.eq(session.id))
+                .filter(refresh_tokens::sealed.is_not_null()),
+        )
+        .set(refresh_tokens::sealed.eq(None::<Vec<u8>>))
+        .execute(conn)
+        .await?;
+        issue(conn, &session, Some(sealing)).await?
+    };
     Ok(Rotation::Rotated {
         user: Box::new(user),
         session,
@@ -351,4 +416,31 @@ pub async fn live(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Ve
         .select(Session::as_select())
         .load(conn)
         .await
+}
+
+/// Forgets sealed refresh tokens past the grace window, every few seconds until `shutdown`, so a
+/// family that is never refreshed again does not keep its token readable for two weeks.
+pub async fn forget_sealed_periodically(
+    pool: crate::db::Pool,
+    grace: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let grace = Duration::from_std(grace).unwrap_or(Duration::MAX);
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let forgotten = match pool.get().await {
+            Ok(mut conn) => forget_sealed(&mut conn, grace).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "sealed refresh tokens: no database connection");
+                continue;
+            }
+        };
+        if let Err(e) = forgotten {
+            tracing::warn!(error = %e, "forgetting sealed refresh tokens failed");
+        }
+    }
 }

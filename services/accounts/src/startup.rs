@@ -26,7 +26,8 @@ use crate::{
     routes,
     state::AppState,
     telemetry,
-    tokens::{KeyError, SigningKeys, TokenIssuer},
+    throttle::{ClientRate, LoginGuard},
+    tokens::{KeyError, SealingKey, SealingKeyError, SigningKeys, TokenIssuer},
     users,
 };
 
@@ -48,6 +49,8 @@ pub struct Application {
     /// Stops the relay and the background tasks.
     shutdown: CancellationToken,
     audit_retention: Duration,
+    refresh_grace: Duration,
+    client_rate: Arc<ClientRate>,
 }
 
 impl Application {
@@ -56,6 +59,12 @@ impl Application {
             // A generated key on a public deployment would differ per replica and vanish with
             // the container: refuse before touching anything.
             return Err(KeyError::NotConfigured {
+                public_url: settings.public_url.to_string(),
+            }
+            .into());
+        }
+        if settings.encryption_key_is_default && !settings.development_encryption_key_allowed() {
+            return Err(SealingKeyError::NotConfigured {
                 public_url: settings.public_url.to_string(),
             }
             .into());
@@ -94,6 +103,13 @@ impl Application {
             &settings.jwt_previous_key_files,
         )
         .context("loading the JWT signing key (ACCOUNTS_JWT_KEY_FILE)")?;
+        let sealing = Arc::new(
+            SealingKey::load(
+                &settings.encryption_key_file,
+                settings.development_encryption_key_allowed(),
+            )
+            .context("loading the encryption key (ACCOUNTS_ENCRYPTION_KEY_FILE)")?,
+        );
         let hasher = hasher.await?.context("measuring bcrypt")?;
         let issuer = settings
             .public_url
@@ -108,6 +124,7 @@ impl Application {
         })?;
         let port = listener.local_addr()?.port();
         let audit_retention = settings.audit_retention;
+        let refresh_grace = settings.refresh_grace;
         // One pool per HTTP worker, the connections split between them (at least 2 each).
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let per_worker = (POOL_SIZE / workers).max(2);
@@ -118,6 +135,9 @@ impl Application {
         let tokens = Arc::new(TokenIssuer::new(keys, issuer));
         let pages = Arc::new(Pages::new());
         let metrics = telemetry::metrics_handle();
+        let login_guard = Arc::new(LoginGuard::new(settings.lockout));
+        let client_rate = Arc::new(ClientRate::default());
+        let server_client_rate = client_rate.clone();
         let server = HttpServer::new(move || {
             // Runs once on each worker thread as it starts.
             let n = next_pool.fetch_add(1, Ordering::Relaxed) % worker_pools.len();
@@ -126,7 +146,10 @@ impl Application {
                 settings: settings.clone(),
                 pool,
                 hasher: hasher.clone(),
+                login_guard: login_guard.clone(),
+                client_rate: server_client_rate.clone(),
                 tokens: tokens.clone(),
+                sealing: sealing.clone(),
                 pages: pages.clone(),
                 metrics: metrics.clone(),
             });
@@ -160,6 +183,8 @@ impl Application {
             relay,
             shutdown,
             audit_retention,
+            refresh_grace,
+            client_rate,
         })
     }
 
@@ -171,10 +196,16 @@ impl Application {
     /// finish its batch.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         tokio::spawn(crate::audit::prune_periodically(
-            self.pool,
+            self.pool.clone(),
             self.audit_retention,
             self.shutdown.clone(),
         ));
+        tokio::spawn(crate::sessions::forget_sealed_periodically(
+            self.pool,
+            self.refresh_grace,
+            self.shutdown.clone(),
+        ));
+        tokio::spawn(forget_full_buckets(self.client_rate, self.shutdown.clone()));
         let served = self.server.await;
         self.shutdown.cancel();
         if tokio::time::timeout(Duration::from_secs(15), self.relay)
@@ -184,5 +215,17 @@ impl Application {
             tracing::warn!("the outbox relay did not stop in time");
         }
         served.context("the HTTP server failed")
+    }
+}
+
+/// Drops the clients' buckets that have refilled, every minute until `shutdown`, so a flood from
+/// many addresses leaves no memory behind.
+async fn forget_full_buckets(client_rate: Arc<ClientRate>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => client_rate.forget_full(),
+        }
     }
 }

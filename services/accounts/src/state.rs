@@ -3,7 +3,12 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::{
-    config::Settings, db::Pool, hashing::PasswordHasher, pages::Pages, tokens::TokenIssuer,
+    config::Settings,
+    db::Pool,
+    hashing::PasswordHasher,
+    pages::Pages,
+    throttle::{ClientRate, LoginGuard},
+    tokens::{SealingKey, TokenIssuer},
 };
 
 /// What every handler can reach. Built in `startup`, one per HTTP worker thread, and read-only.
@@ -13,7 +18,13 @@ pub struct AppState {
     /// a pool per worker keeps every query on its own thread (no cross-thread wake-up per query).
     pub pool: Pool,
     pub hasher: PasswordHasher,
+    /// Shared by the workers: it remembers the lockouts Postgres reported.
+    pub login_guard: Arc<LoginGuard>,
+    /// Every worker's view of each client's buckets.
+    pub client_rate: Arc<ClientRate>,
     pub tokens: Arc<TokenIssuer>,
+    /// Seals what is kept to be read back: a family's current refresh token, for its grace window.
+    pub sealing: Arc<SealingKey>,
     pub pages: Arc<Pages>,
     pub metrics: PrometheusHandle,
 }

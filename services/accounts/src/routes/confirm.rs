@@ -16,7 +16,7 @@ use crate::{
     links, outbox,
     state::AppState,
     telemetry::RequestId,
-    throttle::{self, HourlyLimit},
+    throttle::{self, Route},
     tokens::{Claims, Purpose},
     users,
 };
@@ -96,12 +96,6 @@ pub async fn confirm(
     }
 }
 
-pub const TOO_MANY_FOR_ADDRESS: &str = "Too many requests for this address. Try again later.";
-pub const TOO_MANY_FROM_CLIENT: &str = "Too many requests from your network. Try again later.";
-/// Mail-sending requests per address (per kind) and per client (all kinds), in an hour.
-pub const MAIL_REQUESTS_PER_ADDRESS: u32 = 3;
-pub const MAIL_REQUESTS_PER_CLIENT: u32 = 20;
-
 /// The common start of a request that sends mail: a valid address, within the hourly limits of
 /// the address and of the client. Counted for any address, so the limit reveals nothing about
 /// which accounts exist.
@@ -111,26 +105,14 @@ pub async fn mail_request(
     client: &ClientAddr,
     body: UserEnvelope<EmailOnly>,
 ) -> Result<(EmailAddress, PooledConnection), ApiError> {
+    state.client_rate.admit(Route::MailRequest, client)?;
     let raw = body.into_inner()?.email.unwrap_or_default();
     if raw.trim().is_empty() {
         return Err(ApiError::field("email", REQUIRED));
     }
     let email = EmailAddress::parse(&raw).map_err(|m| ApiError::field("email", m))?;
     let mut conn = state.pool.get().await?;
-    let limits = vec![
-        HourlyLimit {
-            bucket: kind,
-            key: email.as_str().to_string(),
-            per_hour: MAIL_REQUESTS_PER_ADDRESS,
-            message: TOO_MANY_FOR_ADDRESS,
-        },
-        HourlyLimit {
-            bucket: "mail:client",
-            key: client.throttle_key(),
-            per_hour: MAIL_REQUESTS_PER_CLIENT,
-            message: TOO_MANY_FROM_CLIENT,
-        },
-    ];
+    let limits = throttle::mail_limits(kind, email.as_str().to_string(), client, 1);
     throttle::hourly(&mut conn, limits, Utc::now()).await?;
     Ok((email, conn))
 }
@@ -139,7 +121,7 @@ pub async fn mail_request(
 #[utoipa::path(post, path = "/api/users/confirm/resend", tag = "confirmation", request_body = UserEnvelope<EmailOnly>,
     responses((status = 202, description = "Accepted for any address", body = Accepted),
         (status = 400, description = "Not an email address", body = ErrorBody),
-        (status = 429, description = "Too many requests this hour: 3 per address, or 20 mail-sending requests per client; see Retry-After", body = ErrorBody)))]
+        (status = 429, description = "Too many requests this hour: 3 per address, or 20 mail-sending requests per client; or more than 60 at once from this client; see Retry-After", body = ErrorBody)))]
 pub async fn resend(
     state: web::Data<AppState>,
     request_id: RequestId,

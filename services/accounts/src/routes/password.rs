@@ -30,7 +30,7 @@ pub const BAD_RESET_LINK: &str = "The reset link is invalid, expired or already 
 #[utoipa::path(post, path = "/api/users/password/forgot", tag = "password", request_body = UserEnvelope<EmailOnly>,
     responses((status = 202, description = "Accepted for any address", body = Accepted),
         (status = 400, description = "Not an email address", body = ErrorBody),
-        (status = 429, description = "Too many requests this hour: 3 per address, or 20 mail-sending requests per client; see Retry-After", body = ErrorBody)))]
+        (status = 429, description = "Too many requests this hour: 3 per address, or 20 mail-sending requests per client; or more than 60 at once from this client; see Retry-After", body = ErrorBody)))]
 pub async fn forgot(
     state: web::Data<AppState>,
     request_id: RequestId,

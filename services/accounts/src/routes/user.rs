@@ -23,7 +23,7 @@ use crate::{
     signin::{self, Notice},
     state::AppState,
     telemetry::RequestId,
-    throttle::LoginGuard,
+    throttle,
     users::{self, EMAIL_TAKEN, USERNAME_TAKEN, User, UserBody, UserChanges},
 };
 
@@ -101,7 +101,7 @@ pub struct ProfileUpdate {
         (status = 400, description = "Validation failed or malformed body", body = ErrorBody),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 403, description = "Deactivated", body = ErrorBody),
-        (status = 429, description = "A wrong current_password counts as a failed login: throttled like login, or hashing saturated; see Retry-After", body = ErrorBody)))]
+        (status = 429, description = "A wrong current_password counts as a failed login: throttled like login; or an email change beyond the mail-sending limits (3 an hour per account, 20 mails an hour per client: a change sends two); or hashing saturated; see Retry-After", body = ErrorBody)))]
 pub async fn update(
     auth: Authenticated,
     state: web::Data<AppState>,
@@ -211,10 +211,22 @@ pub async fn update(
         return Err(ApiError::Validation(errors));
     }
     let mut conn = state.pool.get().await?;
+    // An email change mails the new address and the old one: it counts twice against the client's
+    // mail-sending limit and once against the account's, before its duplicate check (which would
+    // otherwise tell anyone, unthrottled, whether an address has an account). A spent limit is
+    // refused before bcrypt and without a write; the count itself waits for the password, so
+    // mistyping it spends nothing.
+    let mail_limits = new_email
+        .as_ref()
+        .map(|_| throttle::mail_limits("email-change:account", user.id.to_string(), &client, 2));
+    if let Some(limits) = &mail_limits {
+        throttle::already_spent(&mut conn, limits, Utc::now()).await?;
+    }
     if let Some(current) = current_password {
         // A wrong current password is a failed login: the same throttle counts it, before bcrypt.
-        let attempt = LoginGuard::new(state.settings.lockout)
-            .begin(&mut conn, &user.email, &client, Utc::now())
+        let attempt = state
+            .login_guard
+            .begin(&mut conn, &user.email, &client, &origin, Utc::now())
             .await?;
         // No connection is held while waiting for bcrypt.
         drop(conn);
@@ -235,6 +247,9 @@ pub async fn update(
             return Err(ApiError::field("current_password", WRONG_CURRENT_PASSWORD));
         }
         attempt.succeeded(&mut conn).await?;
+    }
+    if let Some(limits) = mail_limits {
+        throttle::hourly(&mut conn, limits, Utc::now()).await?;
     }
     if let Some(password) = &new_password {
         drop(conn);

@@ -25,7 +25,7 @@ use crate::{
     signin::{self, Notice},
     state::AppState,
     telemetry::{self, RequestId},
-    throttle::{self, HourlyLimit, LoginGuard, ThrottleError},
+    throttle::{self, HourlyLimit, Route, ThrottleError},
     users::{self, EMAIL_TAKEN, NewUser, USERNAME_TAKEN, UserBody},
 };
 
@@ -78,7 +78,7 @@ pub struct Registration {
 #[utoipa::path(post, path = "/api/users", tag = "users", request_body = UserEnvelope<Registration>,
     responses((status = 201, description = "Registered; a user-registered event is in the outbox", body = UserResponse),
         (status = 400, description = "Validation failed or malformed body", body = ErrorBody),
-        (status = 429, description = "Too many registrations from this client this hour (ACCOUNTS_REGISTRATIONS_PER_HOUR), or password hashing is saturated; see Retry-After", body = ErrorBody)))]
+        (status = 429, description = "Too many registrations from this client this hour (ACCOUNTS_REGISTRATIONS_PER_HOUR) or more than 60 at once, or password hashing is saturated; see Retry-After", body = ErrorBody)))]
 pub async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -86,6 +86,10 @@ pub async fn register(
     client: ClientAddr,
     body: web::Json<UserEnvelope<Registration>>,
 ) -> Result<HttpResponse, ApiError> {
+    if state.settings.registrations_per_hour > 0 {
+        // A flood is refused before any database work; 0 turns registration limits off.
+        state.client_rate.admit(Route::Registration, &client)?;
+    }
     let input = body.into_inner().into_inner()?;
     let mut errors = FieldErrors::new();
     let locale = match input.locale.as_deref() {
@@ -140,6 +144,7 @@ pub async fn register(
             bucket: "register:client",
             key: client.throttle_key(),
             per_hour: state.settings.registrations_per_hour,
+            cost: 1,
             message: TOO_MANY_REGISTRATIONS,
         };
         throttle::hourly(&mut conn, vec![limit], Utc::now()).await?;
@@ -266,7 +271,7 @@ pub struct Credentials {
         (status = 400, description = "Validation failed or malformed body", body = ErrorBody),
         (status = 401, description = "Incorrect email or password; a deactivated account gets this answer whether or not the password is right", body = ErrorBody),
         (status = 403, description = "Unverified when verification is mandatory", body = ErrorBody),
-        (status = 429, description = "Throttled before any password check: this account and client locked after 5 failures, this account delayed after 20 failures in 15 minutes (1 s doubling to 15 min), this client locked after 50 failures, or hashing saturated; see Retry-After", body = ErrorBody)))]
+        (status = 429, description = "Throttled before any password check: this account and client locked after 5 failures, this account delayed after 20 failures in 15 minutes (1 s doubling to 15 min), this client locked after 50 failures, more than 60 logins at once from this client (then one a second), or hashing saturated; see Retry-After", body = ErrorBody)))]
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -274,6 +279,7 @@ pub async fn login(
     client: ClientAddr,
     body: web::Json<UserEnvelope<Credentials>>,
 ) -> Result<HttpResponse, ApiError> {
+    state.client_rate.admit(Route::Login, &client)?;
     let input = body.into_inner().into_inner()?;
     let mut errors = FieldErrors::new();
     let given = input.email.as_deref().unwrap_or_default();
@@ -295,22 +301,24 @@ pub async fn login(
     let account = address
         .as_ref()
         .map_or_else(|| unparseable_account(email), |a| a.as_str().to_string());
+    let locked = |e: ThrottleError| {
+        if matches!(e, ThrottleError::Throttled(_)) {
+            metrics::counter!("accounts_logins_total", "outcome" => "locked").increment(1);
+        }
+        e
+    };
+    let now = Utc::now();
+    state
+        .login_guard
+        .refuse_remembered(&account, &client, now)
+        .map_err(locked)?;
     let mut conn = state.pool.get().await?;
     let origin = Origin::new(None, &client.to_string(), &request_id);
-    let attempt = match LoginGuard::new(state.settings.lockout)
-        .begin(&mut conn, &account, &client, Utc::now())
+    let attempt = state
+        .login_guard
+        .begin(&mut conn, &account, &client, &origin, now)
         .await
-    {
-        Ok(attempt) => attempt,
-        // A database that failed is not a lockout: it answers 503, unaudited.
-        Err(ThrottleError::Database(e)) => return Err(e.into()),
-        Err(throttled) => {
-            metrics::counter!("accounts_logins_total", "outcome" => "locked").increment(1);
-            let details = json!({ "email": telemetry::mask_address(&account) });
-            audit::record(&mut conn, &origin, "login.locked", None, details).await?;
-            return Err(throttled.into());
-        }
-    };
+        .map_err(locked)?;
     // Unknown (or syntactically invalid) addresses verify against a dummy hash: same cost.
     let user = match &address {
         Some(address) => users::find_by_email(&mut conn, address.as_str()).await?,
@@ -438,7 +446,8 @@ pub async fn refresh(
     let mut conn = state.pool.get().await?;
     let (rotation, grants) = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-            let rotation = sessions::rotate(conn, presented, &device, grace).await?;
+            let rotation =
+                sessions::rotate(conn, presented, &device, grace, &state.sealing).await?;
             let grants = match &rotation {
                 sessions::Rotation::Rotated { user, .. } => authz::grants(conn, user).await?,
                 _ => Grants::default(),

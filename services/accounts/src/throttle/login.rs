@@ -17,10 +17,14 @@ use chrono::{DateTime, Utc};
 use diesel::{pg::Pg, prelude::*};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use super::{ThrottleError, Throttled, after, before, lock, wait_until};
+use serde_json::json;
+
+use super::{ThrottleError, Throttled, after, before, lock, memory::Lockouts, wait_until};
 use crate::{
+    audit::{self, Origin},
     client::ClientAddr,
-    schema::{login_attempts, login_delays},
+    schema::{login_attempts, login_delays, login_lockouts},
+    telemetry,
 };
 
 pub const PAIR_FAILURES: i64 = 5;
@@ -70,26 +74,79 @@ pub struct LoginPolicy {
     pub lockout: Duration,
 }
 
+/// Which limit holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// This account from this client: [`PAIR_FAILURES`] failures.
+    Pair,
+    /// This client, whatever the account: [`CLIENT_FAILURES`] failures.
+    Client,
+    /// This account, from any client: the doubling delay.
+    Account,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Pair => "pair",
+            Scope::Client => "client",
+            Scope::Account => "account",
+        }
+    }
+
+    /// What the limit counts under: the pair, the client's throttle key, or the account.
+    pub fn key(self, account: &str, client: &str) -> String {
+        match self {
+            Scope::Pair => format!("{account}\n{client}"),
+            Scope::Client => client.to_string(),
+            Scope::Account => account.to_string(),
+        }
+    }
+}
+
+/// A limit that holds until `until`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lock {
+    pub scope: Scope,
+    pub until: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Check the password; store `delay` as the account's delay state (when it has one).
-    Admit {
-        delay: Option<Delay>,
-    },
-    Wait(Duration),
+    Admit { delay: Option<Delay> },
+    /// Every limit that holds (at least one).
+    Refuse(Vec<Lock>),
+}
+
+impl Decision {
+    /// How long the caller must wait, when refused.
+    pub fn wait(&self, now: DateTime<Utc>) -> Option<Duration> {
+        match self {
+            Decision::Admit { .. } => None,
+            Decision::Refuse(locks) => locks
+                .iter()
+                .map(|l| l.until)
+                .max()
+                .map(|u| wait_until(now, u)),
+        }
+    }
 }
 
 impl LoginPolicy {
     pub fn decide(&self, seen: &Observed, now: DateTime<Utc>) -> Decision {
-        let mut wait_until_at: Option<DateTime<Utc>> = None;
-        let mut block = |until: DateTime<Utc>| {
+        let mut locks = Vec::new();
+        let mut block = |scope: Scope, until: DateTime<Utc>| {
             if until > now {
-                wait_until_at = Some(wait_until_at.map_or(until, |w| w.max(until)));
+                locks.push(Lock { scope, until });
             }
         };
-        for (tally, limit) in [(seen.pair, PAIR_FAILURES), (seen.client, CLIENT_FAILURES)] {
+        for (scope, tally, limit) in [
+            (Scope::Pair, seen.pair, PAIR_FAILURES),
+            (Scope::Client, seen.client, CLIENT_FAILURES),
+        ] {
             if let (true, Some(latest)) = (tally.count >= limit, tally.latest) {
-                block(after(latest, self.lockout));
+                block(scope, after(latest, self.lockout));
             }
         }
         let delay = match (seen.delay, seen.account.latest) {
@@ -103,16 +160,19 @@ impl LoginPolicy {
             _ => None,
         };
         if let Some(delay) = delay {
-            block(after(delay.last_attempt_at, delay_after(delay.failures)));
+            block(
+                Scope::Account,
+                after(delay.last_attempt_at, delay_after(delay.failures)),
+            );
         }
-        match wait_until_at {
-            Some(until) => Decision::Wait(wait_until(now, until)),
-            None => Decision::Admit {
-                delay: delay.map(|d| Delay {
-                    failures: d.failures.saturating_add(1),
-                    last_attempt_at: now,
-                }),
-            },
+        if !locks.is_empty() {
+            return Decision::Refuse(locks);
+        }
+        Decision::Admit {
+            delay: delay.map(|d| Delay {
+                failures: d.failures.saturating_add(1),
+                last_attempt_at: now,
+            }),
         }
     }
 }
@@ -124,11 +184,12 @@ pub fn delay_after(failures: i32) -> Duration {
 }
 
 /// Admits password checks. Reuse it for every check of a password the user types: a login, or a
-/// `current_password` on a profile change.
+/// `current_password` on a profile change. One guard serves the whole process (it remembers the
+/// lockouts Postgres reported, see [`Lockouts`]).
 ///
 /// ```ignore
-/// let attempt = LoginGuard::new(settings.lockout)
-///     .begin(&mut conn, email.as_str(), &client, Utc::now())
+/// let attempt = state.login_guard
+///     .begin(&mut conn, email.as_str(), &client, &origin, Utc::now())
 ///     .await?; // 429 with Retry-After when a limit holds; no bcrypt then
 /// let matched = hasher.verify(&password, hash).await;
 /// match matched {
@@ -139,9 +200,10 @@ pub fn delay_after(failures: i32) -> Duration {
 /// ```
 /// Call `begin` outside any transaction of yours: it commits its own, so its record is visible
 /// to parallel requests before bcrypt starts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct LoginGuard {
     policy: LoginPolicy,
+    remembered: Lockouts,
 }
 
 /// An admitted password check. Until it is settled it counts as a failure.
@@ -157,23 +219,42 @@ impl LoginGuard {
     pub fn new(lockout: Duration) -> Self {
         Self {
             policy: LoginPolicy { lockout },
+            remembered: Lockouts::default(),
+        }
+    }
+
+    /// Refuses at once, without the database, when this replica recently learnt from Postgres that
+    /// a limit holds for `account` or `client`.
+    pub fn refuse_remembered(
+        &self,
+        account: &str,
+        client: &ClientAddr,
+        now: DateTime<Utc>,
+    ) -> Result<(), ThrottleError> {
+        match self.remembered.until(account, &client.throttle_key(), now) {
+            Some(until) => Err(refused(wait_until(now, until))),
+            None => Ok(()),
         }
     }
 
     /// Admits one password check for `account` (the normalized email, known or not) from
-    /// `client`, and records it, atomically; or says how long to wait.
+    /// `client`, and records it, atomically; or says how long to wait. A refusal writes nothing,
+    /// except the first of a lockout's window, which is audited as `login.locked` (on behalf of
+    /// `origin`).
     pub async fn begin(
         &self,
         conn: &mut AsyncPgConnection,
         account: &str,
         client: &ClientAddr,
+        origin: &Origin,
         now: DateTime<Utc>,
     ) -> Result<Attempt, ThrottleError> {
+        self.refuse_remembered(account, client, now)?;
         let account = account.to_string();
         let client = client.throttle_key();
         let policy = self.policy;
         let admitted = conn
-            .transaction::<_, diesel::result::Error, _>(async move |conn| {
+            .transaction::<_, diesel::result::Error, _>(async |conn| {
                 lock(
                     conn,
                     vec![("login:account", &account), ("login:client", &client)],
@@ -182,7 +263,10 @@ impl LoginGuard {
                 let seen = observe(conn, &policy, &account, &client, now).await?;
                 let delay = match policy.decide(&seen, now) {
                     Decision::Admit { delay } => delay,
-                    Decision::Wait(wait) => return Ok(Err(wait)),
+                    Decision::Refuse(locks) => {
+                        announce(conn, &locks, &account, &client, origin, now).await?;
+                        return Ok(Err(locks));
+                    }
                 };
                 if let Some(delay) = delay {
                     diesel::insert_into(login_delays::table)
@@ -210,17 +294,74 @@ impl LoginGuard {
                     .get_result(conn)
                     .await?;
                 forget_old(conn, &policy, now).await?;
-                Ok(Ok(Attempt { id, account }))
+                Ok(Ok(id))
             })
             .await?;
-        admitted.map_err(|retry_after| {
-            metrics::counter!("accounts_login_throttled_total").increment(1);
-            ThrottleError::Throttled(Throttled {
-                retry_after,
-                message: LOCKED,
-            })
-        })
+        match admitted {
+            Ok(id) => Ok(Attempt { id, account }),
+            Err(locks) => {
+                self.remembered.learn(&account, &client, &locks, now);
+                let until = locks.iter().map(|l| l.until).max().unwrap_or(now);
+                Err(refused(wait_until(now, until)))
+            }
+        }
     }
+}
+
+fn refused(retry_after: Duration) -> ThrottleError {
+    metrics::counter!("accounts_login_throttled_total").increment(1);
+    ThrottleError::Throttled(Throttled {
+        retry_after,
+        message: LOCKED,
+    })
+}
+
+/// Audits a lockout once per window: the longest of `locks` is recorded in `login_lockouts`, and
+/// audited as `login.locked`, only when no window of that limit and key was running. Refusals
+/// within a running window only read.
+async fn announce(
+    conn: &mut AsyncPgConnection,
+    locks: &[Lock],
+    account: &str,
+    client: &str,
+    origin: &Origin,
+    now: DateTime<Utc>,
+) -> QueryResult<()> {
+    let Some(lock) = locks.iter().max_by_key(|l| l.until) else {
+        return Ok(());
+    };
+    let scope = lock.scope.as_str();
+    let key = lock.scope.key(account, client);
+    let announced: Option<DateTime<Utc>> = login_lockouts::table
+        .find((scope, &key))
+        .select(login_lockouts::until)
+        .first(conn)
+        .await
+        .optional()?;
+    if announced.is_some_and(|until| until >= lock.until) {
+        return Ok(());
+    }
+    diesel::insert_into(login_lockouts::table)
+        .values((
+            login_lockouts::scope.eq(scope),
+            login_lockouts::key.eq(&key),
+            login_lockouts::until.eq(lock.until),
+        ))
+        .on_conflict((login_lockouts::scope, login_lockouts::key))
+        .do_update()
+        .set(login_lockouts::until.eq(lock.until))
+        .execute(conn)
+        .await?;
+    if announced.is_some_and(|until| until > now) {
+        // The running window was extended: still the same lockout.
+        return Ok(());
+    }
+    let details = json!({
+        "scope": scope,
+        "email": telemetry::mask_address(account),
+        "until": lock.until,
+    });
+    audit::record(conn, origin, "login.locked", None, details).await
 }
 
 impl Attempt {
@@ -352,6 +493,9 @@ async fn forget_old(
         .await?;
     diesel::delete(login_delays::table.filter(login_delays::last_attempt_at.lt(horizon)))
         .execute(conn)
+        .await?;
+    diesel::delete(login_lockouts::table.filter(login_lockouts::until.lt(now)))
+        .execute(conn)
         .await
         .map(drop)
 }
@@ -392,8 +536,8 @@ mod tests {
             ..Observed::default()
         };
         assert_eq!(
-            policy().decide(&seen, at(100)),
-            Decision::Wait(Duration::from_secs(800))
+            policy().decide(&seen, at(100)).wait(at(100)),
+            Some(Duration::from_secs(800))
         );
     }
 
@@ -403,7 +547,7 @@ mod tests {
             client: tally(50, 10),
             ..Observed::default()
         };
-        assert_eq!(policy().decide(&seen, at(10)), Decision::Wait(LOCKOUT));
+        assert_eq!(policy().decide(&seen, at(10)).wait(at(10)), Some(LOCKOUT));
         let seen = Observed {
             client: tally(49, 10),
             ..Observed::default()
@@ -422,8 +566,8 @@ mod tests {
             ..Observed::default()
         };
         assert_eq!(
-            policy().decide(&seen, at(100)),
-            Decision::Wait(Duration::from_secs(1))
+            policy().decide(&seen, at(100)).wait(at(100)),
+            Some(Duration::from_secs(1))
         );
         // A second later it is admitted, and the delay state starts.
         let Decision::Admit { delay: Some(delay) } = policy().decide(&seen, at(101)) else {
@@ -440,8 +584,8 @@ mod tests {
                 ..Observed::default()
             };
             assert_eq!(
-                policy().decide(&seen, now),
-                Decision::Wait(Duration::from_secs(expected))
+                policy().decide(&seen, now).wait(now),
+                Some(Duration::from_secs(expected))
             );
             now += chrono::Duration::seconds(expected as i64);
             let Decision::Admit { delay: Some(next) } = policy().decide(&seen, now) else {
@@ -461,7 +605,7 @@ mod tests {
             delay: Some(delay),
             ..Observed::default()
         };
-        assert_eq!(policy().decide(&seen, at(0)), Decision::Wait(MAX_DELAY));
+        assert_eq!(policy().decide(&seen, at(0)).wait(at(0)), Some(MAX_DELAY));
         assert!(matches!(
             policy().decide(&seen, at(900)),
             Decision::Admit { .. }
@@ -480,6 +624,6 @@ mod tests {
             account: tally(20, 0),
             ..Observed::default()
         };
-        assert_eq!(policy().decide(&seen, at(0)), Decision::Wait(LOCKOUT));
+        assert_eq!(policy().decide(&seen, at(0)).wait(at(0)), Some(LOCKOUT));
     }
 }

@@ -3,14 +3,24 @@
 //! - [`LoginGuard`]: every password check is recorded before bcrypt runs, under a lock on the
 //!   account and the client, so parallel guesses see each other (see `login.rs` for the limits).
 //! - [`hourly`]: registrations and mail-sending requests, a fixed number an hour per key.
+//! - [`ClientRate`]: a token bucket per client in memory, in front of the routes a flood aims at
+//!   (login, registration, mail requests), so a flood is refused before any database work.
 //!
-//! Both decide with a `now` the caller passes, so their time logic is tested without sleeping.
+//! Refusals write nothing: the guard remembers the lockouts Postgres reported (`memory.rs`) and
+//! audits each once per window. The guard and the hourly limits decide with a `now` the caller
+//! passes, so their time logic is tested without sleeping.
 
 mod hourly;
 mod login;
+mod memory;
+mod rate;
 
-pub use hourly::{HourlyLimit, hourly};
-pub use login::{Attempt, Delay, LoginGuard, LoginPolicy, Observed, Tally};
+pub use hourly::{
+    HourlyLimit, MAIL_REQUESTS_PER_ADDRESS, MAIL_REQUESTS_PER_CLIENT, TOO_MANY_FOR_ADDRESS,
+    TOO_MANY_FROM_CLIENT, already_spent, hourly, mail_limits,
+};
+pub use login::{Attempt, Delay, Lock, LoginGuard, LoginPolicy, Observed, Scope, Tally};
+pub use rate::{ClientRate, Route};
 
 use std::time::Duration;
 

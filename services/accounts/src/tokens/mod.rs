@@ -2,9 +2,11 @@
 
 mod keys;
 pub mod refresh;
+mod sealing;
 mod verified;
 
 pub use keys::{KeyError, SigningKeys};
+pub use sealing::{SealingKey, SealingKeyError};
 
 use verified::VerifiedTokens;
 

@@ -5,7 +5,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Options, PASSWORD, TestApp, registration, spawn_app, spawn_with, token_pair, unique_email,
+    Options, PASSWORD, TestApp, claims_of, registration, spawn_app, spawn_with, token_pair,
+    unique_email,
 };
 
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
@@ -111,22 +112,107 @@ async fn deleting_a_session_ends_its_tokens_and_another_users_session_is_404() {
 }
 
 #[tokio::test]
-async fn a_refresh_token_reused_inside_the_grace_window_yields_another_pair() {
+async fn a_refresh_token_replayed_inside_the_grace_window_gets_the_current_one() {
     let app = spawn_app().await;
     let (_, body) = app.register_user().await;
     let (_, a) = token_pair(&body);
     let first = app.refresh(&a).await;
     assert_eq!(first.status(), StatusCode::OK);
     let (_, b) = token_pair(&first.json().await.unwrap());
-    // The response was lost, or a second tab had the same token: it works again, same family.
+    // The response was lost, or a second tab had the same token: it works again, and answers
+    // with the family's current token, not a second one.
     let second = app.refresh(&a).await;
     assert_eq!(second.status(), StatusCode::OK);
     let (access_c, c) = token_pair(&second.json().await.unwrap());
-    assert_ne!(b, c);
+    assert_eq!(b, c);
+    assert_eq!(app.current_user(&access_c).await.status(), StatusCode::OK);
     let listed = sessions(&app, &access_c).await;
     assert_eq!(listed.len(), 1, "one family, one session");
-    assert_eq!(app.refresh(&b).await.status(), StatusCode::OK);
-    assert_eq!(app.refresh(&c).await.status(), StatusCode::OK);
+    // Once the current token is used, a replay of `a` gets its successor.
+    let third = app.refresh(&b).await;
+    assert_eq!(third.status(), StatusCode::OK);
+    let (_, d) = token_pair(&third.json().await.unwrap());
+    let replay = app.refresh(&a).await;
+    assert_eq!(replay.status(), StatusCode::OK);
+    assert_eq!(token_pair(&replay.json().await.unwrap()).1, d);
+    assert_eq!(live_refresh_tokens(&app, &access_c).await, 1);
+}
+
+/// The refresh tokens of the access token's session that are neither used nor revoked.
+async fn live_refresh_tokens(app: &TestApp, access: &str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Live {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        live: i64,
+    }
+    use diesel_async::RunQueryDsl;
+    let sid: uuid::Uuid = claims_of(access)["sid"].as_str().unwrap().parse().unwrap();
+    let row: Live = diesel::sql_query(
+        "SELECT count(*) AS live FROM refresh_tokens \
+         WHERE family_id = $1 AND used_at IS NULL AND revoked_at IS NULL",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(sid)
+    .get_result(&mut app.conn().await)
+    .await
+    .unwrap();
+    row.live
+}
+
+#[tokio::test]
+async fn twenty_parallel_replays_inside_the_grace_window_never_fork_the_session() {
+    let app = spawn_app().await;
+    for trial in 0..6 {
+        let (_, body) = app.register_user().await;
+        let (_, a) = token_pair(&body);
+        // Half the trials replay a token already used; the others race its first use against
+        // nineteen replays.
+        let current = match trial % 2 {
+            0 => {
+                let first = app.refresh(&a).await;
+                assert_eq!(first.status(), StatusCode::OK);
+                Some(token_pair(&first.json().await.unwrap()).1)
+            }
+            _ => None,
+        };
+        let answers = join_all((0..20).map(|_| app.refresh(&a))).await;
+        let mut handed_out = std::collections::HashSet::new();
+        let mut access_tokens = Vec::new();
+        for answer in answers {
+            assert_eq!(answer.status(), StatusCode::OK, "trial {trial}");
+            let (access, refresh) = token_pair(&answer.json().await.unwrap());
+            handed_out.insert(refresh);
+            access_tokens.push(access);
+        }
+        assert_eq!(
+            handed_out.len(),
+            1,
+            "trial {trial}: 20 replays were handed {} refresh tokens",
+            handed_out.len()
+        );
+        let live = handed_out.into_iter().next().unwrap();
+        if let Some(current) = current {
+            assert_eq!(
+                live, current,
+                "trial {trial}: not the family's current token"
+            );
+        }
+        assert_eq!(
+            live_refresh_tokens(&app, &access_tokens[0]).await,
+            1,
+            "trial {trial}"
+        );
+        for access in &access_tokens {
+            assert_eq!(app.current_user(access).await.status(), StatusCode::OK);
+        }
+        // The one chain goes on; the replayed token, once its window is over, ends it.
+        let next = app.refresh(&live).await;
+        assert_eq!(next.status(), StatusCode::OK, "trial {trial}");
+        assert_eq!(
+            live_refresh_tokens(&app, &access_tokens[0]).await,
+            1,
+            "trial {trial}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -261,8 +261,12 @@ async fn huge_bodies_get_the_json_413_on_every_route() {
     assert_eq!(app.current_user(&token).await.status(), StatusCode::OK);
 }
 
-/// Startup with a public URL and no ACCOUNTS_JWT_KEY_FILE: the settings a forgotten secret leaves.
-async fn build_without_a_key_file(public_url: &str) -> (anyhow::Result<u16>, bool) {
+/// Startup with a public URL and no ACCOUNTS_ENCRYPTION_KEY_FILE, nor ACCOUNTS_JWT_KEY_FILE unless
+/// `jwt_key` is given: the settings a forgotten secret leaves.
+async fn build_without_a_key_file(
+    public_url: &str,
+    jwt_key: Option<&std::path::Path>,
+) -> (anyhow::Result<u16>, bool) {
     let db = testkit::TestDatabase::new("accounts");
     let dir = crate::helpers::TempDir(
         std::env::temp_dir().join(format!("accounts-key-{}", uuid::Uuid::new_v4())),
@@ -277,25 +281,56 @@ async fn build_without_a_key_file(public_url: &str) -> (anyhow::Result<u16>, boo
     let mut settings = accounts::config::Settings::from_lookup(|name| vars.get(name).cloned())
         .expect("valid settings");
     assert!(settings.jwt_key_is_default);
-    // Where the development key would go, so that a wrongly created one is seen and removed.
+    // Where the development keys would go, so that a wrongly created one is seen and removed.
     settings.jwt_key_file = dir.0.join("dev-jwt-key.pem");
+    settings.encryption_key_file = dir.0.join("dev-encryption-key");
+    if let Some(key) = jwt_key {
+        settings.jwt_key_file = key.to_path_buf();
+        settings.jwt_key_is_default = false;
+    }
     let built = accounts::startup::Application::build(settings)
         .await
         .map(|app| app.port());
-    (built, dir.0.join("dev-jwt-key.pem").exists())
+    let created =
+        dir.0.join("dev-jwt-key.pem").exists() || dir.0.join("dev-encryption-key").exists();
+    (built, created)
 }
 
 #[tokio::test]
 async fn a_public_deployment_without_a_key_file_refuses_to_start() {
     for public_url in ["https://accounts.example.com", "http://10.0.0.7:8080"] {
-        let (built, created) = build_without_a_key_file(public_url).await;
+        let (built, created) = build_without_a_key_file(public_url, None).await;
         let message = format!("{:#}", built.expect_err("startup must fail"));
         assert!(message.contains("openssl genpkey"), "{message}");
         assert!(message.contains("ACCOUNTS_JWT_KEY_FILE"), "{message}");
         assert!(!created, "a development key was written for {public_url}");
     }
     // Locally it still just works.
-    let (built, created) = build_without_a_key_file("http://127.0.0.1:8080").await;
+    let (built, created) = build_without_a_key_file("http://127.0.0.1:8080", None).await;
     assert!(built.is_ok());
     assert!(created);
+}
+
+#[tokio::test]
+async fn a_public_deployment_without_an_encryption_key_refuses_to_start() {
+    let dir = crate::helpers::TempDir(
+        std::env::temp_dir().join(format!("accounts-jwt-{}", uuid::Uuid::new_v4())),
+    );
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let jwt = dir.0.join("jwt.pem");
+    let generated = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&jwt)
+        .status()
+        .expect("openssl");
+    assert!(generated.success());
+    let (built, created) =
+        build_without_a_key_file("https://accounts.example.com", Some(&jwt)).await;
+    let message = format!("{:#}", built.expect_err("startup must fail"));
+    assert!(
+        message.contains("ACCOUNTS_ENCRYPTION_KEY_FILE"),
+        "{message}"
+    );
+    assert!(message.contains("head -c 32 /dev/urandom"), "{message}");
+    assert!(!created, "a development encryption key was written");
 }

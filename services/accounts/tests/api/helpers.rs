@@ -79,6 +79,9 @@ pub async fn spawn_with(options: Options<'_>) -> TestApp {
         Settings::from_lookup(|name| vars.get(name).cloned()).expect("valid test settings");
     settings.jwt_key_file = key_file.clone();
     settings.jwt_key_is_default = true;
+    // Replicas that share a signing key share the encryption key beside it.
+    settings.encryption_key_file = key_file.with_extension("key");
+    settings.encryption_key_is_default = true;
     let app = Application::build(settings).await.expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());

@@ -16,6 +16,7 @@ mod openapi;
 mod operators;
 mod reauth;
 mod recovery;
+mod refusals;
 mod register;
 mod revocation;
 mod sessions;
