@@ -296,7 +296,7 @@ impl Consumer {
         &self,
         delivery: &Delivery,
         reason: &str,
-    ) -> Result<Option<i64>, ConsumeError> {
+    ) -> Result<i64, ConsumeError> {
         let event_id = delivery
             .properties
             .message_id()
@@ -314,7 +314,7 @@ impl Consumer {
             .unwrap_or_else(|| delivery.routing_key.to_string());
         let error = format!("unreadable event: {reason}");
         let mut conn = self.pool.get().await?;
-        let id = failed_sends::insert(
+        let id = failed_sends::record(
             &mut conn,
             &NewFailedSend {
                 event_id,

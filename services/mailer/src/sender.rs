@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     db::Pool,
     deliveries::{self, ClaimedDelivery, Outcome, Settle},
+    redact,
     smtp::{SendError, SmtpSender},
     templates::Templates,
 };
@@ -279,7 +280,7 @@ async fn process(
                 .increment(1);
             tracing::warn!(
                 event_id = %row.event_id, request_id, event_type = %row.event_type, %recipient, attempts,
-                retry_in_ms = delay.as_millis() as u64, error = %mask_addresses(&error),
+                retry_in_ms = delay.as_millis() as u64, error = %loggable(&error),
                 "mail not sent; will retry"
             );
             Outcome::Retry { delay, error }
@@ -294,7 +295,7 @@ async fn process(
                 .increment(1);
             tracing::error!(
                 event_id = %row.event_id, request_id, event_type = %row.event_type, %recipient, attempts,
-                error = %mask_addresses(&error.to_string()), reason, "mail not sent; recording it in failed_sends"
+                error = %loggable(&error.to_string()), reason, "mail not sent; recording it in failed_sends"
             );
             Outcome::Failed {
                 error: error.to_string(),
@@ -307,6 +308,12 @@ async fn process(
         attempts,
         outcome,
     });
+}
+
+/// A send's error as a log line may carry it: servers repeat the recipient's address in their
+/// replies, and content filters quote the link they blocked.
+fn loggable(error: &str) -> String {
+    redact::links(&mask_addresses(error))
 }
 
 fn request_id(row: &ClaimedDelivery) -> &str {
