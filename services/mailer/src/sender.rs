@@ -26,7 +26,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    db::Pool,
+    db::{self, Pool},
     deliveries::{self, ClaimedDelivery, Outcome, Settle},
     redact,
     smtp::{SendError, SmtpSender},
@@ -46,7 +46,9 @@ pub const SETTLE_WINDOW: Duration = Duration::from_secs(10);
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// How long a claim keeps other senders away: longer than a whole send plus its settle, so only a
-/// crashed sender's rows come back, and soon (a kill -9 delays its mail by about a lease).
+/// crashed sender's rows come back, and soon (a kill -9 delays its mail by about a lease). A send
+/// starts only while the lease still covers a whole send deadline, so no mail is on the wire once
+/// the row may belong to another sender.
 pub fn lease_for(send_deadline: Duration) -> Duration {
     send_deadline + SETTLE_WINDOW + LEASE_MARGIN
 }
@@ -96,6 +98,9 @@ pub struct SendContext {
     pub retry_cap: Duration,
     /// A whole send (connect, every command, the data) gives up after this, as a transient failure.
     pub send_deadline: Duration,
+    /// The longest wait for the database's answer to one statement or transaction; a connection
+    /// that overruns it is closed (see [`database::within`]).
+    pub database_deadline: Duration,
 }
 
 impl SendContext {
@@ -129,6 +134,7 @@ impl DeliveryWorker {
         let (outcomes, gathered) = mpsc::unbounded_channel();
         let settler = tokio::spawn(settle_outcomes(
             self.context.pool.clone(),
+            self.context.database_deadline,
             gathered,
             self.wake.clone(),
         ));
@@ -198,17 +204,27 @@ impl DeliveryWorker {
     }
 
     async fn claim(&self, limit: usize) -> anyhow::Result<Vec<ClaimedDelivery>> {
-        let mut conn = self.context.pool.get().await?;
-        Ok(deliveries::claim_due(&mut conn, limit as i64, self.context.lease()).await?)
+        let lease = self.context.lease();
+        db::within(
+            &self.context.pool,
+            self.context.database_deadline,
+            async |conn| deliveries::claim_due(conn, limit as i64, lease).await,
+        )
+        .await
+        .map_err(db::into_anyhow)
     }
 
     /// How long to sleep when nothing is due: until the earliest scheduled retry, at most the
     /// poll interval.
     async fn idle_for(&self) -> Duration {
-        let next = match self.context.pool.get().await {
-            Ok(mut conn) => deliveries::next_due(&mut conn).await.ok().flatten(),
-            Err(_) => None,
-        };
+        let next = db::within(
+            &self.context.pool,
+            self.context.database_deadline,
+            async |conn| deliveries::next_due(conn).await,
+        )
+        .await
+        .ok()
+        .flatten();
         next.and_then(|at| (at - Utc::now()).to_std().ok())
             .map_or(self.poll_interval, |until| {
                 until.min(self.poll_interval) + Duration::from_millis(5)
@@ -232,6 +248,13 @@ impl Pending {
             .checked_sub(LEASE_MARGIN)
             .unwrap_or(self.lease_ends)
     }
+
+    /// Whether a send started now ends within the lease (its settle then has what is left of the
+    /// settle window). A send that cannot is never started: once the lease is over, another sender
+    /// may claim the row and send it too.
+    fn may_send(&self, send_deadline: Duration) -> bool {
+        Instant::now() + send_deadline <= self.give_up_at()
+    }
 }
 
 /// A send's outcome, waiting for the settler.
@@ -251,6 +274,13 @@ async fn process(
     let attempts = row.attempts + 1;
     // The accounts request that caused this mail, to follow one flow across both services' logs.
     let request_id = request_id(row);
+    if !pending.may_send(context.send_deadline) {
+        // The claim came back too late (the database held it): the row is due again, and
+        // another claim (maybe this sender's next) sends it. No attempt is charged.
+        metrics::counter!("mailer_late_claims_total").increment(1);
+        tracing::warn!(event_id = %row.event_id, request_id, "this claim came back too late to send within its lease; the row is left to the next claim");
+        return;
+    }
     let result = match Envelope::deserialize(&row.envelope) {
         Ok(envelope) => tokio::time::timeout(
             context.send_deadline,
@@ -324,12 +354,13 @@ fn request_id(row: &ClaimedDelivery) -> &str {
 /// sender of outcomes is gone.
 async fn settle_outcomes(
     pool: Pool,
+    deadline: Duration,
     mut outcomes: mpsc::UnboundedReceiver<Finished>,
     wake: Arc<Notify>,
 ) {
     let mut batch = Vec::new();
     while outcomes.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
-        settle_batch(&pool, std::mem::take(&mut batch), &wake).await;
+        settle_batch(&pool, deadline, std::mem::take(&mut batch), &wake).await;
     }
 }
 
@@ -337,7 +368,7 @@ async fn settle_outcomes(
 /// about to end is given up on (the lease brings its row back to be sent again); the others are
 /// retried together. A batch the database refuses is written one outcome at a time, so one outcome
 /// it cannot store never holds back the others.
-async fn settle_batch(pool: &Pool, mut batch: Vec<Finished>, wake: &Notify) {
+async fn settle_batch(pool: &Pool, deadline: Duration, mut batch: Vec<Finished>, wake: &Notify) {
     let mut delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(2))
@@ -355,7 +386,7 @@ async fn settle_batch(pool: &Pool, mut batch: Vec<Finished>, wake: &Notify) {
         if batch.is_empty() {
             return;
         }
-        match write(pool, &batch).await {
+        match write(pool, deadline, &batch).await {
             Ok(settled) => {
                 report(&batch, &settled, wake);
                 return;
@@ -363,7 +394,7 @@ async fn settle_batch(pool: &Pool, mut batch: Vec<Finished>, wake: &Notify) {
             Err(e) if refused(&e) && batch.len() > 1 => {
                 tracing::warn!(outcomes = batch.len(), error = %e, "the database refused a batch of outcomes; writing them one at a time");
                 for finished in batch {
-                    Box::pin(settle_batch(pool, vec![finished], wake)).await;
+                    Box::pin(settle_batch(pool, deadline, vec![finished], wake)).await;
                 }
                 return;
             }
@@ -389,7 +420,11 @@ fn refused(error: &anyhow::Error) -> bool {
         .is_some_and(|e| !crate::db::is_transient(e))
 }
 
-async fn write(pool: &Pool, batch: &[Finished]) -> anyhow::Result<HashSet<uuid::Uuid>> {
+async fn write(
+    pool: &Pool,
+    deadline: Duration,
+    batch: &[Finished],
+) -> anyhow::Result<HashSet<uuid::Uuid>> {
     let settles: Vec<Settle> = batch
         .iter()
         .map(|finished| Settle {
@@ -398,8 +433,11 @@ async fn write(pool: &Pool, batch: &[Finished]) -> anyhow::Result<HashSet<uuid::
             outcome: &finished.outcome,
         })
         .collect();
-    let mut conn = pool.get().await?;
-    Ok(deliveries::settle(&mut conn, &settles).await?)
+    db::within(pool, deadline, async |conn| {
+        deliveries::settle(conn, &settles).await
+    })
+    .await
+    .map_err(db::into_anyhow)
 }
 
 fn report(batch: &[Finished], settled: &HashSet<uuid::Uuid>, wake: &Notify) {
