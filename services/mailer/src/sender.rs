@@ -29,7 +29,7 @@ use crate::{
     db::{self, Pool},
     deliveries::{self, ClaimedDelivery, Outcome, Settle},
     redact,
-    smtp::{SendError, SmtpSender},
+    smtp::{Connection, Failure, SendError, SmtpSender},
     templates::Templates,
 };
 use telemetry::{mask_address, mask_addresses};
@@ -47,8 +47,9 @@ const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// How long a claim keeps other senders away: longer than a whole send plus its settle, so only a
 /// crashed sender's rows come back, and soon (a kill -9 delays its mail by about a lease). A send
-/// starts only while the lease still covers a whole send deadline, so no mail is on the wire once
-/// the row may belong to another sender.
+/// (a first one, or one on a fresh connection after a pooled one turned out closed) starts only
+/// while the lease still covers a whole send deadline, so no mail is on the wire once the row may
+/// belong to another sender.
 pub fn lease_for(send_deadline: Duration) -> Duration {
     send_deadline + SETTLE_WINDOW + LEASE_MARGIN
 }
@@ -58,23 +59,51 @@ const MAX_BATCH: usize = 64;
 /// Outcomes written per transaction at most.
 const SETTLE_BATCH: usize = 256;
 
-/// Renders and sends the mail for `envelope`. Returns the Message-ID.
-pub async fn send_envelope(
-    templates: &Templates,
-    smtp: &SmtpSender,
+/// Renders and sends the mail for `envelope` within the claim's lease, and returns its
+/// Message-ID. Each send on one connection is bounded by the send deadline; a pooled connection
+/// that the server turns out to have closed is replaced by a fresh one once, at no attempt's
+/// cost, when the lease still covers a whole send deadline.
+async fn deliver(
+    context: &SendContext,
+    pending: &Pending,
     envelope: &Envelope,
 ) -> Result<String, SendError> {
-    let mail = templates
+    let mail = context
+        .templates
         .render(&envelope.event)
         .map_err(|e| SendError::Permanent(e.to_string()))?;
-    let message = smtp.compose(envelope.id, envelope.event.recipient(), &mail)?;
+    let message = context
+        .smtp
+        .compose(envelope.id, envelope.event.recipient(), &mail)?;
     let message_id = message
         .headers()
         .get_raw("Message-ID")
         .unwrap_or_default()
         .to_string();
-    smtp.send(message).await?;
-    Ok(message_id)
+    let mut connection = Connection::Pooled;
+    loop {
+        let sent = tokio::time::timeout(
+            context.send_deadline,
+            context.smtp.send(&message, connection),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure::Send(SendError::Transient(format!(
+                "the send took longer than {} s",
+                context.send_deadline.as_secs()
+            ))))
+        });
+        match sent {
+            Ok(()) => return Ok(message_id),
+            Err(Failure::Stale(error))
+                if connection == Connection::Pooled && pending.may_send(context.send_deadline) =>
+            {
+                tracing::info!(event_id = %envelope.id, error = %loggable(&error.to_string()), "the SMTP server had closed the pooled connection; sending on a fresh one");
+                connection = Connection::Fresh;
+            }
+            Err(failure) => return Err(failure.into_error()),
+        }
+    }
 }
 
 /// The retry schedule: `base * 2^(attempts-1)`, capped, with jitter in the upper half so that
@@ -282,17 +311,7 @@ async fn process(
         return;
     }
     let result = match Envelope::deserialize(&row.envelope) {
-        Ok(envelope) => tokio::time::timeout(
-            context.send_deadline,
-            send_envelope(&context.templates, &context.smtp, &envelope),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(SendError::Transient(format!(
-                "the send took longer than {} s",
-                context.send_deadline.as_secs()
-            )))
-        }),
+        Ok(envelope) => deliver(&context, &pending, &envelope).await,
         Err(e) => Err(SendError::Permanent(format!(
             "the stored event is unreadable: {e}"
         ))),
