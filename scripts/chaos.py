@@ -541,15 +541,181 @@ def login_flood(stack):
                    user_p99_ms=round(p99 * 1000) if p99 else None)
 
 
+# The SMTP servers and database paths that production has and loopback does not (issue 18). Each swaps in
+# its own SMTP server (the testkit one, as `smtp-sink` with options) or a proxy of its own in front of
+# the mailer's database; none touches a shared service.
+
+def register_many(stack, prefix, n, workers=16):
+    """Registers n users (honouring 429 + Retry-After); returns the addresses created."""
+    emails = [f"{prefix}{i}-{stack.vhost}@example.com" for i in range(n)]
+
+    def register_one(email):
+        for _ in range(10):
+            status = http("POST", "/api/users", {"user": {"email": email, "password": PASSWORD}})[0]
+            if status != 429:
+                return status
+            time.sleep(0.2)
+        return status
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        statuses = list(pool.map(register_one, emails))
+    return [e for e, s in zip(emails, statuses) if s == 201]
+
+
+def swap_sink(stack, *options):
+    from stack import SMTP_PORT, TestkitSmtpSink
+
+    stack.sink.stop()
+    stack.sink = TestkitSmtpSink(SMTP_PORT, options)
+    return stack.sink
+
+
+def one_mail_per_connection(stack, n=int(os.environ.get("CHAOS_ONE_MAIL_REGISTRATIONS", "3000"))):
+    """An SMTP server that takes one mail per connection and then closes it (a common provider limit):
+    every pooled connection is closed under the mailer. 3,000 registrations, 0 in failed_sends, none
+    needing a second attempt."""
+    mailer_ready(stack)
+    sink = swap_sink(stack, "--mails-per-connection", "1")
+    started = time.time()
+    created = register_many(stack, "onemail", n)
+    missing, duplicates = wait_mailed(sink, created, 600)
+    elapsed = time.time() - started
+    time.sleep(2)
+    missing, duplicates = wait_mailed(sink, created, 1)
+    failed = int(psql(stack.mailer_db, "SELECT count(*) FROM failed_sends"))
+    retried = int(psql(stack.mailer_db, "SELECT count(*) FROM deliveries WHERE attempts > 1"))
+    ok = len(created) == n and not missing and failed == 0 and retried == 0 and duplicates == 0
+    return verdict("one mail per SMTP connection", ok, registrations=n, created=len(created), mailed=len(created) - len(missing),
+                   failed_sends=failed, needing_a_second_attempt=retried, missing=len(missing), duplicates=duplicates,
+                   allowed_duplicates=0, seconds=round(elapsed, 1))
+one_mail_per_connection.accounts_env = {"ACCOUNTS_BCRYPT_COST": "4", "ACCOUNTS_HASH_QUEUE": "64"}
+one_mail_per_connection.mailer_env = {"MAILER_CONCURRENCY": "16"}
+
+
+def greylisting_retry(stack, n=20):
+    """The SMTP server is down until every mail has used its attempts; it comes back greylisting (451 on
+    each recipient's first contact, RFC 6647), and an operator runs `mailer failed retry --all`: each
+    row starts a fresh schedule, so every one is delivered after one greylisted attempt, and each row
+    keeps its history (the earlier failure, then the retry)."""
+    mailer_ready(stack)
+    stack.sink.stop()
+    stack.sink = type("Stopped", (), {"stop": lambda self: None})()
+    created = register_many(stack, "greylist", n, workers=4)
+    wait_until(lambda: int(psql(stack.mailer_db, "SELECT count(*) FROM failed_sends WHERE resolved_at IS NULL")) == len(created), 120)
+    failed = int(psql(stack.mailer_db, "SELECT count(*) FROM failed_sends WHERE resolved_at IS NULL"))
+    sink = swap_sink(stack, "--greylist")
+    env = {**os.environ, **stack.mailer.env, "RUST_LOG": "error"}
+    retry = subprocess.run([str(BIN / "mailer"), "failed", "retry", "--all"], env=env, capture_output=True, text=True)
+    missing, duplicates = wait_mailed(sink, created, 120)
+    time.sleep(2)
+    back = int(psql(stack.mailer_db, "SELECT count(*) FROM failed_sends WHERE resolved_at IS NULL"))
+    greylisted = int(psql(stack.mailer_db, "SELECT count(*) FROM deliveries WHERE status = 'sent' AND attempts = 2"))
+    with_history = int(psql(stack.mailer_db, """SELECT count(*) FROM failed_sends
+        WHERE history->0->>'what' = 'failed' AND history->1->>'what' = 'retried'"""))
+    ok = (len(created) == n and failed == n and retry.returncode == 0 and not missing and back == 0
+          and greylisted == n and with_history == n and duplicates == 0)
+    return verdict("greylisting server, then mailer failed retry --all", ok, failed_sends=failed, retry_exit=retry.returncode,
+                   delivered=len(created) - len(missing), came_back=back, sent_on_second_attempt=greylisted,
+                   rows_with_history=with_history, missing=len(missing), duplicates=duplicates, allowed_duplicates=0)
+greylisting_retry.mailer_env = {"MAILER_MAX_ATTEMPTS": "2", "MAILER_RETRY_BASE_MS": "500"}
+greylisting_retry.accounts_env = {"ACCOUNTS_BCRYPT_COST": "4"}
+
+
+class FreezingProxy:
+    """A TCP proxy on loopback in front of Postgres whose open connections can be frozen for good: the
+    server's bytes stop reaching the client, the client's still go through, and nobody closes anything,
+    as when the network path under a connection dies. Connections opened later pass."""
+
+    def __init__(self, upstream_port=5432):
+        import socket
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.upstream_port, self.frozen, self.connections, self.lock = upstream_port, set(), [], threading.Lock()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream_port))
+            with self.lock:
+                cid = len(self.connections)
+                self.connections.append((client, server))
+            threading.Thread(target=self.pipe, args=(client, server, None), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(server, client, cid), daemon=True).start()
+
+    def pipe(self, source, target, cid):
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            while cid is not None and cid in self.frozen:
+                time.sleep(0.05)
+            try:
+                target.sendall(data)
+            except OSError:
+                return
+
+    def freeze_open_connections(self):
+        with self.lock:
+            self.frozen.update(range(len(self.connections)))
+            return len(self.connections)
+
+    def close(self):
+        self.listener.close()
+
+
+def frozen_database_connection(stack, n=300):
+    """Every database connection the mailer holds freezes mid-run (half-open: no reset, no answer), while
+    registrations keep coming. The mailer notices within its statement deadline, opens new connections,
+    and mail keeps flowing: nothing lost, nothing sent twice."""
+    proxy = FreezingProxy()
+    stack.mailer.stop()
+    stack.mailer.env["MAILER_DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:{proxy.port}/{stack.mailer_db}"
+    stack.mailer.start()
+    try:
+        mailer_ready(stack)
+        thread, results = steady_registrations("frozen", stack.vhost, 60, rate=5)
+        time.sleep(15)
+        frozen = proxy.freeze_open_connections()
+        frozen_at = time.time()
+        thread.join()
+        created = [e for e, s in results if s == 201]
+        missing, duplicates = wait_mailed(stack.sink, created, 120)
+        time.sleep(3)
+        missing, duplicates = wait_mailed(stack.sink, created, 1)
+        after = [e for e in created if stack.sink.arrivals.get(e.lower(), 0) > frozen_at]
+        alive = stack.mailer.proc.poll() is None
+    finally:
+        stack.mailer.stop()
+        proxy.close()
+    ok = created and not missing and duplicates == 0 and after and alive
+    return verdict("the mailer's database connections frozen mid-run", ok, registrations=len(results), created=len(created),
+                   connections_frozen=frozen, mailed_after_the_freeze=len(after), missing=len(missing), duplicates=duplicates,
+                   allowed_duplicates=0, mailer_alive=alive)
+frozen_database_connection.accounts_env = {"ACCOUNTS_BCRYPT_COST": "4"}
+frozen_database_connection.mailer_env = {"MAILER_DATABASE_STATEMENT_TIMEOUT_MS": "2000"}
+
+
 SCENARIOS = [broker_outage, connections_killed, mailer_kill9, accounts_kill9, smtp_down, smtp_550_451, poison, postgres_restart,
              unbound_type_in_burst, smtp_slower_than_timeout, binary_poison, concurrent_operator_retries,
-             postgres_restart_while_settling, scale_out, login_flood]
+             postgres_restart_while_settling, scale_out, login_flood, one_mail_per_connection, greylisting_retry,
+             frozen_database_connection]
 
 
 def main():
     # Service logs go to var/bench/, which a clean clone does not have yet.
     OUT.mkdir(parents=True, exist_ok=True)
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "accounts", "-p", "mailer"], check=True, cwd=ROOT)
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "testkit", "--example", "smtp-sink"], check=True, cwd=ROOT)
     chosen = [s for s in SCENARIOS if len(sys.argv) == 1 or s.__name__ in sys.argv[1:]]
     passed = 0
     for scenario in chosen:

@@ -96,11 +96,11 @@ class TestkitSmtpSink:
     timestamps each message by recipient as it is accepted. Much faster than aiosmtpd, and outside
     this process, so a load run measures the mailer, not the sink or Python's GIL. No refusal rules."""
 
-    def __init__(self, port):
+    def __init__(self, port, options=()):
         import threading
 
         self.port, self.arrivals, self.counts = port, {}, {}
-        self.proc = subprocess.Popen([str(BIN / "examples" / "smtp-sink"), str(port)], stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([str(BIN / "examples" / "smtp-sink"), str(port), *options], stdout=subprocess.PIPE, text=True)
         if self.proc.stdout.readline().strip() != "ready":
             sys.exit(f"smtp-sink did not start on port {port}")
         self.reader = threading.Thread(target=self.read, daemon=True)

@@ -1,9 +1,19 @@
 //! Postgres bootstrap: the pool, creating the database when it is missing, and embedded
 //! migrations run under an advisory lock so replicas starting together don't race.
+//!
+//! Every connection carries [`ConnectionLimits`] (a statement timeout, a connect timeout, TCP
+//! keepalive and a TCP user timeout), so a server or a network path that stops answering stalls a
+//! caller for seconds, not for the 15 minutes TCP takes to give up on its own. [`within`] bounds a
+//! unit of work from the client's side too (a path that still acknowledges TCP but never answers)
+//! and closes the connection that overran.
 
+mod limits;
 mod listener;
 
+pub use limits::ConnectionLimits;
 pub use listener::listen;
+
+use std::time::Duration;
 
 use ::deadpool::managed::{Hook, HookError};
 use anyhow::{Context, anyhow};
@@ -79,30 +89,92 @@ pub fn is_transient(error: &diesel::result::Error) -> bool {
 /// silently) is tested first, and replaced if the test fails.
 const TRUSTED_WHILE_BUSY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A pool with the default [`ConnectionLimits`] (unless `database_url` sets its own parameters).
 pub fn pool(database_url: &str, max_size: usize) -> anyhow::Result<Pool> {
+    pool_with(database_url, max_size, &ConnectionLimits::default())
+}
+
+/// A pool whose connections carry `limits`. Checking out never waits longer than a few seconds:
+/// for a free slot, for a new connection (the connect timeout), or for the test of an idle one
+/// (a frozen connection fails its test and is replaced).
+pub fn pool_with(
+    database_url: &str,
+    max_size: usize,
+    limits: &ConnectionLimits,
+) -> anyhow::Result<Pool> {
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
-    let manager =
-        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        limits.apply(database_url)?,
+        config,
+    );
+    let test_within = limits.response_deadline();
     deadpool::Pool::builder(manager)
         .max_size(max_size)
-        .wait_timeout(Some(std::time::Duration::from_secs(5)))
-        .create_timeout(Some(std::time::Duration::from_secs(5)))
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(limits.connect_timeout + Duration::from_secs(1)))
+        .recycle_timeout(Some(test_within))
         .runtime(::deadpool::Runtime::Tokio1)
-        .pre_recycle(Hook::async_fn(|conn: &mut AsyncPgConnection, metrics| {
-            Box::pin(async move {
-                if metrics.last_used() < TRUSTED_WHILE_BUSY {
-                    return Ok(());
-                }
-                diesel::sql_query("SELECT 1")
-                    .execute(conn)
+        .pre_recycle(Hook::async_fn(
+            move |conn: &mut AsyncPgConnection, metrics| {
+                Box::pin(async move {
+                    if metrics.last_used() < TRUSTED_WHILE_BUSY {
+                        return Ok(());
+                    }
+                    match tokio::time::timeout(
+                        test_within,
+                        diesel::sql_query("SELECT 1").execute(conn),
+                    )
                     .await
-                    .map(drop)
-                    .map_err(|e| HookError::Backend(ManagerError::QueryError(e)))
-            })
-        }))
+                    {
+                        Ok(tested) => tested
+                            .map(drop)
+                            .map_err(|e| HookError::Backend(ManagerError::QueryError(e))),
+                        Err(_) => Err(HookError::message("no answer to the connection test")),
+                    }
+                })
+            },
+        ))
         .build()
         .context("building the database pool")
+}
+
+/// Why [`within`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WithinError<E> {
+    #[error("no database connection: {0}")]
+    Pool(#[from] PoolError),
+    #[error("the database did not answer within {} s; the connection was closed", .0.as_secs_f32())]
+    Stalled(Duration),
+    #[error(transparent)]
+    Query(E),
+}
+
+/// Runs `work` on a connection from `pool`, and gives up when it has not finished within
+/// `deadline` (take [`ConnectionLimits::response_deadline`]): the connection is then closed rather
+/// than returned to the pool, since its server or the path to it stopped answering. The idle
+/// connections are closed too (a path that died usually took them along; testing each would cost
+/// a deadline apiece), so the next caller gets a new one. `work` must be one statement or one
+/// transaction: dropped midway, a transaction is rolled back by the server when the connection
+/// closes.
+pub async fn within<T, E>(
+    pool: &Pool,
+    deadline: Duration,
+    work: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, E>,
+) -> Result<T, WithinError<E>> {
+    let mut conn = pool.get().await?;
+    match tokio::time::timeout(deadline, work(&mut conn)).await {
+        Ok(done) => done.map_err(WithinError::Query),
+        Err(_) => {
+            drop(::deadpool::managed::Object::take(conn));
+            pool.retain(|_, _| false);
+            tracing::warn!(
+                deadline_ms = deadline.as_millis() as u64,
+                "the database did not answer in time; its connections were closed"
+            );
+            Err(WithinError::Stalled(deadline))
+        }
+    }
 }
 
 /// Creates the database named in `database_url` when it does not exist yet.
@@ -114,7 +186,7 @@ pub async fn ensure_database(database_url: &str) -> anyhow::Result<()> {
     }
     let mut server = url.clone();
     server.set_path("/postgres");
-    let mut conn = AsyncPgConnection::establish(server.as_str())
+    let mut conn = connect(server.as_str(), &ConnectionLimits::default())
         .await
         .with_context(|| {
             format!(
@@ -163,7 +235,12 @@ pub async fn migrate(
     lock_key: i64,
 ) -> anyhow::Result<()> {
     ensure_database(database_url).await?;
-    let conn = AsyncPgConnection::establish(database_url)
+    // No statement timeout: a migration may rightly take long. Connecting is bounded.
+    let limits = ConnectionLimits {
+        statement_timeout: Duration::ZERO,
+        ..ConnectionLimits::default()
+    };
+    let conn = connect(database_url, &limits)
         .await
         .context("connecting to run migrations")?;
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -184,6 +261,26 @@ pub async fn migrate(
 }
 
 pub type PoolError = deadpool::PoolError;
+
+/// One connection (outside a pool) that carries `limits`.
+pub async fn connect(
+    database_url: &str,
+    limits: &ConnectionLimits,
+) -> anyhow::Result<AsyncPgConnection> {
+    let url = limits.apply(database_url)?;
+    tokio::time::timeout(
+        limits.connect_timeout + Duration::from_secs(1),
+        AsyncPgConnection::establish(&url),
+    )
+    .await
+    .map_err(|_| {
+        anyhow!(
+            "connecting to the database took longer than {} s",
+            limits.connect_timeout.as_secs()
+        )
+    })?
+    .map_err(anyhow::Error::from)
+}
 
 /// Whether a diesel error is a unique violation of the named index.
 pub fn violates(error: &diesel::result::Error, constraint: &str) -> bool {

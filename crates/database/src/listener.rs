@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -28,14 +28,19 @@ pub async fn listen(
         .with_jitter()
         .without_max_times();
     let mut backoff = policy.build();
+    // Keepalive and the TCP user timeout notice a dead path under an idle listener.
+    let limits = crate::ConnectionLimits::default();
     while !shutdown.is_cancelled() {
-        match AsyncPgConnection::establish(&database_url).await {
-            Ok(mut conn) => match diesel::sql_query(format!("LISTEN {channel}"))
-                .execute(&mut conn)
-                .await
+        match crate::connect(&database_url, &limits).await {
+            Ok(mut conn) => match tokio::time::timeout(
+                limits.response_deadline(),
+                diesel::sql_query(format!("LISTEN {channel}")).execute(&mut conn),
+            )
+            .await
             {
-                Err(e) => tracing::warn!(error = %e, channel, "LISTEN failed"),
-                Ok(_) => {
+                Err(_) => tracing::warn!(channel, "LISTEN got no answer"),
+                Ok(Err(e)) => tracing::warn!(error = %e, channel, "LISTEN failed"),
+                Ok(Ok(_)) => {
                     backoff = policy.build();
                     // Anything committed while nobody listened is picked up by this wake.
                     wake.notify_one();
@@ -56,7 +61,7 @@ pub async fn listen(
                 }
             },
             Err(e) => {
-                tracing::warn!(error = %e, channel, "the listener cannot connect; polling meanwhile")
+                tracing::warn!(error = %format!("{e:#}"), channel, "the listener cannot connect; polling meanwhile")
             }
         }
         tokio::select! {

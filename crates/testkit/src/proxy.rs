@@ -1,11 +1,12 @@
 //! A TCP proxy on loopback that can stall: it keeps the connections open but stops passing the
 //! server's bytes to the client, as a broker under a resource alarm (or a half-dead network path)
-//! does. For tests of code that must not wait forever.
+//! does. For tests of code that must not wait forever. It can also freeze only the connections open
+//! now (a half-open connection: the path died, a new one works) and let everything through again.
 
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -21,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub struct StallingProxy {
     addr: SocketAddr,
     stalled: Arc<AtomicBool>,
+    /// One flag per connection opened so far: whether that connection is frozen.
+    frozen: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
     stop: CancellationToken,
 }
 
@@ -33,9 +36,11 @@ impl StallingProxy {
         let proxy = Self {
             addr: listener.local_addr()?,
             stalled: Arc::new(AtomicBool::new(false)),
+            frozen: Arc::new(Mutex::new(Vec::new())),
             stop: CancellationToken::new(),
         };
         let (stalled, stop) = (proxy.stalled.clone(), proxy.stop.clone());
+        let frozen = proxy.frozen.clone();
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -44,17 +49,20 @@ impl StallingProxy {
                 };
                 let Ok((client, _)) = accepted else { continue };
                 let (stalled, stop) = (stalled.clone(), stop.clone());
+                let this_one = Arc::new(AtomicBool::new(false));
+                frozen.lock().unwrap().push(this_one.clone());
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
                     };
                     let (client_read, client_write) = client.into_split();
                     let (server_read, server_write) = server.into_split();
-                    let never_stalls = Arc::new(AtomicBool::new(false));
+                    let never_stalls = [Arc::new(AtomicBool::new(false))];
+                    let held_back = [stalled, this_one];
                     tokio::select! {
                         () = stop.cancelled() => {}
-                        () = pipe(client_read, server_write, never_stalls) => {}
-                        () = pipe(server_read, client_write, stalled) => {}
+                        () = pipe(client_read, server_write, &never_stalls) => {}
+                        () = pipe(server_read, client_write, &held_back) => {}
                     }
                 });
             }
@@ -70,6 +78,22 @@ impl StallingProxy {
     pub fn stall(&self) {
         self.stalled.store(true, Ordering::SeqCst);
     }
+
+    /// Holds back the server's bytes on every connection open now, for good; connections opened
+    /// later go through (a half-open connection after a network path died).
+    pub fn freeze_open_connections(&self) {
+        for flag in self.frozen.lock().unwrap().iter() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Lets the server's bytes through again, on every connection (what was held back arrives).
+    pub fn resume(&self) {
+        self.stalled.store(false, Ordering::SeqCst);
+        for flag in self.frozen.lock().unwrap().iter() {
+            flag.store(false, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Drop for StallingProxy {
@@ -81,7 +105,7 @@ impl Drop for StallingProxy {
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    stalled: Arc<AtomicBool>,
+    stalled: &[Arc<AtomicBool>],
 ) {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
@@ -89,7 +113,7 @@ async fn pipe(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        while stalled.load(Ordering::SeqCst) {
+        while stalled.iter().any(|flag| flag.load(Ordering::SeqCst)) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if to.write_all(&buffer[..n]).await.is_err() {

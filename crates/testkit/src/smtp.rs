@@ -3,10 +3,11 @@
 //! It speaks enough SMTP for lettre and most clients (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT),
 //! keeps every accepted message with its envelope, can be told to answer the next DATA or a given
 //! recipient with any reply (`451 ...`, `550 ...`), can answer the next DATA late (a slow server),
-//! and can be stopped and resumed on the same port to simulate an outage.
+//! can be stopped and resumed on the same port to simulate an outage, and can behave like common
+//! production servers: one mail per connection, an idle timeout, greylisting.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
@@ -49,6 +50,17 @@ struct Script {
     /// Where accepted messages' recipients go instead of `messages`, once [`SmtpServer::stream`]
     /// was called: a load sink keeps nothing.
     stream: Option<mpsc::UnboundedSender<(SystemTime, Vec<String>)>>,
+    /// Closes a connection right after this many accepted mails (a provider's limit).
+    mails_per_connection: Option<usize>,
+    /// Answers the next MAIL after this many accepted mails with `421` and closes the connection.
+    refuse_after_mails: Option<usize>,
+    /// Says `421` and closes a connection that sent nothing for this long (a load balancer's or
+    /// Postfix's idle timeout).
+    idle_timeout: Option<Duration>,
+    /// Greylisting: a recipient not seen since [`SmtpServer::greylist`] gets `451` once.
+    greylist: Option<HashSet<String>>,
+    /// Connections accepted so far.
+    connections: usize,
 }
 
 struct Shared {
@@ -113,6 +125,34 @@ impl SmtpServer {
             .unwrap()
             .data_reply_delays
             .push_back(delay);
+    }
+
+    /// From now on, closes each connection right after it delivered `n` mails, without a word (as
+    /// providers that take one mail per connection do).
+    pub fn close_after_mails(&self, n: usize) {
+        self.shared.script.lock().unwrap().mails_per_connection = Some(n);
+    }
+
+    /// From now on, answers the MAIL that follows `n` mails on a connection with `421 4.7.0` and
+    /// closes it (as providers that limit mails per connection do, when the client tries one more).
+    pub fn refuse_after_mails(&self, n: usize) {
+        self.shared.script.lock().unwrap().refuse_after_mails = Some(n);
+    }
+
+    /// From now on, answers `421 4.4.2` and closes a connection idle for `idle`.
+    pub fn close_when_idle(&self, idle: Duration) {
+        self.shared.script.lock().unwrap().idle_timeout = Some(idle);
+    }
+
+    /// Starts greylisting afresh: from now on, the first RCPT TO for each recipient is answered
+    /// `451 4.7.1` (RFC 6647), later ones are accepted.
+    pub fn greylist(&self) {
+        self.shared.script.lock().unwrap().greylist = Some(HashSet::new());
+    }
+
+    /// How many connections the server accepted.
+    pub fn connections(&self) -> usize {
+        self.shared.script.lock().unwrap().connections
     }
 
     /// How many messages arrived in full (whatever happened to them afterwards).
@@ -237,12 +277,35 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     write.write_all(b"220 testkit ESMTP ready\r\n").await?;
+    let (mails_per_connection, refuse_after_mails, idle_timeout) = {
+        let mut script = shared.script.lock().unwrap();
+        script.connections += 1;
+        (
+            script.mails_per_connection,
+            script.refuse_after_mails,
+            script.idle_timeout,
+        )
+    };
+    let mut accepted = 0;
     let mut mail_from: Option<String> = None;
     let mut recipients: Vec<String> = Vec::new();
     let mut line = Vec::new();
     loop {
         line.clear();
-        if reader.read_until(b'\n', &mut line).await? == 0 {
+        let read = reader.read_until(b'\n', &mut line);
+        let read = match idle_timeout {
+            Some(idle) => match tokio::time::timeout(idle, read).await {
+                Ok(read) => read,
+                Err(_) => {
+                    write
+                        .write_all(b"421 4.4.2 testkit Error: timeout exceeded\r\n")
+                        .await?;
+                    return Ok(());
+                }
+            },
+            None => read.await,
+        };
+        if read? == 0 {
             return Ok(());
         }
         let command = String::from_utf8_lossy(&line).trim_end().to_string();
@@ -254,6 +317,12 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
         let reply: String = match verb.as_str() {
             "EHLO" => "250-testkit greets you\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 OK".into(),
             "HELO" => "250 testkit".into(),
+            "MAIL" if refuse_after_mails.is_some_and(|n| accepted >= n) => {
+                write
+                    .write_all(b"421 4.7.0 testkit Too many messages on this connection\r\n")
+                    .await?;
+                return Ok(());
+            }
             "MAIL" => match path_argument(&command, "FROM:") {
                 Some(from) => {
                     mail_from = Some(from);
@@ -266,13 +335,19 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 (false, _) => "503 5.5.1 MAIL first".into(),
                 (true, None) => "501 5.5.4 Syntax: RCPT TO:<address>".into(),
                 (true, Some(to)) => {
-                    let scripted = shared
-                        .script
-                        .lock()
-                        .unwrap()
-                        .recipient_replies
-                        .get(&to.to_lowercase())
-                        .cloned();
+                    let scripted = {
+                        let mut script = shared.script.lock().unwrap();
+                        let key = to.to_lowercase();
+                        let greylisted = script
+                            .greylist
+                            .as_mut()
+                            .is_some_and(|seen| seen.insert(key.clone()));
+                        if greylisted {
+                            Some("451 4.7.1 Greylisted, please try again later".to_string())
+                        } else {
+                            script.recipient_replies.get(&key).cloned()
+                        }
+                    };
                     match scripted {
                         Some(reply) => reply,
                         None => {
@@ -318,6 +393,7 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                         }
                         drop(script);
                         shared.received.notify_waiters();
+                        accepted += 1;
                         "250 2.0.0 OK: queued".into()
                     }
                 }
@@ -335,6 +411,9 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             _ => "502 5.5.2 Command not recognized".into(),
         };
         write.write_all(format!("{reply}\r\n").as_bytes()).await?;
+        if mails_per_connection.is_some_and(|n| accepted >= n) {
+            return Ok(());
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::anyhow;
+use database::ConnectionLimits;
 use lettre::message::Mailbox;
 use secrecy::SecretString;
 use settings::Env;
@@ -12,6 +13,12 @@ use url::Url;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database_url: SecretString,
+    /// How long a database connection may wait: `MAILER_DATABASE_STATEMENT_TIMEOUT_MS` (5000; the
+    /// mailer's statements take milliseconds, and a connection that stays silent longer is closed),
+    /// `MAILER_DATABASE_CONNECT_TIMEOUT_SECS` (5), `MAILER_DATABASE_KEEPALIVE_SECS` (30: TCP
+    /// keepalive after that much idle time, and the TCP user timeout). Parameters set in
+    /// `MAILER_DATABASE_URL` itself win.
+    pub database_limits: ConnectionLimits,
     pub amqp_url: SecretString,
     /// `smtp://host:port` (plain), `smtp://host:port?tls=required` (STARTTLS) or `smtps://` (TLS).
     pub smtp_url: SecretString,
@@ -80,6 +87,17 @@ impl Settings {
             "postgres://postgres@localhost:5432/mailer",
             &["postgres", "postgresql"],
         )?;
+        let database_limits = ConnectionLimits {
+            statement_timeout: Duration::from_millis(positive(
+                "MAILER_DATABASE_STATEMENT_TIMEOUT_MS",
+                "5000",
+            )?),
+            connect_timeout: Duration::from_secs(positive(
+                "MAILER_DATABASE_CONNECT_TIMEOUT_SECS",
+                "5",
+            )?),
+            keepalive_idle: Duration::from_secs(positive("MAILER_DATABASE_KEEPALIVE_SECS", "30")?),
+        };
         let amqp_url = url(
             "AMQP_URL",
             "amqp://guest:guest@localhost:5672/%2f",
@@ -135,6 +153,7 @@ impl Settings {
 
         Ok(Self {
             database_url: SecretString::from(database_url.to_string()),
+            database_limits,
             amqp_url: SecretString::from(amqp_url.to_string()),
             smtp_url: SecretString::from(smtp_url.to_string()),
             from,
@@ -213,6 +232,14 @@ mod tests {
         );
         assert_eq!(s.jwt_issuer, "http://localhost:8080");
         assert_eq!(s.jwks_refetch_interval, Duration::from_secs(5));
+        assert_eq!(
+            s.database_limits,
+            ConnectionLimits {
+                statement_timeout: Duration::from_secs(5),
+                connect_timeout: Duration::from_secs(5),
+                keepalive_idle: Duration::from_secs(30),
+            }
+        );
     }
 
     #[test]
@@ -255,6 +282,9 @@ mod tests {
             ("ACCOUNTS_JWKS_URL", "localhost:8080/.well-known/jwks.json"),
             ("ACCOUNTS_PUBLIC_URL", "accounts.example.com"),
             ("MAILER_JWKS_REFETCH_INTERVAL_MS", "0"),
+            ("MAILER_DATABASE_STATEMENT_TIMEOUT_MS", "0"),
+            ("MAILER_DATABASE_CONNECT_TIMEOUT_SECS", "soon"),
+            ("MAILER_DATABASE_KEEPALIVE_SECS", "-5"),
         ] {
             let err = settings(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{name}: {err}");

@@ -54,6 +54,8 @@ enum ConsumeError {
     Database(#[from] diesel::result::Error),
     #[error("database pool: {0}")]
     Pool(#[from] crate::db::PoolError),
+    #[error("the database did not answer within {} s", .0.as_secs_f32())]
+    Stalled(Duration),
     #[error("the broker ended the consumer")]
     Ended,
 }
@@ -66,6 +68,18 @@ pub struct Consumer {
     pub connected: Arc<AtomicBool>,
     /// Wakes the sender after an event is recorded.
     pub wake: Arc<Notify>,
+    /// The longest wait for the database's answer (see [`db::within`]).
+    pub database_deadline: Duration,
+}
+
+impl From<db::WithinError<diesel::result::Error>> for ConsumeError {
+    fn from(error: db::WithinError<diesel::result::Error>) -> Self {
+        match error {
+            db::WithinError::Pool(e) => ConsumeError::Pool(e),
+            db::WithinError::Stalled(after) => ConsumeError::Stalled(after),
+            db::WithinError::Query(e) => ConsumeError::Database(e),
+        }
+    }
 }
 
 impl Consumer {
@@ -81,7 +95,12 @@ impl Consumer {
                     self.set_connected(false);
                     // Each reconnect redelivers what was in hand and counts toward the queue's
                     // delivery limit: don't consume again until the database answers.
-                    if matches!(e, ConsumeError::Database(_) | ConsumeError::Pool(_)) {
+                    if matches!(
+                        e,
+                        ConsumeError::Database(_)
+                            | ConsumeError::Pool(_)
+                            | ConsumeError::Stalled(_)
+                    ) {
                         tracing::warn!(error = %e, "the consumer lost the database; waiting for it before consuming again");
                         if !self.wait_for_database(&shutdown).await {
                             break;
@@ -107,11 +126,11 @@ impl Consumer {
     async fn wait_for_database(&self, shutdown: &CancellationToken) -> bool {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
-            if let Ok(mut conn) = self.pool.get().await
-                && diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), &mut conn)
-                    .await
-                    .is_ok()
-            {
+            let answered = db::within(&self.pool, self.database_deadline, async |conn| {
+                diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), conn).await
+            })
+            .await;
+            if answered.is_ok() {
                 return true;
             }
             tokio::select! {
@@ -200,24 +219,25 @@ impl Consumer {
             return Ok(());
         };
         let envelopes: Vec<&Envelope> = readable.iter().map(|(_, envelope)| envelope).collect();
-        let mut conn = self.pool.get().await?;
-        match deliveries::record(&mut conn, &envelopes).await {
+        let recorded = db::within(&self.pool, self.database_deadline, async |conn| {
+            deliveries::record(conn, &envelopes).await
+        })
+        .await;
+        match recorded {
             Ok(mut recorded) => {
-                drop(conn);
                 for envelope in envelopes {
                     self.announce(envelope, recorded.remove(&envelope.id));
                 }
                 last.ack(BasicAckOptions { multiple: true }).await?;
                 Ok(())
             }
-            Err(e) if db::is_transient(&e) => Err(e.into()),
-            Err(_) => {
-                drop(conn);
+            Err(db::WithinError::Query(e)) if !db::is_transient(&e) => {
                 for (delivery, _) in readable {
                     self.handle(delivery).await?;
                 }
                 Ok(())
             }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -239,21 +259,19 @@ impl Consumer {
     /// [`Refused::Poison`]; only a database that cannot be reached is [`Refused::Connectivity`].
     async fn accept(&self, delivery: &Delivery) -> Result<(), Refused> {
         let envelope = parse(&delivery.data).map_err(Refused::Poison)?;
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| Refused::Connectivity(e.into()))?;
-        let recorded = match deliveries::record(&mut conn, &[&envelope]).await {
+        let recorded = db::within(&self.pool, self.database_deadline, async |conn| {
+            deliveries::record(conn, &[&envelope]).await
+        })
+        .await;
+        let recorded = match recorded {
             Ok(recorded) => !recorded.is_empty(),
-            Err(e) if db::is_transient(&e) => return Err(Refused::Connectivity(e.into())),
-            Err(e) => {
+            Err(db::WithinError::Query(e)) if !db::is_transient(&e) => {
                 return Err(Refused::Poison(format!(
                     "the event cannot be recorded: {e}"
                 )));
             }
+            Err(e) => return Err(Refused::Connectivity(e.into())),
         };
-        drop(conn);
         self.announce(&envelope, recorded);
         Ok(())
     }
@@ -292,11 +310,7 @@ impl Consumer {
         Ok(())
     }
 
-    async fn record_poison(
-        &self,
-        delivery: &Delivery,
-        reason: &str,
-    ) -> Result<Option<i64>, ConsumeError> {
+    async fn record_poison(&self, delivery: &Delivery, reason: &str) -> Result<i64, ConsumeError> {
         let event_id = delivery
             .properties
             .message_id()
@@ -313,22 +327,21 @@ impl Consumer {
             .map(str::to_string)
             .unwrap_or_else(|| delivery.routing_key.to_string());
         let error = format!("unreadable event: {reason}");
-        let mut conn = self.pool.get().await?;
-        let id = failed_sends::insert(
-            &mut conn,
-            &NewFailedSend {
-                event_id,
-                event_type: Some(&event_type),
-                recipient: None,
-                template: Event::TYPES
-                    .contains(&event_type.as_str())
-                    .then_some(&*event_type),
-                payload: payload.as_ref(),
-                body: &delivery.data,
-                error: &error,
-                attempts: 0,
-            },
-        )
+        let new = NewFailedSend {
+            event_id,
+            event_type: Some(&event_type),
+            recipient: None,
+            template: Event::TYPES
+                .contains(&event_type.as_str())
+                .then_some(&*event_type),
+            payload: payload.as_ref(),
+            body: &delivery.data,
+            error: &error,
+            attempts: 0,
+        };
+        let id = db::within(&self.pool, self.database_deadline, async |conn| {
+            failed_sends::record(conn, &new).await
+        })
         .await?;
         Ok(id)
     }

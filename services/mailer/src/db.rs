@@ -2,7 +2,18 @@
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
-pub use database::{Pool, PoolError, PooledConnection, is_transient, pool};
+pub use database::{
+    ConnectionLimits, Pool, PoolError, PooledConnection, WithinError, is_transient, pool,
+    pool_with, within,
+};
+
+/// A [`within`] error as `anyhow`, a database error staying downcastable to `diesel::result::Error`.
+pub fn into_anyhow(error: WithinError<diesel::result::Error>) -> anyhow::Error {
+    match error {
+        WithinError::Query(e) => e.into(),
+        other => anyhow::anyhow!("{other}"),
+    }
+}
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/mailer");
 

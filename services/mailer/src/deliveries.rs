@@ -260,7 +260,7 @@ async fn mark_failed(
         return Ok(false);
     }
     let body = claim.envelope.to_string().into_bytes();
-    failed_sends::insert(
+    failed_sends::record(
         conn,
         &NewFailedSend {
             event_id: Some(claim.event_id),
@@ -278,12 +278,15 @@ async fn mark_failed(
 }
 
 /// The operator's retry of a failed send: in one conditional statement, the delivery goes back to
-/// pending (due now, unclaimed) and the failed send is resolved, only if both are still failed
-/// and unresolved. Two operators retrying at once: one gets `Some(event_id)`, the other `None`.
-/// The sender then sends it under its own lease, as any other delivery.
+/// pending with a fresh schedule (attempts reset, due now, unclaimed) and the failed send is
+/// resolved, its history noting the retry and `by` whom, only if both are still failed and
+/// unresolved. Two operators retrying at once: one gets `Some(event_id)`, the other `None`. The
+/// sender then sends it under its own lease, as any other delivery, with the usual backoff; if it
+/// fails for good again, the same row reopens with the new cause.
 pub async fn requeue_failed_send(
     conn: &mut AsyncPgConnection,
     failed_send_id: i64,
+    by: &str,
 ) -> QueryResult<Option<Uuid>> {
     #[derive(QueryableByName)]
     struct Requeued {
@@ -293,15 +296,19 @@ pub async fn requeue_failed_send(
     let requeued: Option<Requeued> = diesel::sql_query(
         "WITH moved AS ( \
              UPDATE deliveries d \
-             SET status = 'pending', next_attempt_at = now(), claim_token = NULL, updated_at = now() \
+             SET status = 'pending', attempts = 0, next_attempt_at = now(), claim_token = NULL, \
+                 updated_at = now() \
              FROM failed_sends f \
              WHERE f.id = $1 AND f.resolved_at IS NULL AND d.event_id = f.event_id AND d.status = 'failed' \
              RETURNING d.event_id) \
-         UPDATE failed_sends SET resolved_at = now(), updated_at = now() \
+         UPDATE failed_sends SET resolved_at = now(), updated_at = now(), \
+             history = history || jsonb_build_array(jsonb_build_object( \
+                 'at', now(), 'what', 'retried', 'by', $2::text)) \
          FROM moved WHERE failed_sends.id = $1 AND failed_sends.event_id = moved.event_id \
          RETURNING moved.event_id",
     )
     .bind::<BigInt, _>(failed_send_id)
+    .bind::<Text, _>(by)
     .get_result(conn)
     .await
     .optional()?;

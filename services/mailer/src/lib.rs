@@ -8,6 +8,7 @@ pub mod db;
 pub mod deliveries;
 pub mod failed_sends;
 pub mod operator;
+pub mod redact;
 pub mod routes;
 pub mod schema;
 pub mod sender;

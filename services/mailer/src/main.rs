@@ -6,7 +6,7 @@ use events::Event;
 use mailer::{
     config::Settings,
     db,
-    failed_sends::FailedSend,
+    failed_sends::{FailedSend, OperatorView},
     operator::{self, Selection},
     startup::Application,
     templates::{self, LOCALES, MailLocale, Templates},
@@ -66,9 +66,10 @@ enum Failed {
         #[arg(long)]
         all: bool,
     },
-    /// Show one failed send, with its payload.
+    /// Show one failed send, with its payload and history (links' tokens redacted).
     Show { id: i64 },
-    /// Resend now; success marks the row resolved, failure records the new error.
+    /// Hand back to the sender with a fresh schedule (attempts reset); the row is resolved, and
+    /// reopens with the new cause if the mail fails for good again.
     Retry {
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         id: Option<i64>,
@@ -103,7 +104,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Migrate => db::migrate(settings.database_url.expose_secret()).await?,
         Command::Render { event_type, locale } => print_sample(&settings, &event_type, locale)?,
         Command::Failed(Failed::List { json, all }) => {
-            let rows = operator::list(&settings, all).await?;
+            let rows: Vec<_> = operator::list(&settings, all)
+                .await?
+                .iter()
+                .map(FailedSend::for_operator)
+                .collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -112,16 +117,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Failed(Failed::Show { id }) => {
             let row = operator::show(&settings, id).await?;
-            println!("{}", serde_json::to_string_pretty(&row)?);
-            // The body exactly as received (escaped: it may be binary), for unreadable messages.
-            println!("body: {}", row.body.escape_ascii());
+            println!("{}", serde_json::to_string_pretty(&row.for_operator())?);
+            if row.payload.is_none() {
+                // The body as received (escaped: it may be binary), when it was no readable JSON.
+                println!("body: {}", row.body_for_operator());
+            }
         }
         Command::Failed(Failed::Retry { id, all }) => {
             let selection = match (id, all) {
                 (Some(id), false) => Selection::One(id),
                 _ => Selection::All,
             };
-            let outcomes = operator::retry(&settings, selection).await?;
+            let outcomes = operator::retry(&settings, selection, "mailer failed retry").await?;
             if outcomes.is_empty() {
                 println!("nothing to retry");
             }
@@ -130,7 +137,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 let to = outcome.recipient.as_deref().unwrap_or("-");
                 match &outcome.result {
                     Ok(()) => println!(
-                        "{}: to {to}: queued; a running mailer sends it (a new failed send appears if it fails again)",
+                        "{}: to {to}: queued with a fresh schedule; a running mailer sends it (the row reopens if it fails for good again)",
                         outcome.id
                     ),
                     Err(error) => {
@@ -192,7 +199,7 @@ fn print_sample(
     Ok(())
 }
 
-fn print_table(rows: &[FailedSend]) {
+fn print_table(rows: &[OperatorView]) {
     if rows.is_empty() {
         println!("no unresolved failed sends");
         return;

@@ -47,14 +47,20 @@ pub async fn show(settings: &Settings, id: i64) -> anyhow::Result<FailedSend> {
 }
 
 /// Hands failed mail back to the sender. Each row is one conditional state change: its delivery
-/// goes back to pending and the row is resolved, only if both are still failed and unresolved.
-/// A running mailer then sends it under its lease, with the current templates and SMTP settings;
-/// if it fails again, a new failed send is recorded. So two operators retrying the same row at
-/// once send one mail: one of them gets `Ok`, the other an error saying it was already retried.
+/// goes back to pending with a fresh schedule (attempts reset) and the row is resolved, its
+/// history noting the retry `by` whom, only if both are still failed and unresolved. A running
+/// mailer then sends it under its lease, with the current templates and SMTP settings and the
+/// usual backoff; if it fails for good again, the same row reopens with the new cause. So two
+/// operators retrying the same row at once send one mail: one of them gets `Ok`, the other an
+/// error saying it was already retried.
 ///
 /// `Selection::All` goes through every unresolved row and reports each one's result; an error on one
 /// row (even a lost database connection) does not stop the others.
-pub async fn retry(settings: &Settings, selection: Selection) -> anyhow::Result<Vec<RetryOutcome>> {
+pub async fn retry(
+    settings: &Settings,
+    selection: Selection,
+    by: &str,
+) -> anyhow::Result<Vec<RetryOutcome>> {
     let mut conn = connect(settings).await?;
     let rows = match selection {
         Selection::One(id) => {
@@ -72,7 +78,7 @@ pub async fn retry(settings: &Settings, selection: Selection) -> anyhow::Result<
     };
     let mut outcomes = Vec::with_capacity(rows.len());
     for row in rows {
-        let result = match retry_one(&mut conn, &row).await {
+        let result = match retry_one(&mut conn, &row, by).await {
             Ok(result) => result,
             Err(e) => {
                 // The connection may be gone: the next row gets a new one.
@@ -106,6 +112,7 @@ pub async fn retry(settings: &Settings, selection: Selection) -> anyhow::Result<
 async fn retry_one(
     conn: &mut AsyncPgConnection,
     row: &FailedSend,
+    by: &str,
 ) -> anyhow::Result<Result<(), String>> {
     if row.event_id.is_none() {
         return Ok(Err(format!(
@@ -113,7 +120,7 @@ async fn retry_one(
             crate::consumer::DEAD_LETTER_QUEUE
         )));
     }
-    Ok(match deliveries::requeue_failed_send(conn, row.id).await? {
+    Ok(match deliveries::requeue_failed_send(conn, row.id, by).await? {
         Some(_) => {
             metrics::counter!("mailer_operator_retries_total").increment(1);
             Ok(())

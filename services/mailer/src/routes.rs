@@ -10,10 +10,15 @@ use diesel_async::RunQueryDsl;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
-use crate::{db::Pool, deliveries};
+use crate::{
+    db::{self, Pool},
+    deliveries,
+};
 
 pub struct HealthState {
     pub pool: Pool,
+    /// How long a readiness check waits for the database.
+    pub database_deadline: std::time::Duration,
     pub consumer_connected: Arc<AtomicBool>,
     pub metrics: PrometheusHandle,
 }
@@ -32,13 +37,11 @@ async fn healthz() -> HttpResponse {
 /// Ready when the database answers and the consumer holds a broker connection: without either,
 /// this replica cannot take mail off the queue.
 async fn readyz(state: web::Data<HealthState>) -> HttpResponse {
-    let database = match state.pool.get().await {
-        Ok(mut conn) => diesel::sql_query("SELECT 1")
-            .execute(&mut conn)
-            .await
-            .is_ok(),
-        Err(_) => false,
-    };
+    let database = db::within(&state.pool, state.database_deadline, async |conn| {
+        diesel::sql_query("SELECT 1").execute(conn).await
+    })
+    .await
+    .is_ok();
     let broker = AtomicBool::load(&state.consumer_connected, Ordering::Relaxed);
     let up = |ok: bool| if ok { "up" } else { "down" };
     let body = json!({
@@ -54,8 +57,10 @@ async fn readyz(state: web::Data<HealthState>) -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<HealthState>) -> HttpResponse {
-    if let Ok(mut conn) = state.pool.get().await
-        && let Ok(backlog) = deliveries::backlog(&mut conn).await
+    if let Ok(backlog) = db::within(&state.pool, state.database_deadline, async |conn| {
+        deliveries::backlog(conn).await
+    })
+    .await
     {
         metrics::gauge!("mailer_backlog").set(backlog as f64);
     }

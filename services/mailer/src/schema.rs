@@ -32,6 +32,7 @@ diesel::table! {
         updated_at -> Timestamptz,
         resolved_at -> Nullable<Timestamptz>,
         body -> Bytea,
+        history -> Jsonb,
     }
 }
 

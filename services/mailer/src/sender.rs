@@ -26,9 +26,10 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    db::Pool,
+    db::{self, Pool},
     deliveries::{self, ClaimedDelivery, Outcome, Settle},
-    smtp::{SendError, SmtpSender},
+    redact,
+    smtp::{Connection, Failure, SendError, SmtpSender},
     templates::Templates,
 };
 use telemetry::{mask_address, mask_addresses};
@@ -45,7 +46,10 @@ pub const SETTLE_WINDOW: Duration = Duration::from_secs(10);
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// How long a claim keeps other senders away: longer than a whole send plus its settle, so only a
-/// crashed sender's rows come back, and soon (a kill -9 delays its mail by about a lease).
+/// crashed sender's rows come back, and soon (a kill -9 delays its mail by about a lease). A send
+/// (a first one, or one on a fresh connection after a pooled one turned out closed) starts only
+/// while the lease still covers a whole send deadline, so no mail is on the wire once the row may
+/// belong to another sender.
 pub fn lease_for(send_deadline: Duration) -> Duration {
     send_deadline + SETTLE_WINDOW + LEASE_MARGIN
 }
@@ -55,23 +59,51 @@ const MAX_BATCH: usize = 64;
 /// Outcomes written per transaction at most.
 const SETTLE_BATCH: usize = 256;
 
-/// Renders and sends the mail for `envelope`. Returns the Message-ID.
-pub async fn send_envelope(
-    templates: &Templates,
-    smtp: &SmtpSender,
+/// Renders and sends the mail for `envelope` within the claim's lease, and returns its
+/// Message-ID. Each send on one connection is bounded by the send deadline; a pooled connection
+/// that the server turns out to have closed is replaced by a fresh one once, at no attempt's
+/// cost, when the lease still covers a whole send deadline.
+async fn deliver(
+    context: &SendContext,
+    pending: &Pending,
     envelope: &Envelope,
 ) -> Result<String, SendError> {
-    let mail = templates
+    let mail = context
+        .templates
         .render(&envelope.event)
         .map_err(|e| SendError::Permanent(e.to_string()))?;
-    let message = smtp.compose(envelope.id, envelope.event.recipient(), &mail)?;
+    let message = context
+        .smtp
+        .compose(envelope.id, envelope.event.recipient(), &mail)?;
     let message_id = message
         .headers()
         .get_raw("Message-ID")
         .unwrap_or_default()
         .to_string();
-    smtp.send(message).await?;
-    Ok(message_id)
+    let mut connection = Connection::Pooled;
+    loop {
+        let sent = tokio::time::timeout(
+            context.send_deadline,
+            context.smtp.send(&message, connection),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure::Send(SendError::Transient(format!(
+                "the send took longer than {} s",
+                context.send_deadline.as_secs()
+            ))))
+        });
+        match sent {
+            Ok(()) => return Ok(message_id),
+            Err(Failure::Stale(error))
+                if connection == Connection::Pooled && pending.may_send(context.send_deadline) =>
+            {
+                tracing::info!(event_id = %envelope.id, error = %loggable(&error.to_string()), "the SMTP server had closed the pooled connection; sending on a fresh one");
+                connection = Connection::Fresh;
+            }
+            Err(failure) => return Err(failure.into_error()),
+        }
+    }
 }
 
 /// The retry schedule: `base * 2^(attempts-1)`, capped, with jitter in the upper half so that
@@ -95,6 +127,9 @@ pub struct SendContext {
     pub retry_cap: Duration,
     /// A whole send (connect, every command, the data) gives up after this, as a transient failure.
     pub send_deadline: Duration,
+    /// The longest wait for the database's answer to one statement or transaction; a connection
+    /// that overruns it is closed (see [`database::within`]).
+    pub database_deadline: Duration,
 }
 
 impl SendContext {
@@ -128,6 +163,7 @@ impl DeliveryWorker {
         let (outcomes, gathered) = mpsc::unbounded_channel();
         let settler = tokio::spawn(settle_outcomes(
             self.context.pool.clone(),
+            self.context.database_deadline,
             gathered,
             self.wake.clone(),
         ));
@@ -197,17 +233,27 @@ impl DeliveryWorker {
     }
 
     async fn claim(&self, limit: usize) -> anyhow::Result<Vec<ClaimedDelivery>> {
-        let mut conn = self.context.pool.get().await?;
-        Ok(deliveries::claim_due(&mut conn, limit as i64, self.context.lease()).await?)
+        let lease = self.context.lease();
+        db::within(
+            &self.context.pool,
+            self.context.database_deadline,
+            async |conn| deliveries::claim_due(conn, limit as i64, lease).await,
+        )
+        .await
+        .map_err(db::into_anyhow)
     }
 
     /// How long to sleep when nothing is due: until the earliest scheduled retry, at most the
     /// poll interval.
     async fn idle_for(&self) -> Duration {
-        let next = match self.context.pool.get().await {
-            Ok(mut conn) => deliveries::next_due(&mut conn).await.ok().flatten(),
-            Err(_) => None,
-        };
+        let next = db::within(
+            &self.context.pool,
+            self.context.database_deadline,
+            async |conn| deliveries::next_due(conn).await,
+        )
+        .await
+        .ok()
+        .flatten();
         next.and_then(|at| (at - Utc::now()).to_std().ok())
             .map_or(self.poll_interval, |until| {
                 until.min(self.poll_interval) + Duration::from_millis(5)
@@ -231,6 +277,13 @@ impl Pending {
             .checked_sub(LEASE_MARGIN)
             .unwrap_or(self.lease_ends)
     }
+
+    /// Whether a send started now ends within the lease (its settle then has what is left of the
+    /// settle window). A send that cannot is never started: once the lease is over, another sender
+    /// may claim the row and send it too.
+    fn may_send(&self, send_deadline: Duration) -> bool {
+        Instant::now() + send_deadline <= self.give_up_at()
+    }
 }
 
 /// A send's outcome, waiting for the settler.
@@ -250,18 +303,15 @@ async fn process(
     let attempts = row.attempts + 1;
     // The accounts request that caused this mail, to follow one flow across both services' logs.
     let request_id = request_id(row);
+    if !pending.may_send(context.send_deadline) {
+        // The claim came back too late (the database held it): the row is due again, and
+        // another claim (maybe this sender's next) sends it. No attempt is charged.
+        metrics::counter!("mailer_late_claims_total").increment(1);
+        tracing::warn!(event_id = %row.event_id, request_id, "this claim came back too late to send within its lease; the row is left to the next claim");
+        return;
+    }
     let result = match Envelope::deserialize(&row.envelope) {
-        Ok(envelope) => tokio::time::timeout(
-            context.send_deadline,
-            send_envelope(&context.templates, &context.smtp, &envelope),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(SendError::Transient(format!(
-                "the send took longer than {} s",
-                context.send_deadline.as_secs()
-            )))
-        }),
+        Ok(envelope) => deliver(&context, &pending, &envelope).await,
         Err(e) => Err(SendError::Permanent(format!(
             "the stored event is unreadable: {e}"
         ))),
@@ -279,7 +329,7 @@ async fn process(
                 .increment(1);
             tracing::warn!(
                 event_id = %row.event_id, request_id, event_type = %row.event_type, %recipient, attempts,
-                retry_in_ms = delay.as_millis() as u64, error = %mask_addresses(&error),
+                retry_in_ms = delay.as_millis() as u64, error = %loggable(&error),
                 "mail not sent; will retry"
             );
             Outcome::Retry { delay, error }
@@ -294,7 +344,7 @@ async fn process(
                 .increment(1);
             tracing::error!(
                 event_id = %row.event_id, request_id, event_type = %row.event_type, %recipient, attempts,
-                error = %mask_addresses(&error.to_string()), reason, "mail not sent; recording it in failed_sends"
+                error = %loggable(&error.to_string()), reason, "mail not sent; recording it in failed_sends"
             );
             Outcome::Failed {
                 error: error.to_string(),
@@ -309,6 +359,12 @@ async fn process(
     });
 }
 
+/// A send's error as a log line may carry it: servers repeat the recipient's address in their
+/// replies, and content filters quote the link they blocked.
+fn loggable(error: &str) -> String {
+    redact::links(&mask_addresses(error))
+}
+
 fn request_id(row: &ClaimedDelivery) -> &str {
     row.envelope["correlation_id"].as_str().unwrap_or("-")
 }
@@ -317,12 +373,13 @@ fn request_id(row: &ClaimedDelivery) -> &str {
 /// sender of outcomes is gone.
 async fn settle_outcomes(
     pool: Pool,
+    deadline: Duration,
     mut outcomes: mpsc::UnboundedReceiver<Finished>,
     wake: Arc<Notify>,
 ) {
     let mut batch = Vec::new();
     while outcomes.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
-        settle_batch(&pool, std::mem::take(&mut batch), &wake).await;
+        settle_batch(&pool, deadline, std::mem::take(&mut batch), &wake).await;
     }
 }
 
@@ -330,7 +387,7 @@ async fn settle_outcomes(
 /// about to end is given up on (the lease brings its row back to be sent again); the others are
 /// retried together. A batch the database refuses is written one outcome at a time, so one outcome
 /// it cannot store never holds back the others.
-async fn settle_batch(pool: &Pool, mut batch: Vec<Finished>, wake: &Notify) {
+async fn settle_batch(pool: &Pool, deadline: Duration, mut batch: Vec<Finished>, wake: &Notify) {
     let mut delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(2))
@@ -348,7 +405,7 @@ async fn settle_batch(pool: &Pool, mut batch: Vec<Finished>, wake: &Notify) {
         if batch.is_empty() {
             return;
         }
-        match write(pool, &batch).await {
+        match write(pool, deadline, &batch).await {
             Ok(settled) => {
                 report(&batch, &settled, wake);
                 return;
@@ -356,7 +413,7 @@ async fn settle_batch(pool: &Pool, mut batch: Vec<Finished>, wake: &Notify) {
             Err(e) if refused(&e) && batch.len() > 1 => {
                 tracing::warn!(outcomes = batch.len(), error = %e, "the database refused a batch of outcomes; writing them one at a time");
                 for finished in batch {
-                    Box::pin(settle_batch(pool, vec![finished], wake)).await;
+                    Box::pin(settle_batch(pool, deadline, vec![finished], wake)).await;
                 }
                 return;
             }
@@ -382,7 +439,11 @@ fn refused(error: &anyhow::Error) -> bool {
         .is_some_and(|e| !crate::db::is_transient(e))
 }
 
-async fn write(pool: &Pool, batch: &[Finished]) -> anyhow::Result<HashSet<uuid::Uuid>> {
+async fn write(
+    pool: &Pool,
+    deadline: Duration,
+    batch: &[Finished],
+) -> anyhow::Result<HashSet<uuid::Uuid>> {
     let settles: Vec<Settle> = batch
         .iter()
         .map(|finished| Settle {
@@ -391,8 +452,11 @@ async fn write(pool: &Pool, batch: &[Finished]) -> anyhow::Result<HashSet<uuid::
             outcome: &finished.outcome,
         })
         .collect();
-    let mut conn = pool.get().await?;
-    Ok(deliveries::settle(&mut conn, &settles).await?)
+    db::within(pool, deadline, async |conn| {
+        deliveries::settle(conn, &settles).await
+    })
+    .await
+    .map_err(db::into_anyhow)
 }
 
 fn report(batch: &[Finished], settled: &HashSet<uuid::Uuid>, wake: &Notify) {

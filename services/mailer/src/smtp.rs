@@ -7,6 +7,15 @@
 //! TCP_NODELAY, which caps a connection at about 22 mails/s) and handed to lettre with
 //! `AsyncSmtpConnection::connect_with_transport`. The socket also enforces the per-reply timeout:
 //! a read that waits longer than `MAILER_SMTP_TIMEOUT_SECS` fails, whatever the command.
+//!
+//! A pooled connection is a claim about the peer, not a fact: servers close connections after one
+//! mail or after a few idle seconds. Before reuse, the pool looks at the socket without waiting (a
+//! pending EOF, or a `421` the server sent before closing, means it is gone; a TLS connection
+//! opened by lettre is asked `NOOP` after an idle second instead). A server may still close it just
+//! as we start: a reused connection that fails before the final dot of DATA, in a way that says the
+//! server is gone (EOF, a reset, no reply, `421`), is reported as [`Failure::Stale`], and the
+//! sender tries once more on a fresh connection without charging the mail an attempt. After the
+//! dot the mail may already be delivered (RFC 5321 §6.1), so such a failure is never retried here.
 
 use std::{
     fmt, io,
@@ -17,12 +26,14 @@ use std::{
 };
 
 use lettre::{
-    Message,
+    Address, Message,
+    address::Envelope,
     message::{Mailbox, MultiPart},
     transport::smtp::{
         authentication::{Credentials, Mechanism},
         client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters},
-        extension::ClientId,
+        commands::{Data, Mail, Rcpt},
+        extension::{ClientId, Extension, MailBodyParameter, MailParameter},
     },
 };
 use tokio::{
@@ -52,9 +63,40 @@ impl SendError {
     }
 }
 
+/// How a send on one connection failed.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// A connection from the pool turned out closed before the final dot of DATA (EOF, a reset,
+    /// no reply, `421`): the server has not taken the mail, and a fresh connection may.
+    Stale(SendError),
+    /// Anything else; the mail's own outcome.
+    Send(SendError),
+}
+
+impl Failure {
+    pub fn into_error(self) -> SendError {
+        match self {
+            Failure::Stale(e) | Failure::Send(e) => e,
+        }
+    }
+}
+
+/// Which connection a send may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    /// An idle one from the pool, else a new one.
+    Pooled,
+    /// A new one (after a pooled one turned out stale).
+    Fresh,
+}
+
 /// How long an idle pooled connection may wait before it is closed rather than reused (servers
 /// drop idle clients after a few minutes; RFC 5321 §4.5.3.2 asks them to wait at least 5).
 const MAX_IDLE: Duration = Duration::from_secs(30);
+
+/// A connection without a socket we can look at (implicit TLS, opened by lettre) idle for longer
+/// than this is asked `NOOP` before reuse.
+const NOOP_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// How the connection is secured, from the URL.
 #[derive(Clone)]
@@ -124,8 +166,32 @@ impl Server {
     }
 }
 
-struct Idle {
+/// A connection and, when we opened its socket ourselves, a second handle on that socket to look
+/// at it without lettre (a peek never consumes what lettre will read).
+struct Open {
     connection: AsyncSmtpConnection,
+    probe: Option<std::net::TcpStream>,
+}
+
+impl Open {
+    /// Whether the server has already closed the connection or said it will (`421` and a close,
+    /// the usual goodbye of an idle timeout): anything waiting on an idle connection means it
+    /// cannot be used for a new transaction. Looks without waiting.
+    fn server_left(&self) -> bool {
+        let Some(probe) = &self.probe else {
+            return false;
+        };
+        let mut byte = [0u8; 1];
+        match probe.peek(&mut byte) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            // EOF, unsolicited bytes, or an error (a reset).
+            _ => true,
+        }
+    }
+}
+
+struct Idle {
+    open: Open,
     since: Instant,
 }
 
@@ -192,54 +258,91 @@ impl SmtpSender {
             .map_err(|e| SendError::Permanent(format!("building the message: {e}")))
     }
 
-    /// Sends one message on a pooled connection, recording its latency. Cancel-safe: if this
-    /// future is dropped mid-command, so is the connection.
-    pub async fn send(&self, message: Message) -> Result<(), SendError> {
+    /// Sends one message on `connection`, recording its latency. Cancel-safe: if this future is
+    /// dropped mid-command, so is the connection.
+    pub async fn send(&self, message: &Message, connection: Connection) -> Result<(), Failure> {
         let started = Instant::now();
-        let result = self.send_on_pool(&message).await;
+        let result = self.send_on_pool(message, connection).await;
         metrics::histogram!("mailer_send_duration_seconds").record(started.elapsed().as_secs_f64());
         result
     }
 
-    async fn send_on_pool(&self, message: &Message) -> Result<(), SendError> {
-        let _in_use = self
-            .pool
-            .in_use
-            .acquire()
-            .await
-            .map_err(|_| SendError::Transient("the SMTP pool is closed".into()))?;
-        let mut connection = match self.take_idle() {
-            Some(connection) => connection,
-            None => self.connect().await?,
+    async fn send_on_pool(&self, message: &Message, connection: Connection) -> Result<(), Failure> {
+        let _in_use =
+            self.pool.in_use.acquire().await.map_err(|_| {
+                Failure::Send(SendError::Transient("the SMTP pool is closed".into()))
+            })?;
+        let idle = match connection {
+            Connection::Pooled => self.take_idle().await,
+            Connection::Fresh => None,
         };
-        match connection
-            .send(message.envelope(), &message.formatted())
-            .await
+        let reused = idle.is_some();
+        let mut open = match idle {
+            Some(open) => open,
+            None => self.connect().await.map_err(Failure::Send)?,
+        };
+        match transmit(
+            &mut open.connection,
+            message.envelope(),
+            &message.formatted(),
+        )
+        .await
         {
-            Ok(_) => {
-                self.give_back(connection);
+            Ok(()) => {
+                self.give_back(open);
                 Ok(())
             }
-            Err(e) => {
-                // lettre has already aborted it; it is never reused.
+            Err(error) => {
+                // It is never reused. A server that answered is told goodbye; one that is gone is not waited for.
                 metrics::counter!("mailer_smtp_connections_dropped_total").increment(1);
-                Err(classify(e))
+                let failure = match error {
+                    Stage::Unsendable(why) => Failure::Send(SendError::Permanent(why.to_string())),
+                    Stage::BeforeDot(e) if reused && server_gone(&e) => {
+                        metrics::counter!("mailer_smtp_stale_connections_total", "noticed" => "on use")
+                            .increment(1);
+                        Failure::Stale(classify(e))
+                    }
+                    Stage::BeforeDot(e) | Stage::AfterDot(e) => {
+                        if e.status().is_some() {
+                            open.connection.abort().await;
+                        }
+                        Failure::Send(classify(e))
+                    }
+                };
+                Err(failure)
             }
         }
     }
 
-    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
-        let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(Idle { connection, since }) = idle.pop() {
-            if since.elapsed() < MAX_IDLE && !connection.has_broken() {
-                return Some(connection);
+    /// An idle connection the server has not closed, if any: the others are dropped.
+    async fn take_idle(&self) -> Option<Open> {
+        loop {
+            let Idle { mut open, since } = {
+                let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.pop()?
+            };
+            if since.elapsed() >= MAX_IDLE || open.connection.has_broken() {
+                continue;
             }
+            let alive = if open.probe.is_some() {
+                !open.server_left()
+            } else if since.elapsed() >= NOOP_AFTER_IDLE {
+                tokio::time::timeout(self.pool.reply_timeout, open.connection.test_connected())
+                    .await
+                    .unwrap_or(false)
+            } else {
+                true
+            };
+            if alive {
+                return Some(open);
+            }
+            metrics::counter!("mailer_smtp_stale_connections_total", "noticed" => "before use")
+                .increment(1);
         }
-        None
     }
 
-    fn give_back(&self, connection: AsyncSmtpConnection) {
-        if connection.has_broken() {
+    fn give_back(&self, open: Open) {
+        if open.connection.has_broken() {
             return;
         }
         self.pool
@@ -247,14 +350,15 @@ impl SmtpSender {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Idle {
-                connection,
+                open,
                 since: Instant::now(),
             });
     }
 
-    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+    async fn connect(&self) -> Result<Open, SendError> {
         let server = &self.pool.server;
         let timeout = self.pool.reply_timeout;
+        let mut probe = None;
         let mut connection = match &server.tls {
             // Implicit TLS needs the handshake before the greeting, which only lettre's own
             // connect does; its socket has no TCP_NODELAY, and its replies are bounded by the
@@ -284,6 +388,9 @@ impl SmtpSender {
                 socket
                     .set_nodelay(true)
                     .map_err(|e| SendError::Transient(format!("setting TCP_NODELAY: {e}")))?;
+                let (socket, handle) = with_probe(socket)
+                    .map_err(|e| SendError::Transient(format!("preparing the socket: {e}")))?;
+                probe = Some(handle);
                 let stream = ReplyTimeout::new(socket, timeout);
                 let mut connection =
                     AsyncSmtpConnection::connect_with_transport(Box::new(stream), &server.hello)
@@ -309,7 +416,80 @@ impl SmtpSender {
                 .await
                 .map_err(classify)?;
         }
-        Ok(connection)
+        Ok(Open { connection, probe })
+    }
+}
+
+/// `socket` and a second handle on it, for [`Open::server_left`]. Both are non-blocking (the
+/// flag belongs to the socket, which Tokio already set so).
+fn with_probe(socket: TcpStream) -> io::Result<(TcpStream, std::net::TcpStream)> {
+    let socket = socket.into_std()?;
+    let probe = socket.try_clone()?;
+    Ok((TcpStream::from_std(socket)?, probe))
+}
+
+/// Where in a transaction a send failed.
+enum Stage {
+    /// This server cannot take this mail as it is; nothing was sent.
+    Unsendable(&'static str),
+    /// Before the final dot of DATA: the server has not taken the mail.
+    BeforeDot(lettre::transport::smtp::Error),
+    /// While sending the content or waiting for its reply: the server may have taken it.
+    AfterDot(lettre::transport::smtp::Error),
+}
+
+/// One mail transaction (what lettre's `send` does, in stages we can tell apart): MAIL, RCPT for
+/// each recipient, DATA, then the content and its final dot.
+async fn transmit(
+    connection: &mut AsyncSmtpConnection,
+    envelope: &Envelope,
+    email: &[u8],
+) -> Result<(), Stage> {
+    let mut options = Vec::new();
+    let non_ascii = |address: &Address| !AsRef::<str>::as_ref(address).is_ascii();
+    if envelope.from().is_some_and(non_ascii) || envelope.to().iter().any(non_ascii) {
+        if !connection
+            .server_info()
+            .supports_feature(Extension::SmtpUtfEight)
+        {
+            return Err(Stage::Unsendable(
+                "an address is not ASCII and the SMTP server does not support SMTPUTF8",
+            ));
+        }
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    if !email.is_ascii() {
+        if !connection
+            .server_info()
+            .supports_feature(Extension::EightBitMime)
+        {
+            return Err(Stage::Unsendable(
+                "the message is not ASCII and the SMTP server does not support 8BITMIME",
+            ));
+        }
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    connection
+        .command(Mail::new(envelope.from().cloned(), options))
+        .await
+        .map_err(Stage::BeforeDot)?;
+    for to in envelope.to() {
+        connection
+            .command(Rcpt::new(to.clone(), Vec::new()))
+            .await
+            .map_err(Stage::BeforeDot)?;
+    }
+    connection.command(Data).await.map_err(Stage::BeforeDot)?;
+    connection.message(email).await.map_err(Stage::AfterDot)?;
+    Ok(())
+}
+
+/// Whether an error before the final dot says the server is gone rather than answering about
+/// this mail: no reply at all (EOF, a reset, a timeout) or `421` (closing the channel).
+fn server_gone(error: &lettre::transport::smtp::Error) -> bool {
+    match error.status() {
+        Some(code) => u16::from(code) == 421,
+        None => !error.is_client(),
     }
 }
 

@@ -38,7 +38,9 @@ impl Application {
         let database_url = settings.database_url.expose_secret().to_string();
         db::migrate(&database_url).await?;
         // Sends settle concurrently; the consumer, health checks and claims need a few more.
-        let pool = db::pool(&database_url, settings.concurrency + 4)?;
+        let limits = settings.database_limits;
+        let database_deadline = limits.response_deadline();
+        let pool = db::pool_with(&database_url, settings.concurrency + 4, &limits)?;
         let templates = Templates::load(settings.templates_dir.as_deref(), &settings.product_name)
             .context("loading templates (check MAILER_TEMPLATES_DIR)")?;
         let smtp = SmtpSender::new(
@@ -55,6 +57,7 @@ impl Application {
             prefetch: settings.prefetch,
             connected: connected.clone(),
             wake: wake.clone(),
+            database_deadline,
         };
         let worker = DeliveryWorker {
             context: SendContext {
@@ -65,6 +68,7 @@ impl Application {
                 retry_base: settings.retry_base,
                 retry_cap: settings.retry_cap,
                 send_deadline: settings.send_deadline(),
+                database_deadline,
             },
             database_url: settings.database_url.clone(),
             concurrency: settings.concurrency,
@@ -85,6 +89,7 @@ impl Application {
         });
         let state = web::Data::new(HealthState {
             pool,
+            database_deadline,
             consumer_connected: connected,
             metrics: telemetry::metrics_handle(),
         });

@@ -1,5 +1,6 @@
 //! What the mailer logs about mail a server refuses or defers: never the recipient's full address,
-//! though SMTP servers repeat it in their replies, nor the mail's links. Its own test binary: it
+//! though SMTP servers repeat it in their replies, nor the mail's links, though content filters
+//! quote the URL they blocked. Its own test binary: it
 //! installs the process-wide subscriber, at debug, before the mailer starts.
 
 #[path = "mailer/helpers.rs"]
@@ -61,8 +62,18 @@ async fn a_reply_that_repeats_the_recipient_never_puts_the_address_in_the_logs()
         &format!("451 4.2.0 {deferred} is busy, try later"),
     );
     let (refused, retried) = (registered(&rejected, None), registered(&deferred, None));
+    let blocked = registered(&unique_email(), None);
+    // The only mail that reaches DATA (the others are refused at RCPT).
+    app.smtp.reply_to_next_data(
+        1,
+        &format!(
+            "554 5.7.1 Message rejected: blocked URL {}",
+            confirmation_url(&blocked)
+        ),
+    );
     app.publish(&refused).await;
     app.publish(&retried).await;
+    app.publish(&blocked).await;
 
     eventually("the refusal recorded and the deferral retried", || async {
         let failed = app
@@ -77,7 +88,13 @@ async fn a_reply_that_repeats_the_recipient_never_puts_the_address_in_the_logs()
                 retried.id
             ))
             .await;
-        (failed == 1 && retried == 1).then_some(())
+        let filtered = app
+            .count(&format!(
+                "SELECT count(*) AS n FROM failed_sends WHERE event_id = '{}' AND error LIKE '%blocked URL%'",
+                blocked.id
+            ))
+            .await;
+        (failed == 1 && retried == 1 && filtered == 1).then_some(())
     })
     .await;
 
@@ -90,6 +107,7 @@ async fn a_reply_that_repeats_the_recipient_never_puts_the_address_in_the_logs()
         deferred.as_str(),
         confirmation_url(&refused),
         confirmation_url(&retried),
+        confirmation_url(&blocked),
     ] {
         assert!(!logs.contains(secret), "{secret} was logged: {logs}");
     }

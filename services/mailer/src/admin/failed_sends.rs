@@ -1,10 +1,11 @@
 //! `/admin/failed-sends`: what `mailer failed list|show|retry` does, over HTTP.
 //!
-//! The list leaves out the payload: an envelope holds live links with tokens (confirmation,
-//! reset), and a listing is for finding a row, not reading its mail. `show` returns the payload,
-//! because deciding whether to retry needs it; it needs the same `mail.read`, and every admin
-//! answer is `Cache-Control: no-store`. The raw bytes of a message that was not a readable event
-//! are never returned (`mailer failed show` prints them for whoever has the database).
+//! No answer carries a secret meant for a user: a support agent (`mail.read`) who could read a
+//! bounced reset link could take over any account, the superuser's first. `show` returns the
+//! payload and the history with every link's token redacted (see [`crate::redact`]); the list
+//! leaves out the payload (a listing is for finding a row), and every error text has its links
+//! redacted too. Every admin answer is `Cache-Control: no-store`. The raw bytes of a message that
+//! was not a readable event are never returned.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
@@ -23,6 +24,7 @@ use super::{
 use crate::{
     failed_sends,
     operator::{self, Selection},
+    redact,
     schema::failed_sends as table,
 };
 
@@ -45,6 +47,14 @@ pub struct FailedSendSummary {
     pub resolved_at: Option<DateTime<Utc>>,
 }
 
+impl FailedSendSummary {
+    /// As an operator may see it: the error text may quote a link (a filter naming the URL it blocked).
+    fn for_operator(mut self) -> Self {
+        self.error = redact::links(&self.error);
+        self
+    }
+}
+
 /// Up to `limit` failed sends after `after`, oldest first (ids only grow, so a page boundary
 /// never moves under concurrent inserts).
 async fn page(
@@ -64,16 +74,21 @@ async fn page(
     if !include_resolved {
         query = query.filter(table::resolved_at.is_null());
     }
-    query.load(conn).await
+    let rows: Vec<FailedSendSummary> = query.load(conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(FailedSendSummary::for_operator)
+        .collect())
 }
 
 async fn summary(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Option<FailedSendSummary>> {
-    table::table
+    let row: Option<FailedSendSummary> = table::table
         .find(id)
         .select(FailedSendSummary::as_select())
         .first(conn)
         .await
-        .optional()
+        .optional()?;
+    Ok(row.map(FailedSendSummary::for_operator))
 }
 
 /// The query string as sent; [`ListQuery::parse`] turns it into a [`ListQuery`].
@@ -154,7 +169,8 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(json!({ "failed_sends": rows, "next_cursor": next_cursor })))
 }
 
-/// `GET /admin/failed-sends/{id}`: the whole row, with the payload when it is a readable event.
+/// `GET /admin/failed-sends/{id}`: the whole row, with the payload when it is a readable event and
+/// the history, secrets redacted.
 pub async fn show(
     _caller: Authorized<MailRead>,
     state: web::Data<AdminState>,
@@ -165,11 +181,14 @@ pub async fn show(
     let row = failed_sends::find(&mut conn, id)
         .await?
         .ok_or(AdminError::NotFound("failed_send"))?;
-    let mut shown = serde_json::to_value(&row).map_err(anyhow::Error::from)?;
-    let payload = shown["payload"].to_string();
-    if Envelope::from_json(payload.as_bytes()).is_err() {
+    let readable = row
+        .payload
+        .as_ref()
+        .is_some_and(|payload| Envelope::from_json(payload.to_string().as_bytes()).is_ok());
+    let mut shown = row.for_operator();
+    if !readable {
         // Not a readable event: what is stored is the raw message, which may hold anything.
-        shown["payload"] = serde_json::Value::Null;
+        shown.payload = None;
     }
     Ok(HttpResponse::Ok().json(json!({ "failed_send": shown })))
 }
@@ -189,7 +208,8 @@ pub async fn retry(
         return Err(already_resolved());
     }
     // No pooled connection is held while the retry runs: it opens its own.
-    let outcomes = operator::retry(&state.settings, Selection::One(id))
+    let by = format!("admin API, user {}", caller.token.sub);
+    let outcomes = operator::retry(&state.settings, Selection::One(id), &by)
         .await
         .map_err(|e| {
             // Between our read and the retry, another operator may have resolved it.

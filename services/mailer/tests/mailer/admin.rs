@@ -7,7 +7,7 @@ use mailer::operator;
 use serde_json::Value;
 
 use crate::{
-    helpers::{TestApp, WAIT, eventually, registered, spawn_with, unique_email},
+    helpers::{TestApp, WAIT, eventually, password_reset, registered, spawn_with, unique_email},
     issuer::{SUPPORT, SigningKey, TestIssuer, access_claims, claims_with},
 };
 
@@ -454,4 +454,84 @@ async fn the_raw_bytes_of_an_unreadable_message_are_never_shown() {
     for answer in [&list, &show] {
         assert!(!answer.body.to_string().contains(secret), "{}", answer.body);
     }
+}
+
+/// Issue 18, item 1: anyone can request a reset mail for any address (the superuser's); when it
+/// bounces, its live reset link sits in `failed_sends`. A support agent (`mail.read`) must not be
+/// able to read it there, through the API or the CLI, in the payload, the error text (a content
+/// filter that quotes the URL it blocked) or anywhere else; the retry still mails the real link.
+#[tokio::test]
+async fn a_support_agent_never_reads_the_reset_link_of_a_bounced_reset_mail() {
+    let issuer = TestIssuer::start().await;
+    let mut app = spawn_trusting(&issuer, &[("MAILER_MAX_ATTEMPTS", "1")]).await;
+    let reset = password_reset("root@example.com");
+    let link = match &reset.event {
+        events::Event::PasswordResetRequested(e) => e.reset_url.clone(),
+        _ => unreachable!(),
+    };
+    let token = link.split("token=").nth(1).unwrap().to_string();
+    app.smtp.reply_to_next_data(
+        1,
+        &format!(
+            "554 5.7.1 Message rejected: blocked URL {link} (see https://example.net/why?id=1)"
+        ),
+    );
+    app.publish(&reset).await;
+    let id = eventually("the bounced reset mail's failed send", || async {
+        let rows = operator::list(&app.settings, false).await.unwrap();
+        rows.first().map(|row| row.id)
+    })
+    .await;
+    let support = issuer.token(SUPPORT);
+
+    let list = get(&app, "/admin/failed-sends?all=true", &support).await;
+    let show = get(&app, &format!("/admin/failed-sends/{id}"), &support).await;
+    assert_eq!(
+        (list.status, show.status),
+        (200, 200),
+        "{} {}",
+        list.body,
+        show.body
+    );
+    let (_, cli_list) = app.cli(&["failed", "list", "--all"]).await;
+    let (_, cli_json) = app.cli(&["failed", "list", "--json"]).await;
+    let (shown, cli_show) = app.cli(&["failed", "show", &id.to_string()]).await;
+    assert!(shown, "{cli_show}");
+    for (seen_through, text) in [
+        ("GET /admin/failed-sends", list.body.to_string()),
+        ("GET /admin/failed-sends/{id}", show.body.to_string()),
+        ("mailer failed list", cli_list),
+        ("mailer failed list --json", cli_json),
+        ("mailer failed show", cli_show),
+    ] {
+        assert!(
+            !text.contains(&token),
+            "{seen_through} shows the reset token: {text}"
+        );
+    }
+    let shown = &show.body["failed_send"];
+    assert_eq!(
+        shown["payload"]["data"]["reset_url"],
+        "http://localhost:8080/account/reset-password?token=[redacted]",
+        "{shown}"
+    );
+    assert!(
+        shown["error"]
+            .as_str()
+            .unwrap()
+            .contains("blocked URL http://localhost:8080/account/reset-password?token=[redacted]"),
+        "{shown}"
+    );
+    assert_eq!(shown["payload"]["data"]["email"], "root@example.com");
+
+    // The retry sends what was stored, link and all.
+    let retry = post(&app, &format!("/admin/failed-sends/{id}/retry"), &support).await;
+    assert_eq!(retry.status, 202, "{}", retry.body);
+    assert!(!retry.body.to_string().contains(&token), "{}", retry.body);
+    let messages = app.smtp.wait_for_messages(1, WAIT).await.unwrap();
+    let mail = String::from_utf8_lossy(&messages[0].data).replace("=\r\n", "");
+    assert!(
+        mail.contains(&token),
+        "the retried mail lost its link: {mail}"
+    );
 }

@@ -162,7 +162,7 @@ async fn mail_that_never_gets_through_is_recorded_and_the_operator_can_resend_it
     assert!(app.smtp.messages().is_empty());
 
     app.smtp.resume().await.unwrap();
-    let outcomes = operator::retry(&app.settings, Selection::One(id))
+    let outcomes = operator::retry(&app.settings, Selection::One(id), "test")
         .await
         .unwrap();
     assert_eq!(outcomes.len(), 1);
@@ -174,10 +174,11 @@ async fn mail_that_never_gets_through_is_recorded_and_the_operator_can_resend_it
     assert_eq!(messages[0].recipients[0], event.event.recipient());
     let row = operator::show(&app.settings, id).await.unwrap();
     assert!(row.resolved_at.is_some());
-    eventually("the delivery to be sent on its fourth attempt", || async {
+    // The retry started a fresh schedule: this was the first attempt of it.
+    eventually("the delivery to be sent on the retry's first attempt", || async {
         let n = app
             .count(&format!(
-                "SELECT count(*) AS n FROM deliveries WHERE event_id = '{}' AND status = 'sent' AND attempts = 4",
+                "SELECT count(*) AS n FROM deliveries WHERE event_id = '{}' AND status = 'sent' AND attempts = 1",
                 event.id
             ))
             .await;
@@ -192,12 +193,12 @@ async fn mail_that_never_gets_through_is_recorded_and_the_operator_can_resend_it
     );
     // Resolved rows are not retried.
     assert!(
-        operator::retry(&app.settings, Selection::One(id))
+        operator::retry(&app.settings, Selection::One(id), "test")
             .await
             .is_err()
     );
     assert!(
-        operator::retry(&app.settings, Selection::All)
+        operator::retry(&app.settings, Selection::All, "test")
             .await
             .unwrap()
             .is_empty()
@@ -207,7 +208,7 @@ async fn mail_that_never_gets_through_is_recorded_and_the_operator_can_resend_it
 }
 
 #[tokio::test]
-async fn a_retry_that_fails_again_records_a_new_failed_send() {
+async fn a_retry_that_fails_again_reopens_its_row_with_the_history() {
     let mut app = spawn_with(&[("MAILER_MAX_ATTEMPTS", "1")]).await;
     app.smtp.reply_to_next_data(2, "421 4.7.0 Try again later");
     let event = registered(&unique_email(), None);
@@ -221,29 +222,34 @@ async fn a_retry_that_fails_again_records_a_new_failed_send() {
     })
     .await;
 
-    let outcomes = operator::retry(&app.settings, Selection::All)
+    let outcomes = operator::retry(&app.settings, Selection::All, "test")
         .await
         .unwrap();
 
     assert_eq!(outcomes[0].result, Ok(()));
-    let again = eventually("a new failed send for the event", || async {
+    let again = eventually("the row to reopen", || async {
         operator::list(&app.settings, false)
             .await
             .unwrap()
             .into_iter()
-            .find(|row| row.id != id)
+            .find(|row| row.history.as_array().is_some_and(|h| h.len() == 3))
     })
     .await;
+    assert_eq!(again.id, id, "one row per event");
     assert_eq!(again.event_id, Some(event.id));
-    assert_eq!(again.attempts, 2);
+    // A fresh schedule: the one attempt allowed, not a second one on top of the first.
+    assert_eq!(again.attempts, 1);
     assert!(again.error.contains("421"), "{}", again.error);
-    assert!(
-        operator::show(&app.settings, id)
-            .await
-            .unwrap()
-            .resolved_at
-            .is_some()
-    );
+    assert!(again.resolved_at.is_none());
+    let what: Vec<&str> = again
+        .history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(what, ["failed", "retried", "failed"]);
+    assert_eq!(operator::list(&app.settings, true).await.unwrap().len(), 1);
     assert!(app.smtp.messages().is_empty());
 }
 

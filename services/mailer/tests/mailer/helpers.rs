@@ -5,7 +5,7 @@ use std::{collections::HashMap, future::Future, time::Duration};
 use amqp::Publisher;
 use chrono::{TimeZone, Utc};
 use diesel_async::AsyncPgConnection;
-use events::{Envelope, Event, UserRegistered};
+use events::{Envelope, Event, PasswordResetRequested, UserRegistered};
 use mailer::{config::Settings, startup::Application};
 use testkit::{SmtpServer, TestDatabase, TestVhost};
 use tokio::task::JoinHandle;
@@ -140,7 +140,12 @@ impl TestApp {
 
     /// Publishes any body with routing key `kind`, for poison-message tests.
     pub async fn publish_raw(&mut self, kind: &str, body: &[u8]) {
-        let id = Uuid::new_v4().to_string();
+        self.publish_raw_as(kind, Uuid::new_v4(), body).await;
+    }
+
+    /// Publishes any body with routing key `kind` and message id `id`.
+    pub async fn publish_raw_as(&mut self, kind: &str, id: Uuid, body: &[u8]) {
+        let id = id.to_string();
         let results = self
             .publisher()
             .await
@@ -167,6 +172,21 @@ impl TestApp {
             self.publisher = Some((connection, publisher));
         }
         &self.publisher.as_ref().unwrap().1
+    }
+
+    /// Runs the `mailer` binary (the operator's CLI) on this mailer's database: its status, and its
+    /// standard output and error together.
+    pub async fn cli(&self, args: &[&str]) -> (bool, String) {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailer"))
+            .args(args)
+            .env("MAILER_DATABASE_URL", self.db.url())
+            .env("RUST_LOG", "info")
+            .output()
+            .await
+            .expect("running the mailer CLI");
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        (output.status.success(), text)
     }
 
     pub async fn conn(&self) -> AsyncPgConnection {
@@ -236,6 +256,19 @@ pub fn registered(email: &str, username: Option<&str>) -> Envelope {
         username: username.map(str::to_string),
         confirmation_url: format!("http://localhost:8080/api/users/confirm?token={token}"),
         confirmation_expires_at: Utc.with_ymd_and_hms(2026, 11, 24, 13, 0, 0).unwrap(),
+        locale: "en".to_string(),
+    }))
+}
+
+/// A `password-reset-requested` event for `email`, with a live-looking reset link.
+pub fn password_reset(email: &str) -> Envelope {
+    let token = Uuid::new_v4().simple();
+    Envelope::new(Event::PasswordResetRequested(PasswordResetRequested {
+        user_id: Uuid::new_v4(),
+        email: email.to_string(),
+        username: None,
+        reset_url: format!("http://localhost:8080/account/reset-password?token={token}"),
+        reset_expires_at: Utc.with_ymd_and_hms(2026, 11, 24, 13, 0, 0).unwrap(),
         locale: "en".to_string(),
     }))
 }

@@ -2,6 +2,7 @@
 //! test) and a real SMTP server on loopback (testkit's scriptable one).
 
 mod admin;
+mod database_faults;
 mod delivery;
 mod health;
 mod helpers;

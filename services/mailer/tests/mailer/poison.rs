@@ -3,7 +3,7 @@
 use events::Event;
 use mailer::consumer::{DEAD_LETTER_QUEUE, DELIVERY_LIMIT, QUEUE};
 
-use crate::helpers::{TestApp, WAIT, eventually, registered, spawn_app, unique_email};
+use crate::helpers::{TestApp, WAIT, eventually, registered, spawn_app, spawn_with, unique_email};
 
 /// Waits until the dead-letter queue holds `n` messages and the work queue none.
 async fn wait_dead_lettered(app: &TestApp, n: u32) {
@@ -171,4 +171,72 @@ async fn a_backlog_with_poison_duplicates_and_a_row_the_database_refuses_is_reco
     );
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(app.smtp.messages().len(), 30);
+}
+
+/// Issue 18, item 15: an unreadable message that carries a real event's id leaves an unresolved
+/// failed send for that id; the real event then bounces (550). The operator must see the bounce,
+/// not only the old "unreadable" row (`ON CONFLICT DO NOTHING` hid it).
+#[tokio::test]
+async fn a_real_bounce_behind_an_unreadable_row_of_the_same_event_is_shown_to_the_operator() {
+    let mut app = spawn_with(&[("MAILER_MAX_ATTEMPTS", "1")]).await;
+    let email = unique_email();
+    let event = registered(&email, None);
+    app.smtp
+        .reply_to_recipient(&email, "550 5.1.1 No such user here");
+    app.publish_raw_as(Event::TYPES[0], event.id, b"{not json")
+        .await;
+    let unreadable = format!(
+        "SELECT count(*) AS n FROM failed_sends WHERE event_id = '{}' AND error LIKE 'unreadable event%'",
+        event.id
+    );
+    eventually("the unreadable row", || async {
+        (app.count(&unreadable).await == 1).then_some(())
+    })
+    .await;
+
+    app.publish(&event).await;
+    eventually("the real event's delivery to fail", || async {
+        let failed = format!(
+            "SELECT count(*) AS n FROM deliveries WHERE event_id = '{}' AND status = 'failed'",
+            event.id
+        );
+        (app.count(&failed).await == 1).then_some(())
+    })
+    .await;
+
+    let rows = mailer::operator::list(&app.settings, false).await.unwrap();
+    assert_eq!(
+        rows.len(),
+        1,
+        "one unresolved failed send per event: {rows:?}"
+    );
+    let row = &rows[0];
+    assert_eq!(row.event_id, Some(event.id));
+    assert!(
+        row.error.contains("(550): 5.1.1"),
+        "the operator sees the older cause only: {:?}",
+        row.error
+    );
+    assert_eq!(row.recipient.as_deref(), Some(email.as_str()));
+    assert_eq!(row.attempts, 1);
+    assert_eq!(row.payload.as_ref().unwrap()["id"], event.id.to_string());
+    // The older cause stays in the row's history.
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) AS n FROM failed_sends, jsonb_array_elements(history) AS h \
+             WHERE event_id = '{}' AND h->>'error' LIKE 'unreadable event%'",
+            event.id
+        ))
+        .await,
+        1
+    );
+    // And the operator can hand the real event back to the sender.
+    let outcomes = mailer::operator::retry(
+        &app.settings,
+        mailer::operator::Selection::One(row.id),
+        "test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcomes[0].result, Ok(()));
 }

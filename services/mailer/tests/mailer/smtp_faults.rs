@@ -75,3 +75,83 @@ async fn a_late_smtp_reply_never_reaches_the_next_mail() {
     );
     assert_eq!(app.count("SELECT count(*) AS n FROM failed_sends").await, 1);
 }
+
+/// Waits until no delivery is pending any more, and returns (sent, failed sends, deliveries that
+/// needed more than one attempt).
+async fn settled_counts(app: &crate::helpers::TestApp, total: i64) -> (i64, i64, i64) {
+    eventually("every delivery to be settled", || async {
+        let settled = app
+            .count("SELECT count(*) AS n FROM deliveries WHERE status <> 'pending'")
+            .await;
+        (settled == total).then_some(())
+    })
+    .await;
+    (
+        app.count("SELECT count(*) AS n FROM deliveries WHERE status = 'sent'")
+            .await,
+        app.count("SELECT count(*) AS n FROM failed_sends").await,
+        app.count("SELECT count(*) AS n FROM deliveries WHERE attempts > 1")
+            .await,
+    )
+}
+
+/// Issue 18, item 12: a provider that takes one mail per connection closes each pooled connection
+/// after its mail. Reusing it failed the next mail and charged it an attempt; with one attempt
+/// allowed, each such mail lands in `failed_sends`.
+#[tokio::test]
+async fn a_server_that_takes_one_mail_per_connection_costs_no_mail_an_attempt() {
+    const MAILS: usize = 60;
+    let mut app = spawn_with(&[("MAILER_MAX_ATTEMPTS", "1"), ("MAILER_CONCURRENCY", "4")]).await;
+    app.smtp.close_after_mails(1);
+    for _ in 0..MAILS {
+        app.publish(&registered(&unique_email(), None)).await;
+    }
+    let (sent, failed, retried) = settled_counts(&app, MAILS as i64).await;
+    assert_eq!(
+        (sent, failed, retried),
+        (MAILS as i64, 0, 0),
+        "sent, in failed_sends, needing a second attempt"
+    );
+    assert_eq!(app.smtp.messages().len(), MAILS);
+}
+
+/// Issue 18, item 12: a provider that takes one mail per connection says so only when the next
+/// one starts (`421` to MAIL, then it closes), so the pooled connection looks fine until it is
+/// used. That mail must go out on a fresh connection at no attempt's cost.
+#[tokio::test]
+async fn a_server_that_refuses_a_second_mail_on_a_connection_costs_no_mail_an_attempt() {
+    const MAILS: usize = 30;
+    let mut app = spawn_with(&[("MAILER_MAX_ATTEMPTS", "1"), ("MAILER_CONCURRENCY", "4")]).await;
+    app.smtp.refuse_after_mails(1);
+    for _ in 0..MAILS {
+        app.publish(&registered(&unique_email(), None)).await;
+    }
+    let (sent, failed, retried) = settled_counts(&app, MAILS as i64).await;
+    assert_eq!(
+        (sent, failed, retried),
+        (MAILS as i64, 0, 0),
+        "sent, in failed_sends, needing a second attempt"
+    );
+    assert_eq!(app.smtp.messages().len(), MAILS);
+}
+
+/// Issue 18, item 12: a load balancer in front of the SMTP server closes connections idle for a
+/// moment (with a `421`). A mail that picked such a connection from the pool waited out a retry.
+#[tokio::test]
+async fn a_connection_the_server_closed_while_idle_is_never_used_for_a_mail() {
+    const MAILS: usize = 5;
+    let mut app = spawn_with(&[("MAILER_MAX_ATTEMPTS", "1"), ("MAILER_CONCURRENCY", "2")]).await;
+    app.smtp.close_when_idle(Duration::from_millis(300));
+    for i in 0..MAILS {
+        app.publish(&registered(&unique_email(), None)).await;
+        app.smtp.wait_for_messages(i + 1, WAIT).await.ok();
+        // Longer than the server's idle timeout: the pooled connection is closed by now.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    let (sent, failed, retried) = settled_counts(&app, MAILS as i64).await;
+    assert_eq!(
+        (sent, failed, retried),
+        (MAILS as i64, 0, 0),
+        "sent, in failed_sends, needing a second attempt"
+    );
+}

@@ -1,0 +1,1 @@
+ALTER TABLE failed_sends DROP COLUMN history;
