@@ -225,6 +225,24 @@ async fn database_exists(conn: &mut AsyncPgConnection, name: &str) -> anyhow::Re
     Ok(!found.is_empty())
 }
 
+/// Fails when two migrations share a version: diesel records versions, so it would take the
+/// second for applied and never run it (two branches each adding one dated the same day).
+pub fn distinct_versions(migrations: &EmbeddedMigrations) -> anyhow::Result<()> {
+    use diesel::{migration::MigrationSource, pg::Pg};
+    let mut seen = std::collections::HashSet::new();
+    let all = MigrationSource::<Pg>::migrations(migrations)
+        .map_err(|e| anyhow!("reading the embedded migrations: {e}"))?;
+    for migration in all {
+        let version = migration.name().version().to_string();
+        if !seen.insert(version.clone()) {
+            return Err(anyhow!(
+                "two migrations share the version {version}; rename one so that each runs"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Creates the database if needed and applies pending migrations, holding an advisory lock.
 ///
 /// Runs the synchronous migration harness on the blocking pool (diesel-async's async harness panics
@@ -234,6 +252,7 @@ pub async fn migrate(
     migrations: EmbeddedMigrations,
     lock_key: i64,
 ) -> anyhow::Result<()> {
+    distinct_versions(&migrations)?;
     ensure_database(database_url).await?;
     // No statement timeout: a migration may rightly take long. Connecting is bounded.
     let limits = ConnectionLimits {

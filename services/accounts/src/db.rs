@@ -62,3 +62,11 @@ pub async fn retrying<T, E: MaybeTransient>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_migration_has_a_version_of_its_own() {
+        database::distinct_versions(&super::MIGRATIONS).expect("distinct versions");
+    }
+}

@@ -24,3 +24,11 @@ const MIGRATION_LOCK_KEY: i64 = 0x6d61_696c_6572;
 pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     database::migrate(database_url, MIGRATIONS, MIGRATION_LOCK_KEY).await
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_migration_has_a_version_of_its_own() {
+        database::distinct_versions(&super::MIGRATIONS).expect("distinct versions");
+    }
+}
