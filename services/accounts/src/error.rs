@@ -14,6 +14,7 @@ use crate::domain::FieldErrors;
 pub const NO_CREDENTIALS: &str = "Authentication credentials were not provided.";
 pub const BAD_TOKEN: &str = "Invalid authentication. Could not decode token.";
 pub const BAD_LOGIN: &str = "Incorrect email or password.";
+pub const BAD_USERNAME_LOGIN: &str = "Incorrect username or password.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

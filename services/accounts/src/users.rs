@@ -170,6 +170,20 @@ pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<
         .optional()
 }
 
+/// The user whose username matches `typed` as registration normalizes usernames (NFKC, case,
+/// confusable skeleton), which is also what makes usernames unique.
+pub async fn find_by_username(
+    conn: &mut AsyncPgConnection,
+    typed: &str,
+) -> QueryResult<Option<User>> {
+    users::table
+        .filter(users::username_skeleton.eq(username_skeleton(typed.trim())))
+        .select(User::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
 pub async fn find_by_email(conn: &mut AsyncPgConnection, email: &str) -> QueryResult<Option<User>> {
     users::table
         .filter(users::email.eq(email))

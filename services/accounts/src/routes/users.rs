@@ -17,9 +17,12 @@ use crate::{
     authz::{self, Grants},
     client::ClientAddr,
     db, devices,
-    domain::{self, EmailAddress, FieldErrors, REQUIRED, locale, profile, push_error},
+    domain::{
+        self, EmailAddress, FieldErrors, REQUIRED, locale, profile, profile::username_skeleton,
+        push_error,
+    },
     email_changes,
-    error::{ApiError, BAD_LOGIN},
+    error::{ApiError, BAD_LOGIN, BAD_USERNAME_LOGIN},
     links, outbox,
     sessions::{self, Ending},
     signin::{self, Notice},
@@ -256,12 +259,28 @@ fn unparseable_account(email: &str) -> String {
     format!("unparseable:{:x}", Sha256::digest(email.to_lowercase()))
 }
 
+/// The throttle key of a login by a username no account has, bounded like the one above.
+fn unknown_username(typed: &str) -> String {
+    format!(
+        "username:{:x}",
+        Sha256::digest(username_skeleton(typed.trim()))
+    )
+}
+
+pub const ONE_IDENTIFIER: &str = "Enter either an email or a username, not both.";
+
+/// Seed 002: one login form for either identifier. Exactly one of `email` and `username`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
-    /// Any string: an address that does not parse is simply a wrong login (401).
-    #[schema(required = true, nullable = false, min_length = 1)]
+    /// Any string: an address that does not parse is simply a wrong login (401). Give it or
+    /// `username`, not both (400).
+    #[schema(nullable = false, min_length = 1)]
     email: Option<String>,
+    /// Matched as registration normalizes it (NFKC, case, confusable skeleton). Give it or
+    /// `email`, not both (400).
+    #[schema(nullable = false, min_length = 1)]
+    username: Option<String>,
     #[schema(required = true, nullable = false, min_length = 1)]
     password: Option<String>,
 }
@@ -283,11 +302,14 @@ pub async fn login(
     let input = body.into_inner().into_inner()?;
     let mut errors = FieldErrors::new();
     let given = input.email.as_deref().unwrap_or_default();
+    let username = input.username.as_deref().filter(|u| !u.is_empty());
     let password = input.password.unwrap_or_default();
-    // Only an absent or empty address is "required"; a blank one is a wrong login like any other.
+    // Only an absent or empty identifier is "required"; a blank one is a wrong login like any other.
     let email = given.trim();
-    if given.is_empty() {
-        push_error(&mut errors, "email", REQUIRED);
+    match (given.is_empty(), username.is_some()) {
+        (true, false) => push_error(&mut errors, "email", REQUIRED),
+        (false, true) => push_error(&mut errors, "username", ONE_IDENTIFIER),
+        _ => {}
     }
     if password.is_empty() {
         push_error(&mut errors, "password", REQUIRED);
@@ -297,10 +319,32 @@ pub async fn login(
     }
     // Turned away before any database work, so a flood's 429s stay fast.
     state.hasher.check_capacity()?;
+    // The throttle counts per account, whichever identifier was typed: a known username counts
+    // under its account's address, so alternating the two never doubles a guesser's budget.
     let address = EmailAddress::parse(email).ok();
-    let account = address
-        .as_ref()
-        .map_or_else(|| unparseable_account(email), |a| a.as_str().to_string());
+    let (account, by_username, bad_login) = match username {
+        Some(typed) => {
+            // A name registration would refuse (a NUL byte, 10,000 characters) has no account.
+            let mut refused = FieldErrors::new();
+            let user = match profile::username(&mut refused, typed) {
+                Some(_) if refused.is_empty() => {
+                    let mut conn = state.pool.get().await?;
+                    users::find_by_username(&mut conn, typed).await?
+                }
+                _ => None,
+            };
+            let account = user
+                .as_ref()
+                .map_or_else(|| unknown_username(typed), |u| u.email.clone());
+            (account, Some(user), BAD_USERNAME_LOGIN)
+        }
+        None => {
+            let account = address
+                .as_ref()
+                .map_or_else(|| unparseable_account(email), |a| a.as_str().to_string());
+            (account, None, BAD_LOGIN)
+        }
+    };
     let locked = |e: ThrottleError| {
         if matches!(e, ThrottleError::Throttled(_)) {
             metrics::counter!("accounts_logins_total", "outcome" => "locked").increment(1);
@@ -319,10 +363,11 @@ pub async fn login(
         .begin(&mut conn, &account, &client, &origin, now)
         .await
         .map_err(locked)?;
-    // Unknown (or syntactically invalid) addresses verify against a dummy hash: same cost.
-    let user = match &address {
-        Some(address) => users::find_by_email(&mut conn, address.as_str()).await?,
-        None => None,
+    // Unknown accounts (or syntactically invalid addresses) verify against a dummy hash: same cost.
+    let user = match (by_username, &address) {
+        (Some(user), _) => user,
+        (None, Some(address)) => users::find_by_email(&mut conn, address.as_str()).await?,
+        (None, None) => None,
     };
     let password = SecretString::from(password);
     // No connection is held while waiting for bcrypt, so a login storm cannot take the pool from
@@ -359,7 +404,7 @@ pub async fn login(
             metrics::counter!("accounts_logins_total", "outcome" => "failed").increment(1);
             return Err(ApiError::Unauthorized {
                 field: "credentials",
-                message: BAD_LOGIN,
+                message: bad_login,
             });
         }
     };
@@ -401,7 +446,7 @@ pub async fn login(
     let Some((user, started, grants)) = signed_in else {
         return Err(ApiError::Unauthorized {
             field: "credentials",
-            message: BAD_LOGIN,
+            message: bad_login,
         });
     };
     metrics::counter!("accounts_logins_total", "outcome" => "ok").increment(1);

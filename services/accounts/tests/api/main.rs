@@ -12,6 +12,7 @@ mod devices;
 mod events;
 mod hardening;
 mod helpers;
+mod identifiers;
 mod openapi;
 mod operators;
 mod reauth;
