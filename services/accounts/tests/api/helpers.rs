@@ -197,34 +197,44 @@ impl TestApp {
         .await
     }
 
-    /// Logs in with a given User-Agent and returns the (access, refresh) pair.
-    pub async fn login_as(&self, email: &str, user_agent: &str) -> (String, String) {
+    /// Logs in as `email` with `password` from `user_agent`; the 200 body.
+    pub async fn login_from(&self, email: &str, password: &str, user_agent: &str) -> Value {
         let response = self
             .client
             .post(self.url("/api/users/login"))
             .header("User-Agent", user_agent)
-            .json(&json!({ "user": { "email": email, "password": PASSWORD } }))
+            .json(&json!({ "user": { "email": email, "password": password } }))
             .send()
             .await
             .expect("request");
-        assert_eq!(response.status(), StatusCode::OK);
-        token_pair(&response.json().await.expect("json"))
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "{email} from {user_agent}"
+        );
+        response.json().await.expect("json")
+    }
+
+    /// Logs in with a given User-Agent and returns the (access, refresh) pair.
+    pub async fn login_as(&self, email: &str, user_agent: &str) -> (String, String) {
+        token_pair(&self.login_from(email, PASSWORD, user_agent).await)
+    }
+
+    /// The token of the `url_field` link of every outbox event of `kind`, oldest first.
+    pub async fn link_tokens(&self, kind: &str, url_field: &str) -> Vec<String> {
+        self.outbox_events(kind)
+            .await
+            .iter()
+            .map(|data| token_of(data[url_field].as_str().expect("a link")))
+            .collect()
     }
 
     /// The token from the `url_field` link of the newest outbox event of `kind`.
     pub async fn link_token(&self, kind: &str, url_field: &str) -> String {
-        let events = self.outbox_events(kind).await;
-        let url = events.last().expect("an event")[url_field]
-            .as_str()
-            .expect("a link")
-            .to_string();
-        url::Url::parse(&url)
-            .expect("a URL")
-            .query_pairs()
-            .find(|(k, _)| k == "token")
-            .expect("a token parameter")
-            .1
-            .into_owned()
+        self.link_tokens(kind, url_field)
+            .await
+            .pop()
+            .expect("an event")
     }
 
     pub async fn conn(&self) -> AsyncPgConnection {
@@ -273,6 +283,17 @@ impl TestApp {
         let jwks = self.get_json("/.well-known/jwks.json").await;
         jwks["keys"][0]["kid"].as_str().expect("kid").to_string()
     }
+}
+
+/// The `token` query parameter of a mailed link.
+pub fn token_of(url: &str) -> String {
+    url::Url::parse(url)
+        .expect("a URL")
+        .query_pairs()
+        .find(|(k, _)| k == "token")
+        .expect("a token parameter")
+        .1
+        .into_owned()
 }
 
 /// The (access, refresh) tokens of a `{"user": {...}}` body.
