@@ -13,6 +13,15 @@ use uuid::Uuid;
 
 use crate::schema::email_changes;
 
+/// A change whose revert link still works: not settled (used, or undone by the revert of an
+/// earlier change) and not expired.
+#[diesel::dsl::auto_type]
+fn open() -> _ {
+    email_changes::settled_at
+        .is_null()
+        .and(email_changes::revert_expires_at.gt(diesel::dsl::now))
+}
+
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = email_changes)]
 pub struct EmailChange {
@@ -72,8 +81,7 @@ pub async fn reserved_for_another(
     let open = email_changes::table
         .filter(email_changes::old_email.eq(email))
         .filter(email_changes::reserves)
-        .filter(email_changes::settled_at.is_null())
-        .filter(email_changes::revert_expires_at.gt(diesel::dsl::now));
+        .filter(open());
     match owner {
         Some(owner) => {
             diesel::select(exists(open.filter(email_changes::user_id.ne(owner))))
@@ -95,8 +103,7 @@ pub async fn settle_from(
     let Some(change) = email_changes::table
         .find(id)
         .filter(email_changes::user_id.eq(user_id))
-        .filter(email_changes::settled_at.is_null())
-        .filter(email_changes::revert_expires_at.gt(diesel::dsl::now))
+        .filter(open())
         .select(EmailChange::as_select())
         .first(conn)
         .await
@@ -133,8 +140,7 @@ pub async fn speaks_for(
         email_changes::table
             .filter(email_changes::user_id.eq(user_id))
             .filter(email_changes::old_email.eq(email))
-            .filter(email_changes::settled_at.is_null())
-            .filter(email_changes::revert_expires_at.gt(diesel::dsl::now)),
+            .filter(open()),
     ))
     .get_result(conn)
     .await

@@ -11,7 +11,7 @@ use crate::{
     devices, links, outbox, sessions,
     state::AppState,
     telemetry::RequestId,
-    users::{self, User, UserChanges},
+    users::{self, User},
 };
 
 /// Puts a `password-reset-requested` event for `user` in the outbox, in the caller's transaction.
@@ -45,13 +45,7 @@ pub async fn take_back(
     since: Option<DateTime<Utc>>,
     request_id: &RequestId,
 ) -> QueryResult<User> {
-    let changes = UserChanges {
-        password_hash: Some(None),
-        updated_at: Some(Utc::now()),
-        ..UserChanges::default()
-    };
-    users::update(conn, user.id, &changes).await?;
-    let user = users::advance_email_epoch(conn, user.id).await?;
+    let user = users::remove_password(conn, user.id).await?;
     sessions::end_all(conn, user.id).await?;
     devices::forget_since(conn, user.id, since).await?;
     if user.active {

@@ -198,13 +198,18 @@ pub async fn update(
     id: Uuid,
     changes: &UserChanges,
 ) -> QueryResult<User> {
-    // A new username brings its skeleton along, whoever built the change set.
+    // A new username brings its skeleton along, whoever built the change set; a new address (an
+    // email change or a revert) moves the email epoch, which voids every link mailed before it.
     let skeleton = changes
         .username
         .as_ref()
         .map(|username| users::username_skeleton.eq(username.as_deref().map(username_skeleton)));
+    let epoch = changes
+        .email
+        .as_ref()
+        .map(|_| users::email_epoch.eq(users::email_epoch + 1));
     diesel::update(users::table.find(id))
-        .set((changes, skeleton))
+        .set((changes, skeleton, epoch))
         .returning(User::as_returning())
         .get_result(conn)
         .await
@@ -236,11 +241,16 @@ pub async fn mark_verified(
         .optional()
 }
 
-/// Moves the user's email epoch, so every confirmation and reset link mailed before now is void;
+/// Leaves the user without a usable password until a mailed reset sets one, and moves the email
+/// epoch so that no link mailed before (a reset link of an earlier recovery) comes back to life;
 /// returns the user as it is now. Lock the user first.
-pub async fn advance_email_epoch(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<User> {
+pub async fn remove_password(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<User> {
     diesel::update(users::table.find(id))
-        .set(users::email_epoch.eq(users::email_epoch + 1))
+        .set((
+            users::password_hash.eq(None::<String>),
+            users::email_epoch.eq(users::email_epoch + 1),
+            users::updated_at.eq(Utc::now()),
+        ))
         .returning(User::as_returning())
         .get_result(conn)
         .await

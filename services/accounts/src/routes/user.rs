@@ -287,10 +287,9 @@ pub async fn update(
                     return Err(diesel::result::Error::RollbackTransaction);
                 }
             }
-            let mut updated = users::update(conn, user.id, &changes).await?;
+            let updated = users::update(conn, user.id, &changes).await?;
             let origin = origin.clone().by(user.id);
             if new_email.is_some() {
-                updated = users::advance_email_epoch(conn, user.id).await?;
                 mail_email_change(conn, &state, &before, &updated, &request_id).await?;
                 audit::record(conn, &origin, "email.changed", Some(user.id), json!({})).await?;
             }
