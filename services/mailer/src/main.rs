@@ -119,7 +119,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let row = operator::show(&settings, id).await?;
             println!("{}", serde_json::to_string_pretty(&row.for_operator())?);
             if row.payload.is_none() {
-                // The body as received (escaped: it may be binary), when it was no readable JSON.
                 println!("body: {}", row.body_for_operator());
             }
         }

@@ -535,3 +535,32 @@ async fn a_support_agent_never_reads_the_reset_link_of_a_bounced_reset_mail() {
         "the retried mail lost its link: {mail}"
     );
 }
+
+/// The raw bytes of a message the mailer could not read are no safer than a payload: a link with
+/// its token sits in them behind a byte that is not UTF-8, a NUL, or JSON's own escapes, which
+/// escaping first and redacting after left in clear. `mailer failed show` must not print it.
+#[tokio::test]
+async fn mailer_failed_show_never_prints_a_token_from_an_unreadable_body() {
+    let mut app = spawn_with(&[]).await;
+    let bodies: [&[u8]; 3] = [
+        b"{\"url\": \"http://x/reset-password?token=abc\xffSECRET1\"}",
+        b"{\"url\": \"http://x/reset-password?token\\u003dSECRET2\"}\x00",
+        b"{\"url\": \"http:\\/\\/x\\/reset-password?token=SECRET3\", \"nul\": \"\\u0000\"}",
+    ];
+    for body in bodies {
+        app.publish_raw(events::Event::TYPES[0], body).await;
+    }
+    let rows = eventually("three unreadable rows", || async {
+        let rows = operator::list(&app.settings, true).await.unwrap();
+        (rows.len() == 3).then_some(rows)
+    })
+    .await;
+    for row in rows {
+        let (shown, text) = app.cli(&["failed", "show", &row.id.to_string()]).await;
+        assert!(shown, "{text}");
+        assert!(
+            !text.contains("SECRET"),
+            "mailer failed show prints a token: {text}"
+        );
+    }
+}
