@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 /// Runs until `shutdown`. `channel` must be a plain identifier (it is interpolated into `LISTEN`).
 pub async fn listen(
     database_url: String,
+    limits: crate::ConnectionLimits,
     channel: &'static str,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
@@ -28,8 +29,8 @@ pub async fn listen(
         .with_jitter()
         .without_max_times();
     let mut backoff = policy.build();
-    // Keepalive and the TCP user timeout notice a dead path under an idle listener.
-    let limits = crate::ConnectionLimits::default();
+    // Keepalive and the TCP user timeout (the service's own) notice a dead path under an idle
+    // listener.
     while !shutdown.is_cancelled() {
         match crate::connect(&database_url, &limits).await {
             Ok(mut conn) => match tokio::time::timeout(

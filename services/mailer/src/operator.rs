@@ -1,7 +1,7 @@
 //! What `mailer failed list|show|retry` does, as library functions (the CLI prints their results).
 
 use anyhow::{Context, anyhow};
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::AsyncPgConnection;
 use secrecy::ExposeSecret;
 
 use crate::{
@@ -29,7 +29,7 @@ pub struct RetryOutcome {
 }
 
 async fn connect(settings: &Settings) -> anyhow::Result<AsyncPgConnection> {
-    AsyncPgConnection::establish(settings.database_url.expose_secret())
+    database::connect(settings.database_url.expose_secret(), &settings.database_limits)
         .await
         .context("cannot reach the mailer database; check MAILER_DATABASE_URL (and run `mailer migrate` once)")
 }

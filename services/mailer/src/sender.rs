@@ -141,6 +141,8 @@ impl SendContext {
 pub struct DeliveryWorker {
     pub context: SendContext,
     pub database_url: SecretString,
+    /// The limits every connection of the mailer carries, the listener's too.
+    pub database_limits: database::ConnectionLimits,
     pub concurrency: usize,
     pub poll_interval: Duration,
     /// Woken by the consumer after it records an event, and by settled retries.
@@ -152,6 +154,7 @@ impl DeliveryWorker {
     pub async fn run(self, shutdown: CancellationToken) {
         let listener = tokio::spawn(database::listen(
             self.database_url.expose_secret().to_string(),
+            self.database_limits,
             CHANNEL,
             self.wake.clone(),
             shutdown.clone(),

@@ -71,6 +71,7 @@ impl Application {
                 database_deadline,
             },
             database_url: settings.database_url.clone(),
+            database_limits: settings.database_limits,
             concurrency: settings.concurrency,
             poll_interval: settings.poll_interval,
             wake,

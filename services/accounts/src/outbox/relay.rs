@@ -68,6 +68,7 @@ impl OutboxRelay {
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(database::listen(
             self.database_url.expose_secret().to_string(),
+            database::ConnectionLimits::default(),
             "outbox",
             wake.clone(),
             shutdown.clone(),
