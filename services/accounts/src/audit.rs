@@ -134,13 +134,28 @@ pub async fn list(conn: &mut AsyncPgConnection, filter: &Filter) -> QueryResult<
     query.load(conn).await
 }
 
-/// Deletes entries older than `retention`; returns how many.
+/// Entries one prune statement deletes: a backlog of millions goes in statements that each end
+/// well within the pool's statement timeout, instead of one that the timeout cancels every hour.
+const PRUNE_BATCH: i64 = 10_000;
+
+/// Deletes entries older than `retention`, a batch at a time; returns how many.
 pub async fn prune(conn: &mut AsyncPgConnection, retention: Duration) -> QueryResult<usize> {
     let cutoff =
         Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    diesel::delete(audit_log::table.filter(audit_log::at.lt(cutoff)))
+    let mut pruned = 0;
+    loop {
+        let deleted = diesel::sql_query(
+            "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < $1 LIMIT $2)",
+        )
+        .bind::<diesel::sql_types::Timestamptz, _>(cutoff)
+        .bind::<diesel::sql_types::BigInt, _>(PRUNE_BATCH)
         .execute(conn)
-        .await
+        .await?;
+        pruned += deleted;
+        if deleted < PRUNE_BATCH as usize {
+            return Ok(pruned);
+        }
+    }
 }
 
 /// Prunes once an hour until `shutdown`.

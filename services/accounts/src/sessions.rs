@@ -141,7 +141,7 @@ async fn issue(
     sealing: Option<&SealingKey>,
 ) -> QueryResult<String> {
     let token = refresh::generate();
-    let sealed = sealing.map(|key| key.seal(token.as_bytes(), session.id.as_bytes()));
+    let sealed = sealing.and_then(|key| key.seal(token.as_bytes(), session.id.as_bytes()));
     diesel::insert_into(refresh_tokens::table)
         .values((
             refresh_tokens::id.eq(Uuid::now_v7()),

@@ -119,16 +119,18 @@ pub enum Decision {
     Refuse(Vec<Lock>),
 }
 
+/// The lock that ends last: what Retry-After counts to, and what a lockout window records.
+fn longest(locks: &[Lock]) -> Option<&Lock> {
+    locks.iter().max_by_key(|l| l.until)
+}
+
+#[cfg(test)]
 impl Decision {
     /// How long the caller must wait, when refused.
-    pub fn wait(&self, now: DateTime<Utc>) -> Option<Duration> {
+    fn wait(&self, now: DateTime<Utc>) -> Option<Duration> {
         match self {
             Decision::Admit { .. } => None,
-            Decision::Refuse(locks) => locks
-                .iter()
-                .map(|l| l.until)
-                .max()
-                .map(|u| wait_until(now, u)),
+            Decision::Refuse(locks) => longest(locks).map(|l| wait_until(now, l.until)),
         }
     }
 }
@@ -301,7 +303,7 @@ impl LoginGuard {
             Ok(id) => Ok(Attempt { id, account }),
             Err(locks) => {
                 self.remembered.learn(&account, &client, &locks, now);
-                let until = locks.iter().map(|l| l.until).max().unwrap_or(now);
+                let until = longest(&locks).map_or(now, |l| l.until);
                 Err(refused(wait_until(now, until)))
             }
         }
@@ -327,7 +329,7 @@ async fn announce(
     origin: &Origin,
     now: DateTime<Utc>,
 ) -> QueryResult<()> {
-    let Some(lock) = locks.iter().max_by_key(|l| l.until) else {
+    let Some(lock) = longest(locks) else {
         return Ok(());
     };
     let scope = lock.scope.as_str();

@@ -33,9 +33,23 @@ struct Remembered {
     ask_again_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Lockouts {
     locks: Mutex<HashMap<(Scope, String), Remembered>>,
+}
+
+/// Never the keys: they are full addresses and client IPs, which no log may carry.
+impl std::fmt::Debug for Lockouts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let remembered = self
+            .locks
+            .lock()
+            .map(|locks| locks.len())
+            .unwrap_or_default();
+        f.debug_struct("Lockouts")
+            .field("remembered", &remembered)
+            .finish()
+    }
 }
 
 impl Lockouts {

@@ -15,11 +15,8 @@ mod login;
 mod memory;
 mod rate;
 
-pub use hourly::{
-    HourlyLimit, MAIL_REQUESTS_PER_ADDRESS, MAIL_REQUESTS_PER_CLIENT, TOO_MANY_FOR_ADDRESS,
-    TOO_MANY_FROM_CLIENT, already_spent, hourly, mail_limits,
-};
-pub use login::{Attempt, Delay, Lock, LoginGuard, LoginPolicy, Observed, Scope, Tally};
+pub use hourly::{HourlyLimit, already_spent, hourly, mail_limits};
+pub use login::LoginGuard;
 pub use rate::{ClientRate, Route};
 
 use std::time::Duration;

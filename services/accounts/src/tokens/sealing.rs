@@ -76,26 +76,21 @@ impl SealingKey {
     }
 
     /// `plaintext`, encrypted and authenticated for `context`: a random nonce, then the
-    /// ciphertext and its tag.
-    pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
+    /// ciphertext and its tag. `None` only for inputs of gigabytes, which AES-GCM refuses.
+    pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Option<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
         let mut sealed = plaintext.to_vec();
-        // Sealing with a valid key fails only for inputs of gigabytes.
-        if self
-            .key
+        self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(context),
                 &mut sealed,
             )
-            .is_err()
-        {
-            return Vec::new();
-        }
+            .ok()?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
-        out
+        Some(out)
     }
 
     /// What [`seal`](Self::seal) sealed for the same `context`; `None` when it was sealed under
@@ -138,7 +133,7 @@ mod tests {
     fn sealed_values_open_only_with_their_key_and_context() {
         let key = SealingKey::from_bytes(&[7u8; 32]).unwrap();
         let other = SealingKey::from_bytes(&[8u8; 32]).unwrap();
-        let sealed = key.seal(b"refresh-token", b"family-1");
+        let sealed = key.seal(b"refresh-token", b"family-1").unwrap();
         assert_eq!(key.open(&sealed, b"family-1").unwrap(), b"refresh-token");
         assert!(key.open(&sealed, b"family-2").is_none());
         assert!(other.open(&sealed, b"family-1").is_none());
@@ -147,7 +142,7 @@ mod tests {
         assert!(key.open(&altered, b"family-1").is_none());
         assert!(key.open(&sealed[..5], b"family-1").is_none());
         // A fresh nonce each time.
-        assert_ne!(sealed, key.seal(b"refresh-token", b"family-1"));
+        assert_ne!(sealed, key.seal(b"refresh-token", b"family-1").unwrap());
         assert!(SealingKey::from_bytes(&[0u8; 16]).is_none());
     }
 
@@ -157,7 +152,7 @@ mod tests {
         let path = dir.join("key");
         let first = SealingKey::load(&path, true).unwrap();
         let again = SealingKey::load(&path, false).unwrap();
-        let sealed = first.seal(b"x", b"c");
+        let sealed = first.seal(b"x", b"c").unwrap();
         assert_eq!(again.open(&sealed, b"c").unwrap(), b"x");
         assert!(matches!(
             SealingKey::load(&dir.join("absent"), false),

@@ -665,3 +665,32 @@ async fn set_roles_answers_the_roles_as_stored() {
     .unwrap();
     assert_eq!(stored, 1);
 }
+
+/// A year's backlog goes in batches, each well within the pool's statement timeout: one DELETE of
+/// millions of rows would be cancelled by it every hour and never catch up.
+#[tokio::test]
+async fn audit_retention_prunes_a_backlog_in_batches_and_keeps_what_is_recent() {
+    let app = spawn_app().await;
+    let mut conn = app.conn().await;
+    diesel::sql_query(
+        "INSERT INTO audit_log (at, action) SELECT now() - interval '400 days', 'old' FROM generate_series(1, 25001)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    diesel::sql_query("INSERT INTO audit_log (action) VALUES ('recent')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let year = std::time::Duration::from_secs(365 * 24 * 3600);
+    let pruned = accounts::audit::prune(&mut conn, year).await.unwrap();
+    assert_eq!(pruned, 25_001);
+    let count = |action: &'static str| {
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
+            "(SELECT count(*) FROM audit_log WHERE action = '{action}')"
+        )))
+    };
+    let old: i64 = count("old").get_result(&mut conn).await.unwrap();
+    let recent: i64 = count("recent").get_result(&mut conn).await.unwrap();
+    assert_eq!((old, recent), (0, 1));
+}
