@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     audit::{self, Origin},
-    authz::{self, Grants},
+    authz::{self, Grants, Permission},
     db, links, outbox,
     schema::{roles, user_roles},
     sessions,
@@ -81,19 +81,54 @@ impl db::MaybeTransient for AdminError {
     }
 }
 
+/// What an action on a user found under the locks: the target, what it holds, and what the
+/// operator holds now.
+struct Locked {
+    user: User,
+    held: Grants,
+    operator: Grants,
+}
+
 /// The target user, its row locked until the transaction ends, and what it holds, read under that
-/// lock (every role change takes it first): refused unless `operator` may act on it.
+/// lock (every role change takes it first): refused unless `operator` may act on it. An operator
+/// who is a user is locked too (both rows in id order) and its grants are read again under that
+/// lock, `required` (the action's permission) among them: a role revoked from it in parallel
+/// (which takes its row) stops the action, instead of the grants its request was authenticated
+/// with acting after the revocation.
 async fn lock_target(
     conn: &mut AsyncPgConnection,
     operator: &Operator,
     id: Uuid,
-) -> Result<(User, Grants), AdminError> {
-    let user = users::lock(conn, id).await?.ok_or(AdminError::NoUser)?;
+    required: Permission,
+) -> Result<Locked, AdminError> {
+    let actor = operator.origin.actor.filter(|actor| *actor != id);
+    let mut acting = None;
+    let mut user = None;
+    let mut order = [Some(id), actor];
+    order.sort_unstable();
+    for row in order.into_iter().flatten() {
+        let locked = users::lock(conn, row).await?;
+        match row == id {
+            true => user = locked,
+            false => acting = locked,
+        }
+    }
+    let user = user.ok_or(AdminError::NoUser)?;
     let held = authz::grants(conn, &user).await?;
-    if !operator.grants.may_act_on(&held) {
+    let operator = match (actor, acting) {
+        (None, _) if operator.origin.actor.is_some() => held.clone(),
+        (None, _) => operator.grants.clone(),
+        (Some(_), Some(acting)) if acting.active => authz::grants(conn, &acting).await?,
+        (Some(_), _) => return Err(AdminError::NotPermitted),
+    };
+    if !operator.allows(required) || !operator.may_act_on(&held) {
         return Err(AdminError::NotPermitted);
     }
-    Ok((user, held))
+    Ok(Locked {
+        user,
+        held,
+        operator,
+    })
 }
 
 /// Sets `user_id`'s roles to exactly `wanted`. A revoked role stops every token of the user at
@@ -154,7 +189,11 @@ async fn edit_roles(
     }
     db::retrying(async || {
         conn.transaction::<_, AdminError, _>(async |conn| {
-            let (user, held) = lock_target(conn, operator, user_id).await?;
+            let Locked {
+                user,
+                held,
+                operator: holds,
+            } = lock_target(conn, operator, user_id, Permission::RolesManage).await?;
             let current: BTreeSet<String> = held.roles.into_iter().collect();
             let wanted = match &edit {
                 RoleEdit::Exactly(roles) => roles.clone(),
@@ -168,7 +207,7 @@ async fn edit_roles(
             };
             // Nobody grants a permission they do not hold.
             let granting = authz::permissions_of(conn, &change.granted).await?;
-            if !operator.grants.holds_all(&granting) {
+            if !holds.holds_all(&granting) {
                 return Err(AdminError::NotPermitted);
             }
             for role in &change.granted {
@@ -228,7 +267,8 @@ pub async fn set_active(
     let origin = &operator.origin;
     db::retrying(async || {
         conn.transaction::<_, AdminError, _>(async |conn| {
-            let (user, _) = lock_target(conn, operator, user_id).await?;
+            let Locked { user, .. } =
+                lock_target(conn, operator, user_id, Permission::UsersDeactivate).await?;
             users::set_active(conn, user.id, active).await?;
             let action = if active {
                 "user.activated"
@@ -252,7 +292,8 @@ pub async fn end_sessions(
     let origin = &operator.origin;
     db::retrying(async || {
         conn.transaction::<_, AdminError, _>(async |conn| {
-            let (user, _) = lock_target(conn, operator, user_id).await?;
+            let Locked { user, .. } =
+                lock_target(conn, operator, user_id, Permission::SessionsRevoke).await?;
             let ended = sessions::end_all(conn, user.id).await?;
             audit::record(
                 conn,
@@ -279,7 +320,8 @@ pub async fn send_confirmation(
     let origin = &operator.origin;
     db::retrying(async || {
         conn.transaction::<_, AdminError, _>(async |conn| {
-            let (user, _) = lock_target(conn, operator, user_id).await?;
+            let Locked { user, .. } =
+                lock_target(conn, operator, user_id, Permission::UsersWrite).await?;
             let link = links::confirmation(state, &user);
             let event = Event::EmailConfirmationRequested(EmailConfirmationRequested {
                 user_id: user.id,

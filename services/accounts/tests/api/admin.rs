@@ -22,6 +22,29 @@ pub(crate) async fn sql(app: &TestApp, statement: &str) {
         .expect(statement);
 }
 
+/// Gives `user` the role `role`, created with `permissions` when missing.
+pub(crate) async fn grant_role(app: &TestApp, user: &str, role: &str, permissions: &[&str]) {
+    sql(
+        app,
+        &format!("INSERT INTO roles (name) VALUES ('{role}') ON CONFLICT DO NOTHING"),
+    )
+    .await;
+    for permission in permissions {
+        sql(
+            app,
+            &format!(
+                "INSERT INTO role_permissions VALUES ('{role}', '{permission}') ON CONFLICT DO NOTHING"
+            ),
+        )
+        .await;
+    }
+    sql(
+        app,
+        &format!("INSERT INTO user_roles (user_id, role) VALUES ('{user}', '{role}')"),
+    )
+    .await;
+}
+
 /// A fresh user holding exactly `roles` (created when missing, with `permissions`): id and tokens.
 pub(crate) async fn user_with_role(
     app: &TestApp,
@@ -30,25 +53,7 @@ pub(crate) async fn user_with_role(
     let (email, body) = app.register_user().await;
     let id = body["user"]["id"].as_str().unwrap().to_string();
     if let Some((role, permissions)) = role {
-        sql(
-            app,
-            &format!("INSERT INTO roles (name) VALUES ('{role}') ON CONFLICT DO NOTHING"),
-        )
-        .await;
-        for permission in permissions {
-            sql(
-                app,
-                &format!(
-                    "INSERT INTO role_permissions VALUES ('{role}', '{permission}') ON CONFLICT DO NOTHING"
-                ),
-            )
-            .await;
-        }
-        sql(
-            app,
-            &format!("INSERT INTO user_roles (user_id, role) VALUES ('{id}', '{role}')"),
-        )
-        .await;
+        grant_role(app, &id, role, permissions).await;
     }
     let (access, refresh) = app.login_as(&email, "admin-test").await;
     (id, access, refresh)

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::{
-    admin::{accounts_cli, call, sql, user_with_role},
+    admin::{accounts_cli, call, grant_role, sql, user_with_role},
     helpers::{PASSWORD, TestApp, errors, spawn_app},
 };
 
@@ -24,29 +24,6 @@ async fn superuser(app: &TestApp) -> (String, String) {
     .await;
     let (access, _) = app.login_as(&email, "root-console").await;
     (id, access)
-}
-
-/// Gives `user` one more role, created with `permissions` when missing.
-async fn add_role(app: &TestApp, user: &str, role: &str, permissions: &[&str]) {
-    sql(
-        app,
-        &format!("INSERT INTO roles (name) VALUES ('{role}') ON CONFLICT DO NOTHING"),
-    )
-    .await;
-    for permission in permissions {
-        sql(
-            app,
-            &format!(
-                "INSERT INTO role_permissions VALUES ('{role}', '{permission}') ON CONFLICT DO NOTHING"
-            ),
-        )
-        .await;
-    }
-    sql(
-        app,
-        &format!("INSERT INTO user_roles (user_id, role) VALUES ('{user}', '{role}')"),
-    )
-    .await;
 }
 
 async fn assert_refused(response: reqwest::Response, what: &str) {
@@ -208,7 +185,7 @@ async fn an_operator_cannot_grant_a_role_with_a_permission_it_lacks() {
     let app = spawn_app().await;
     // A support agent who may also manage roles.
     let (agent_id, agent, _) = user_with_role(&app, Some(("support", &[]))).await;
-    add_role(&app, &agent_id, "role-desk", &["roles.manage"]).await;
+    grant_role(&app, &agent_id, "role-desk", &["roles.manage"]).await;
     sql(
         &app,
         "INSERT INTO roles (name) VALUES ('auditor') ON CONFLICT DO NOTHING",
@@ -365,4 +342,57 @@ async fn the_cli_acts_as_the_host_s_root_on_anyone() {
     let on = accounts_cli(&app, &["users", "activate", &email], "");
     assert!(on.status.success(), "{on:?}");
     assert_eq!(app.login(&email, PASSWORD).await.status(), StatusCode::OK);
+}
+
+/// The audit id of `action` on `target`, when it was recorded.
+async fn audit_id(app: &TestApp, target: &str, action: &str) -> Option<i64> {
+    diesel::select(diesel::dsl::sql::<
+        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+    >(&format!(
+        "(SELECT max(id) FROM audit_log WHERE target_id = '{target}' AND action = '{action}')"
+    )))
+    .get_result(&mut app.conn().await)
+    .await
+    .unwrap()
+}
+
+/// The operator's side of the same race: its request passed authentication holding a role that a
+/// superuser revokes in parallel. The action must not commit after the revocation.
+#[tokio::test]
+async fn an_operator_whose_role_is_revoked_in_parallel_never_acts_after_the_revocation() {
+    let app = spawn_app().await;
+    let (_, root) = superuser(&app).await;
+    for trial in 0..12 {
+        let (operator_id, operator, _) =
+            user_with_role(&app, Some(("desk", &["users.deactivate"]))).await;
+        let (target, _, _) = user_with_role(&app, None).await;
+        let (roles, deactivation) = (
+            format!("/api/admin/users/{operator_id}/roles"),
+            format!("/api/admin/users/{target}/deactivate"),
+        );
+        let revoke = call(
+            &app,
+            "PUT",
+            &roles,
+            Some(&root),
+            Some(json!({ "roles": [] })),
+        );
+        let deactivate = call(&app, "POST", &deactivation, Some(&operator), None);
+        let (revoked, deactivated) = tokio::join!(revoke, deactivate);
+        assert_eq!(revoked.status(), StatusCode::OK, "trial {trial}");
+        let revoked_at = audit_id(&app, &operator_id, "role.revoked").await.unwrap();
+        let deactivated_at = audit_id(&app, &target, "user.deactivated").await;
+        match deactivated.status() {
+            StatusCode::NO_CONTENT => {
+                assert!(
+                    deactivated_at.unwrap() < revoked_at,
+                    "trial {trial}: the operator acted after losing its role"
+                );
+            }
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => {
+                assert_eq!(deactivated_at, None, "trial {trial}");
+            }
+            other => panic!("trial {trial}: {other}"),
+        }
+    }
 }
