@@ -1,5 +1,6 @@
 //! Revocation is immediate and race-free: whatever a refresh in flight obtains while a logout-all,
-//! a password change or a reset commits, nothing works afterwards, and no race answers 5xx.
+//! a password change, a reset, a sign-in reject or an email revert commits, nothing works
+//! afterwards, and no race answers 5xx.
 
 use std::time::Duration;
 
@@ -138,6 +139,59 @@ async fn refresh_racing_a_password_reset_never_leaves_a_working_token_nor_a_5xx(
         assert_eq!(
             app.login(&email, "brand-new-pass-77").await.status(),
             StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test]
+async fn refresh_racing_a_sign_in_reject_never_leaves_a_working_token() {
+    const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
+    let app = spawn_app().await;
+    for trial in 0..TRIALS {
+        let (email, mut pairs) = user_with_sessions(&app).await;
+        // A sign-in from a new device: its notice's link ends every session, not only its own.
+        pairs.push(app.login_as(&email, CHROME).await);
+        let token = app.link_token("new-sign-in", "reject_url").await;
+        race(&app, &pairs, async {
+            pause(trial).await;
+            let rejected = app
+                .post("/api/users/sign-in/reject", &json!({ "token": token }))
+                .await;
+            assert_eq!(rejected.status(), StatusCode::NO_CONTENT);
+        })
+        .await;
+        assert_eq!(
+            app.login(&email, PASSWORD).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+#[tokio::test]
+async fn refresh_racing_an_email_revert_never_leaves_a_working_token() {
+    let app = spawn_app().await;
+    for trial in 0..TRIALS {
+        let (email, pairs) = user_with_sessions(&app).await;
+        // The registration's session is fresh: it changes the address without the password.
+        let changed = app
+            .update_user(
+                &pairs[0].0,
+                json!({ "email": crate::helpers::unique_email() }),
+            )
+            .await;
+        assert_eq!(changed.status(), StatusCode::OK);
+        let token = app.link_token("email-changed", "revert_url").await;
+        race(&app, &pairs, async {
+            pause(trial).await;
+            let reverted = app
+                .post("/api/users/email/revert", &json!({ "token": token }))
+                .await;
+            assert_eq!(reverted.status(), StatusCode::NO_CONTENT);
+        })
+        .await;
+        assert_eq!(
+            app.login(&email, PASSWORD).await.status(),
+            StatusCode::UNAUTHORIZED
         );
     }
 }
