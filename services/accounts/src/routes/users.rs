@@ -322,8 +322,20 @@ pub async fn login(
     // The throttle counts per account, whichever identifier was typed: a known username counts
     // under its account's address, so alternating the two never doubles a guesser's budget.
     let address = EmailAddress::parse(email).ok();
+    let now = Utc::now();
+    let locked = |e: ThrottleError| {
+        if matches!(e, ThrottleError::Throttled(_)) {
+            metrics::counter!("accounts_logins_total", "outcome" => "locked").increment(1);
+        }
+        e
+    };
     let (account, by_username, bad_login) = match username {
         Some(typed) => {
+            // A client the memory knows as locked is refused before the name is looked up.
+            state
+                .login_guard
+                .refuse_remembered(&unknown_username(typed), &client, now)
+                .map_err(locked)?;
             // A name registration would refuse (a NUL byte, 10,000 characters) has no account.
             let mut refused = FieldErrors::new();
             let user = match profile::username(&mut refused, typed) {
@@ -345,13 +357,6 @@ pub async fn login(
             (account, None, BAD_LOGIN)
         }
     };
-    let locked = |e: ThrottleError| {
-        if matches!(e, ThrottleError::Throttled(_)) {
-            metrics::counter!("accounts_logins_total", "outcome" => "locked").increment(1);
-        }
-        e
-    };
-    let now = Utc::now();
     state
         .login_guard
         .refuse_remembered(&account, &client, now)
