@@ -1,6 +1,6 @@
 // Headless Chromium against the running stack: the confirm link and the reset link from real mail
 // captured by MailDev, the pages they open, the reset form, a login with the new password, and the
-// "this wasn't me" link of a new sign-in mail, which ends that session. Then the docs page renders
+// "this wasn't me" link of a new sign-in mail, which ends every session and the password. Then the docs page renders
 // under its Content-Security-Policy without a violation, and browser apps on other origins: one that
 // ACCOUNTS_CORS_ORIGINS lists registers and signs in through fetch, one it does not list reads nothing.
 // Usage: node tests/e2e/browser.mjs <accounts base URL> <MailDev base URL> <listed origin> <unlisted origin>

@@ -334,3 +334,33 @@ async fn the_mail_language_comes_from_the_field_or_accept_language() {
         .collect();
     assert_eq!(locales, ["fr", "en-GB"]);
 }
+
+/// The current refresh token is kept sealed only for the grace window: afterwards nothing in the
+/// database decrypts to a live token, even with the encryption key.
+#[tokio::test]
+async fn a_sealed_refresh_token_is_forgotten_once_its_grace_window_ends() {
+    use diesel_async::RunQueryDsl;
+    let app = spawn_with(Options {
+        vars: vec![("ACCOUNTS_REFRESH_REUSE_GRACE_SECONDS", "1".into())],
+        ..Options::default()
+    })
+    .await;
+    let (_, body) = app.register_user().await;
+    let (_, refresh) = token_pair(&body);
+    assert_eq!(app.refresh(&refresh).await.status(), StatusCode::OK);
+    let sealed = || {
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "(SELECT count(*) FROM refresh_tokens WHERE sealed IS NOT NULL)",
+        ))
+    };
+    let mut conn = app.conn().await;
+    assert_eq!(sealed().get_result::<i64>(&mut conn).await.unwrap(), 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while sealed().get_result::<i64>(&mut conn).await.unwrap() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a sealed token outlived its grace window by 15 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
