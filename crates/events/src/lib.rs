@@ -39,6 +39,10 @@ pub enum Event {
     EmailChanged(EmailChanged),
     NewSignIn(NewSignIn),
     RoleChanged(RoleChanged),
+    MfaEnabled(MfaEnabled),
+    MfaDisabled(MfaDisabled),
+    RecoveryCodeUsed(RecoveryCodeUsed),
+    MfaFailures(MfaFailures),
 }
 
 /// The language of the mail when a payload carries none (messages written before `locale` existed).
@@ -142,9 +146,74 @@ pub struct RoleChanged {
     pub locale: String,
 }
 
+/// A second factor turned on (the first one of the account); the link undoes it with the effects of
+/// a sign-in reject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MfaEnabled {
+    pub user_id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    /// `totp` or `passkey`.
+    pub method: String,
+    pub enabled_at: DateTime<Utc>,
+    pub reject_url: String,
+    pub reject_expires_at: DateTime<Utc>,
+    #[serde(default = "default_locale")]
+    pub locale: String,
+}
+
+/// The account's last second factor went. When an operator removed them, the password no longer
+/// works and the mail carries the reset link that sets a new one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MfaDisabled {
+    pub user_id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    pub disabled_at: DateTime<Utc>,
+    /// Whether an operator did it (an account recovery), rather than the user.
+    pub by_operator: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_expires_at: Option<DateTime<Utc>>,
+    #[serde(default = "default_locale")]
+    pub locale: String,
+}
+
+/// A recovery code was used to sign in or to confirm a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryCodeUsed {
+    pub user_id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    pub used_at: DateTime<Utc>,
+    /// Codes still unused.
+    pub codes_left: u32,
+    /// The client address it was used from.
+    pub ip: String,
+    #[serde(default = "default_locale")]
+    pub locale: String,
+}
+
+/// Second-factor codes failed after a correct password: someone knows the password. Mailed at most
+/// once a day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MfaFailures {
+    pub user_id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    /// Failures in the last 24 hours.
+    pub failures: u32,
+    /// The client address of the latest failure.
+    pub ip: String,
+    pub failed_at: DateTime<Utc>,
+    #[serde(default = "default_locale")]
+    pub locale: String,
+}
+
 impl Event {
     /// Every routing key, for consumers that bind to all of them.
-    pub const TYPES: [&'static str; 7] = [
+    pub const TYPES: [&'static str; 11] = [
         "user-registered",
         "email-confirmation-requested",
         "password-reset-requested",
@@ -152,6 +221,10 @@ impl Event {
         "email-changed",
         "new-sign-in",
         "role-changed",
+        "mfa-enabled",
+        "mfa-disabled",
+        "recovery-code-used",
+        "mfa-failures",
     ];
 
     /// The event type, which is also the routing key.
@@ -164,6 +237,10 @@ impl Event {
             Event::EmailChanged(_) => Self::TYPES[4],
             Event::NewSignIn(_) => Self::TYPES[5],
             Event::RoleChanged(_) => Self::TYPES[6],
+            Event::MfaEnabled(_) => Self::TYPES[7],
+            Event::MfaDisabled(_) => Self::TYPES[8],
+            Event::RecoveryCodeUsed(_) => Self::TYPES[9],
+            Event::MfaFailures(_) => Self::TYPES[10],
         }
     }
 
@@ -177,6 +254,10 @@ impl Event {
             Event::EmailChanged(e) => &e.email,
             Event::NewSignIn(e) => &e.email,
             Event::RoleChanged(e) => &e.email,
+            Event::MfaEnabled(e) => &e.email,
+            Event::MfaDisabled(e) => &e.email,
+            Event::RecoveryCodeUsed(e) => &e.email,
+            Event::MfaFailures(e) => &e.email,
         }
     }
 
@@ -190,6 +271,10 @@ impl Event {
             Event::EmailChanged(e) => &e.locale,
             Event::NewSignIn(e) => &e.locale,
             Event::RoleChanged(e) => &e.locale,
+            Event::MfaEnabled(e) => &e.locale,
+            Event::MfaDisabled(e) => &e.locale,
+            Event::RecoveryCodeUsed(e) => &e.locale,
+            Event::MfaFailures(e) => &e.locale,
         }
     }
 }
@@ -318,6 +403,44 @@ mod tests {
                 role: "support".into(),
                 granted: true,
                 changed_at: now,
+                locale: "en".into(),
+            }),
+            Event::MfaEnabled(MfaEnabled {
+                user_id,
+                email: "g@example.com".into(),
+                username: None,
+                method: "totp".into(),
+                enabled_at: now,
+                reject_url: "y".into(),
+                reject_expires_at: now,
+                locale: "fr".into(),
+            }),
+            Event::MfaDisabled(MfaDisabled {
+                user_id,
+                email: "h@example.com".into(),
+                username: None,
+                disabled_at: now,
+                by_operator: true,
+                reset_url: Some("z".into()),
+                reset_expires_at: Some(now),
+                locale: "en".into(),
+            }),
+            Event::RecoveryCodeUsed(RecoveryCodeUsed {
+                user_id,
+                email: "i@example.com".into(),
+                username: None,
+                used_at: now,
+                codes_left: 9,
+                ip: "192.0.2.2".into(),
+                locale: "en".into(),
+            }),
+            Event::MfaFailures(MfaFailures {
+                user_id,
+                email: "j@example.com".into(),
+                username: None,
+                failures: 5,
+                ip: "192.0.2.3".into(),
+                failed_at: now,
                 locale: "en".into(),
             }),
         ];
