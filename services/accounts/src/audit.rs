@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{db::Pool, schema::audit_log, telemetry::RequestId};
+use crate::{db::Pool, http::telemetry::RequestId, schema::audit_log};
 
 /// Where an action came from.
 #[derive(Debug, Clone, Default)]
@@ -61,7 +61,7 @@ impl actix_web::FromRequest for Origin {
             .unwrap_or_default();
         std::future::ready(Ok(Self {
             actor: None,
-            client_ip: crate::client::ClientAddr::of(req).to_string(),
+            client_ip: crate::http::client::ClientAddr::of(req).to_string(),
             request_id,
         }))
     }

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use accounts::{config::Settings, db, operator, startup::Application, telemetry};
+use accounts::{admin::operator, config::Settings, db, http::telemetry, startup::Application};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use diesel_async::{AsyncConnection, AsyncPgConnection};

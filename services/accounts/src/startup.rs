@@ -18,14 +18,16 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Settings,
     db,
-    error::{json_error, query_error},
     hashing::PasswordHasher,
-    http_policy, openapi,
+    http::client::TrustedProxies,
+    http::error::{json_error, query_error},
+    http::pages::Pages,
+    http::policy::{self, MAX_BODY_BYTES},
+    http::telemetry,
     outbox::relay::{self, OutboxRelay},
-    pages::Pages,
     routes,
+    routes::openapi,
     state::AppState,
-    telemetry,
     throttle::{ClientRate, LoginGuard},
     tokens::{KeyError, SealingKey, SealingKeyError, SigningKeys, TokenIssuer},
     users,
@@ -36,9 +38,6 @@ const POOL_SIZE: usize = 16;
 /// Connections for the work off the request path: one for each relay lane, one for audit pruning
 /// and startup's own queries, one spare.
 const BACKGROUND_POOL_SIZE: usize = relay::LANES + 2;
-
-/// Request bodies larger than this get 413.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub struct Application {
     port: u16,
@@ -138,6 +137,7 @@ impl Application {
         let login_guard = Arc::new(LoginGuard::new(settings.lockout));
         let client_rate = Arc::new(ClientRate::default());
         let server_client_rate = client_rate.clone();
+        let trusted_proxies = web::Data::new(TrustedProxies(settings.trusted_proxies.clone()));
         let server = HttpServer::new(move || {
             // Runs once on each worker thread as it starts.
             let n = next_pool.fetch_add(1, Ordering::Relaxed) % worker_pools.len();
@@ -154,12 +154,13 @@ impl Application {
                 metrics: metrics.clone(),
             });
             App::new()
-                .wrap(from_fn(http_policy::body_limit))
-                .wrap(http_policy::cors(&settings.cors_origins))
-                .wrap(from_fn(http_policy::preflight_refusals))
-                .wrap(from_fn(http_policy::security_headers))
+                .wrap(from_fn(policy::body_limit))
+                .wrap(policy::cors(&settings.cors_origins))
+                .wrap(from_fn(policy::preflight_refusals))
+                .wrap(from_fn(policy::security_headers))
                 .wrap(from_fn(telemetry::observe))
                 .app_data(state)
+                .app_data(trusted_proxies.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(MAX_BODY_BYTES)

@@ -6,7 +6,7 @@ use crate::{
     config::Settings,
     db::Pool,
     hashing::PasswordHasher,
-    pages::Pages,
+    http::pages::Pages,
     throttle::{ClientRate, LoginGuard},
     tokens::{SealingKey, TokenIssuer},
 };

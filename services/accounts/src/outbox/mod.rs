@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use events::{Envelope, Event};
 
-use crate::{schema::outbox, telemetry::RequestId};
+use crate::{http::telemetry::RequestId, schema::outbox};
 
 /// Records `event` for publication, tagged with the request that caused it. Call it inside the
 /// transaction that makes the change.

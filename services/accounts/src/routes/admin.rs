@@ -18,16 +18,16 @@ use super::{schemas::ErrorBody, sessions::SessionBody};
 use crate::{
     admin::{self, AdminError, Operator},
     audit::{self, Origin},
-    authz::{
+    auth::authz::{
         self, AuditRead, Authorized, Required, RolesManage, SessionsRevoke, UsersDeactivate,
         UsersRead, UsersWrite,
     },
-    client::ClientAddr,
-    error::ApiError,
+    http::client::ClientAddr,
+    http::error::ApiError,
+    http::telemetry::RequestId,
     schema::{user_roles, users},
     sessions,
     state::AppState,
-    telemetry::RequestId,
     users::{User, UserBody},
 };
 

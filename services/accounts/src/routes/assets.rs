@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, http::header, web};
 
-use crate::{error::ApiError, pages};
+use crate::{http::error::ApiError, http::pages};
 
 pub async fn asset(name: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let (content_type, body) = pages::asset(&name).ok_or(ApiError::NotFound)?;

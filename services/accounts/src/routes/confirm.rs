@@ -9,16 +9,17 @@ use serde_json::json;
 
 use super::schemas::{Accepted, ConfirmedResponse, EmailOnly, ErrorBody, UserEnvelope};
 use crate::{
-    client::ClientAddr,
     db::PooledConnection,
     domain::{EmailAddress, REQUIRED},
-    error::ApiError,
-    links, outbox,
+    http::client::ClientAddr,
+    http::error::ApiError,
+    http::telemetry::RequestId,
+    outbox,
     state::AppState,
-    telemetry::RequestId,
     throttle::{self, Route},
     tokens::{Claims, Purpose},
     users,
+    users::links,
 };
 
 pub const BAD_LINK: &str = "The confirmation link is invalid or has expired.";

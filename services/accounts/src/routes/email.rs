@@ -13,12 +13,13 @@ use serde_json::json;
 
 use crate::{
     audit::{self, Origin},
-    db, email_changes,
-    error::ApiError,
-    recovery,
+    db,
+    http::error::ApiError,
+    http::telemetry::RequestId,
+    signin::recovery,
     state::AppState,
-    telemetry::RequestId,
     tokens::Purpose,
+    users::email_changes,
     users::{self, UserChanges},
 };
 

@@ -1,5 +1,7 @@
 //! HTTP routes. One module per resource; `configure` is the whole route table.
 
+pub mod openapi;
+
 pub(crate) mod admin;
 pub(crate) mod assets;
 pub(crate) mod confirm;
@@ -17,7 +19,7 @@ use actix_web::{
     web,
 };
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Routes are tried in order, and every `{id}` pattern tried costs a regex match (twice: the

@@ -13,14 +13,16 @@ use super::{
 };
 use crate::{
     audit::{self, Origin},
-    client::ClientAddr,
     db,
     domain::{self, FieldErrors, REQUIRED, push_error},
-    error::ApiError,
-    links, outbox, recovery, sessions,
+    http::client::ClientAddr,
+    http::error::ApiError,
+    http::telemetry::RequestId,
+    outbox, sessions,
+    signin::recovery,
     state::AppState,
-    telemetry::RequestId,
     tokens::Purpose,
+    users::links,
     users::{self, UserChanges},
 };
 

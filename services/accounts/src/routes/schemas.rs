@@ -1,5 +1,5 @@
 //! The request and response envelopes several routes share, with the constraints the OpenAPI
-//! document states about them. Handlers import these; [`crate::openapi`] assembles the document
+//! document states about them. Handlers import these; [`crate::routes::openapi`] assembles the document
 //! from the handlers, and nothing here imports a handler.
 
 use std::collections::BTreeMap;
@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::{
     domain::REQUIRED,
-    error::{ApiError, unknown_property},
+    http::error::{ApiError, unknown_property},
     users::UserBody,
 };
 

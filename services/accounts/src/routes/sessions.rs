@@ -13,14 +13,16 @@ use serde_json::json;
 use crate::{
     audit::{self, Origin},
     auth::Authenticated,
-    db, email_changes,
-    error::ApiError,
-    links, recovery,
+    db,
+    http::error::ApiError,
+    http::telemetry::RequestId,
     sessions::{self, Ending},
+    signin::recovery,
     state::AppState,
-    telemetry::RequestId,
     tokens::Purpose,
     users,
+    users::email_changes,
+    users::links,
 };
 
 pub const BAD_ACTION_LINK: &str = "The link is invalid, expired or already used.";

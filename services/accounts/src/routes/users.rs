@@ -13,22 +13,24 @@ use uuid::Uuid;
 use super::schemas::{ErrorBody, UserEnvelope, UserResponse};
 use crate::{
     audit::{self, Origin},
+    auth::authz::{self, Grants},
     auth::{Authenticated, DEACTIVATED},
-    authz::{self, Grants},
-    client::ClientAddr,
-    db, devices,
+    db,
     domain::{
         self, EmailAddress, FieldErrors, REQUIRED, locale, profile, profile::username_skeleton,
         push_error,
     },
-    email_changes,
-    error::{ApiError, BAD_LOGIN, BAD_USERNAME_LOGIN},
-    links, outbox,
+    http::client::ClientAddr,
+    http::error::{ApiError, BAD_LOGIN, BAD_USERNAME_LOGIN},
+    http::telemetry::{self, RequestId},
+    outbox,
     sessions::{self, Ending},
+    signin::devices,
     signin::{self, Notice},
     state::AppState,
-    telemetry::{self, RequestId},
     throttle::{self, HourlyLimit, Route, ThrottleError},
+    users::email_changes,
+    users::links,
     users::{self, EMAIL_TAKEN, NewUser, USERNAME_TAKEN, UserBody},
 };
 

@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::{ThrottleError, Throttled, after, before, lock, wait_until};
-use crate::{client::ClientAddr, schema::rate_limit_hits};
+use crate::{http::client::ClientAddr, schema::rate_limit_hits};
 
 const HOUR: Duration = Duration::from_secs(3600);
 

@@ -22,9 +22,9 @@ use serde_json::json;
 use super::{ThrottleError, Throttled, after, before, lock, memory::Lockouts, wait_until};
 use crate::{
     audit::{self, Origin},
-    client::ClientAddr,
+    http::client::ClientAddr,
+    http::telemetry,
     schema::{login_attempts, login_delays, login_lockouts},
-    telemetry,
 };
 
 pub const PAIR_FAILURES: i64 = 5;

@@ -12,7 +12,7 @@ use std::{num::NonZeroU32, time::Duration};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 
 use super::{ThrottleError, Throttled};
-use crate::client::ClientAddr;
+use crate::http::client::ClientAddr;
 
 /// Requests a client may make at once on one route...
 pub const BURST: NonZeroU32 = NonZeroU32::MIN.saturating_add(59);

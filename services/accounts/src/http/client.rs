@@ -13,8 +13,6 @@ use std::{
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use ipnet::IpNet;
 
-use crate::state::AppState;
-
 /// The calling client's address, resolved through trusted proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr {
@@ -95,12 +93,16 @@ impl FromRequest for ClientAddr {
     }
 }
 
+/// The proxies whose `X-Forwarded-For` is believed (`ACCOUNTS_TRUSTED_PROXIES`), as app data.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
 impl ClientAddr {
     /// The client of `req`, using the trusted proxies from the app's settings.
     pub fn of(req: &HttpRequest) -> Self {
         let trusted = req
-            .app_data::<web::Data<AppState>>()
-            .map(|state| state.settings.trusted_proxies.as_slice())
+            .app_data::<web::Data<TrustedProxies>>()
+            .map(|trusted| trusted.0.as_slice())
             .unwrap_or_default();
         let forwarded = req
             .headers()

@@ -1,6 +1,9 @@
 //! The `users` table: the model, its insert and change sets, and the queries handlers need.
 //! Query functions take the connection; the caller owns the transaction.
 
+pub mod email_changes;
+pub mod links;
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -266,16 +269,13 @@ pub async fn revoke_access_tokens(conn: &mut AsyncPgConnection, id: Uuid) -> Que
         .map(drop)
 }
 
-/// (De)activates the user; deactivation also ends every session. Lock the user first.
+/// (De)activates the user. Lock the user first; a deactivation must also end every session.
 pub async fn set_active(conn: &mut AsyncPgConnection, id: Uuid, active: bool) -> QueryResult<()> {
     diesel::update(users::table.find(id))
         .set((users::active.eq(active), users::updated_at.eq(Utc::now())))
         .execute(conn)
-        .await?;
-    if !active {
-        crate::sessions::end_all(conn, id).await?;
-    }
-    Ok(())
+        .await
+        .map(drop)
 }
 
 /// Brings rows written before the current identifier rules up to them: email domains in IDNA

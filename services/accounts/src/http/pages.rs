@@ -11,20 +11,20 @@ impl Pages {
     pub fn new() -> Self {
         let mut tera = Tera::default();
         tera.add_raw_templates([
-            ("base.html", include_str!("../templates/base.html")),
+            ("base.html", include_str!("../../templates/base.html")),
             (
                 "email_confirmed.html",
-                include_str!("../templates/email_confirmed.html"),
+                include_str!("../../templates/email_confirmed.html"),
             ),
             (
                 "confirm_email.html",
-                include_str!("../templates/confirm_email.html"),
+                include_str!("../../templates/confirm_email.html"),
             ),
             (
                 "reset_password.html",
-                include_str!("../templates/reset_password.html"),
+                include_str!("../../templates/reset_password.html"),
             ),
-            ("action.html", include_str!("../templates/action.html")),
+            ("action.html", include_str!("../../templates/action.html")),
         ])
         .expect("the embedded page templates parse");
         tera.autoescape_on(vec![".html"]);
@@ -47,19 +47,19 @@ pub fn asset(name: &str) -> Option<(&'static str, &'static str)> {
     match name {
         "pages.css" => Some((
             "text/css; charset=utf-8",
-            include_str!("../assets/pages.css"),
+            include_str!("../../assets/pages.css"),
         )),
         "confirm-email.js" => Some((
             "text/javascript; charset=utf-8",
-            include_str!("../assets/confirm-email.js"),
+            include_str!("../../assets/confirm-email.js"),
         )),
         "reset-password.js" => Some((
             "text/javascript; charset=utf-8",
-            include_str!("../assets/reset-password.js"),
+            include_str!("../../assets/reset-password.js"),
         )),
         "action.js" => Some((
             "text/javascript; charset=utf-8",
-            include_str!("../assets/action.js"),
+            include_str!("../../assets/action.js"),
         )),
         _ => None,
     }

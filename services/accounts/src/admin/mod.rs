@@ -4,6 +4,8 @@
 //! granted in parallel cannot slip past the check), revokes what it must at once, and writes its
 //! audit entry.
 
+pub mod operator;
+
 use std::collections::BTreeSet;
 
 use chrono::Utc;
@@ -15,12 +17,14 @@ use uuid::Uuid;
 
 use crate::{
     audit::{self, Origin},
-    authz::{self, Grants, Permission},
-    db, links, outbox,
+    auth::authz::{self, Grants, Permission},
+    db,
+    http::telemetry::RequestId,
+    outbox,
     schema::{roles, user_roles},
     sessions,
     state::AppState,
-    telemetry::RequestId,
+    users::links,
     users::{self, User},
 };
 
@@ -270,6 +274,9 @@ pub async fn set_active(
             let Locked { user, .. } =
                 lock_target(conn, operator, user_id, Permission::UsersDeactivate).await?;
             users::set_active(conn, user.id, active).await?;
+            if !active {
+                sessions::end_all(conn, user.id).await?;
+            }
             let action = if active {
                 "user.activated"
             } else {

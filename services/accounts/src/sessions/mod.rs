@@ -52,7 +52,7 @@ impl Device {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string(),
-            ip: crate::client::ClientAddr::of(req).to_string(),
+            ip: crate::http::client::ClientAddr::of(req).to_string(),
         }
     }
 

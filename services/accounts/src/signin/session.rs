@@ -7,12 +7,14 @@ use diesel_async::AsyncPgConnection;
 use events::{Event, NewSignIn};
 
 use crate::{
-    authz::Grants,
-    devices, links, outbox,
+    auth::authz::Grants,
+    http::telemetry::RequestId,
+    outbox,
     sessions::{self, Device, Session, Started},
+    signin::devices,
     state::AppState,
-    telemetry::RequestId,
     tokens::Purpose,
+    users::links,
     users::{User, UserBody},
 };
 

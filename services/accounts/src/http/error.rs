@@ -12,6 +12,8 @@ use serde_json::json;
 use crate::domain::FieldErrors;
 
 pub const NO_CREDENTIALS: &str = "Authentication credentials were not provided.";
+/// Django REST framework's words for a caller without the permission.
+pub const NO_PERMISSION: &str = "You do not have permission to perform this action.";
 pub const BAD_TOKEN: &str = "Invalid authentication. Could not decode token.";
 pub const BAD_LOGIN: &str = "Incorrect email or password.";
 pub const BAD_USERNAME_LOGIN: &str = "Incorrect username or password.";
@@ -122,7 +124,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized { field, message } => json!({ "errors": { *field: [message] } }),
             ApiError::Forbidden(message) => json!({ "errors": { "account": [message] } }),
             ApiError::NoPermission => {
-                json!({ "errors": { "permission": [crate::authz::NO_PERMISSION] } })
+                json!({ "errors": { "permission": [NO_PERMISSION] } })
             }
             ApiError::NotFound => json!({ "errors": { "route": ["Not found."] } }),
             ApiError::PayloadTooLarge => {

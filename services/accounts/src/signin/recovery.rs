@@ -8,9 +8,11 @@ use diesel_async::AsyncPgConnection;
 use events::{Event, PasswordResetRequested};
 
 use crate::{
-    devices, links, outbox, sessions,
+    http::telemetry::RequestId,
+    outbox, sessions,
+    signin::devices,
     state::AppState,
-    telemetry::RequestId,
+    users::links,
     users::{self, User},
 };
 

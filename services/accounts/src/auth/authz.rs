@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::Authenticated,
-    error::ApiError,
+    http::error::ApiError,
     schema::{role_permissions, user_roles},
     users::User,
 };
@@ -168,8 +168,6 @@ required!(
     RolesManage,
     AuditRead
 );
-
-pub const NO_PERMISSION: &str = "You do not have permission to perform this action.";
 
 /// A signed-in caller who holds `P`, checked against the database (not the token's claims), so a
 /// revoked role loses the admin API at once. 401 without a valid token, 403 without the permission.

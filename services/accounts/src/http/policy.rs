@@ -14,7 +14,10 @@ use actix_web::{
     middleware::Next,
 };
 
-use crate::{error::ApiError, startup::MAX_BODY_BYTES};
+use crate::http::error::ApiError;
+
+/// Request bodies larger than this get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Pages load their script and stylesheet from files of this app and talk only to its API; nothing
 /// may frame them (clickjacking) or send their URL, which can carry a token, elsewhere.

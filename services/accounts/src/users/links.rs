@@ -81,7 +81,7 @@ pub fn email_revert_expiry(state: &AppState) -> DateTime<Utc> {
 }
 
 /// "This wasn't me", mailed to the old address after the email change `change_id` (the link's
-/// `jti`, see [`crate::email_changes`]): undoes that change and every later one.
+/// `jti`, see [`crate::users::email_changes`]): undoes that change and every later one.
 pub fn email_revert(
     state: &AppState,
     user_id: Uuid,
@@ -96,7 +96,7 @@ pub fn email_revert(
 
 /// "This wasn't me" of a new sign-in notice mailed to `user`'s address: names the session it
 /// rejects, and the address, so that a revert which undoes that address voids it
-/// ([`crate::email_changes::speaks_for`]).
+/// ([`crate::users::email_changes::speaks_for`]).
 pub fn sign_in_reject(state: &AppState, user: &User, session_id: Uuid) -> Link {
     let mut claims = state.tokens.claims(Purpose::SignInReject, user.id);
     claims.sid = Some(session_id);

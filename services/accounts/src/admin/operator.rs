@@ -17,11 +17,11 @@ use uuid::Uuid;
 use crate::{
     admin,
     audit::{self, Origin},
-    authz,
+    auth::authz,
     domain::{self, EmailAddress, FieldErrors, profile},
-    email_changes,
     schema::users,
     sessions,
+    users::email_changes,
     users::{self as accounts, NewUser, User},
 };
 

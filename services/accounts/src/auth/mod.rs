@@ -2,6 +2,8 @@
 //! user whose token was issued under their current token version, in a session that has not ended.
 //! Both are checked in one read, so a revocation that committed before the read always wins.
 
+pub mod authz;
+
 use std::{future::Future, pin::Pin};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
@@ -13,7 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     db,
-    error::{ApiError, NO_CREDENTIALS},
+    http::error::{ApiError, NO_CREDENTIALS},
     schema::{sessions, users},
     state::AppState,
     tokens::{Claims, Purpose},
