@@ -151,4 +151,32 @@ mod tests {
             })
         );
     }
+
+    #[test]
+    fn no_sample_payload_shows_an_operator_its_link_token() {
+        for kind in events::Event::TYPES {
+            let event = crate::templates::sample_event(kind, "en").expect("a sample of every type");
+            let envelope = serde_json::to_value(events::Envelope::new(event)).unwrap();
+            let shown = json(&envelope);
+            assert!(
+                !shown.to_string().contains("sample-token"),
+                "{kind}: {shown}"
+            );
+            for field in ["reset_url", "reject_url"] {
+                if let Some(url) = envelope["data"][field].as_str() {
+                    let (base, _) = url.split_once('?').unwrap();
+                    assert_eq!(
+                        shown["data"][field],
+                        format!("{base}?token={REDACTED}"),
+                        "{kind}"
+                    );
+                }
+            }
+        }
+        // What the operator needs to follow the case stays readable: a count is not a code.
+        let used = crate::templates::sample_event("recovery-code-used", "en").unwrap();
+        let shown = json(&serde_json::to_value(events::Envelope::new(used)).unwrap());
+        assert_eq!(shown["data"]["codes_left"], 2);
+        assert_eq!(shown["data"]["ip"], "203.0.113.7");
+    }
 }

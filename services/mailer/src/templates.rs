@@ -36,6 +36,11 @@ macro_rules! embed_locale {
             "email-changed/subject.txt", "email-changed/body.txt", "email-changed/body.html",
             "new-sign-in/subject.txt", "new-sign-in/body.txt", "new-sign-in/body.html",
             "role-changed/subject.txt", "role-changed/body.txt", "role-changed/body.html",
+            "mfa-enabled/subject.txt", "mfa-enabled/body.txt", "mfa-enabled/body.html",
+            "mfa-disabled/subject.txt", "mfa-disabled/body.txt", "mfa-disabled/body.html",
+            "recovery-code-used/subject.txt", "recovery-code-used/body.txt",
+            "recovery-code-used/body.html",
+            "mfa-failures/subject.txt", "mfa-failures/body.txt", "mfa-failures/body.html",
         )
     };
     (@files $locale:literal; $($file:literal),* $(,)?) => {

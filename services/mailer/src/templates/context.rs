@@ -55,6 +55,41 @@ pub(super) fn for_event(
             granted: e.granted,
             changed_at: time(e.changed_at),
         }),
+        Event::MfaEnabled(e) => tera_context(&MfaEnabledContext {
+            username: display_name(e.username.as_deref(), &e.email),
+            method: SecondFactor::named(&e.method),
+            enabled_at: time(e.enabled_at),
+            reject: Link::parse(template, &e.reject_url)?,
+            expires_at: time(e.reject_expires_at),
+        }),
+        Event::MfaDisabled(e) => {
+            // Only an operator's removal mails a link: the user's own never carries one, whatever
+            // the payload holds.
+            let reset = match (&e.reset_url, e.by_operator) {
+                (Some(url), true) => Some(Link::parse(template, url)?),
+                _ => None,
+            };
+            tera_context(&MfaDisabledContext {
+                username: display_name(e.username.as_deref(), &e.email),
+                disabled_at: time(e.disabled_at),
+                by_operator: e.by_operator,
+                expires_at: reset.as_ref().and(e.reset_expires_at).map(time),
+                reset,
+            })
+        }
+        Event::RecoveryCodeUsed(e) => tera_context(&RecoveryCodeUsedContext {
+            username: display_name(e.username.as_deref(), &e.email),
+            used_at: time(e.used_at),
+            ip: one_line(&e.ip),
+            codes_left: e.codes_left,
+            running_low: e.codes_left <= FEW_RECOVERY_CODES_LEFT,
+        }),
+        Event::MfaFailures(e) => tera_context(&MfaFailuresContext {
+            username: display_name(e.username.as_deref(), &e.email),
+            failures: e.failures,
+            ip: one_line(&e.ip),
+            failed_at: time(e.failed_at),
+        }),
     }
     .map_err(|e| TemplateError::render(template, &e))
 }
@@ -143,6 +178,70 @@ struct RoleChangedContext<'a> {
     changed_at: String,
 }
 
+/// `expires_at` is the reject link's, which undoes the new second factor with the effects of a
+/// sign-in reject.
+#[derive(Serialize)]
+struct MfaEnabledContext<'a> {
+    username: &'a str,
+    method: SecondFactor,
+    enabled_at: String,
+    reject: Link,
+    expires_at: String,
+}
+
+/// The second factor a mail names, from the payload's `method`. The templates word each in their
+/// language; a method they do not know yet reads as "a second factor" rather than stopping the
+/// mail.
+#[derive(Serialize, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum SecondFactor {
+    Totp,
+    Passkey,
+    Other,
+}
+
+impl SecondFactor {
+    fn named(method: &str) -> Self {
+        match method {
+            "totp" => Self::Totp,
+            "passkey" => Self::Passkey,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// `reset` and its `expires_at` are set only when an operator removed the factors (the password
+/// then no longer works) and the payload carries the link.
+#[derive(Serialize)]
+struct MfaDisabledContext<'a> {
+    username: &'a str,
+    disabled_at: String,
+    by_operator: bool,
+    reset: Option<Link>,
+    expires_at: Option<String>,
+}
+
+/// At or below this many unused recovery codes, the mail suggests generating a new set.
+const FEW_RECOVERY_CODES_LEFT: u32 = 3;
+
+#[derive(Serialize)]
+struct RecoveryCodeUsedContext<'a> {
+    username: &'a str,
+    used_at: String,
+    ip: String,
+    codes_left: u32,
+    running_low: bool,
+}
+
+/// `failures` counts the last 24 hours; `ip` and `failed_at` are the latest one's.
+#[derive(Serialize)]
+struct MfaFailuresContext<'a> {
+    username: &'a str,
+    failures: u32,
+    ip: String,
+    failed_at: String,
+}
+
 fn tera_context(value: &impl Serialize) -> tera::Result<tera::Context> {
     tera::Context::from_serialize(value)
 }
@@ -211,6 +310,19 @@ mod tests {
         assert_eq!(mask_email("new.address@example.org"), "n***@example.org");
         assert_eq!(mask_email("é@exemple.fr"), "é***@exemple.fr");
         assert_eq!(mask_email("not-an-address"), "***");
+    }
+
+    #[test]
+    fn a_second_factor_is_named_from_a_closed_list() {
+        assert_eq!(SecondFactor::named("totp"), SecondFactor::Totp);
+        assert_eq!(SecondFactor::named("passkey"), SecondFactor::Passkey);
+        for unknown in ["sms", "TOTP", "", "<script>"] {
+            assert_eq!(
+                SecondFactor::named(unknown),
+                SecondFactor::Other,
+                "{unknown}"
+            );
+        }
     }
 
     #[test]

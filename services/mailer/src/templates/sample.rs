@@ -2,8 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use events::{
-    EmailChanged, EmailConfirmationRequested, Event, NewSignIn, PasswordChanged,
-    PasswordResetRequested, RoleChanged, UserRegistered,
+    EmailChanged, EmailConfirmationRequested, Event, MfaDisabled, MfaEnabled, MfaFailures,
+    NewSignIn, PasswordChanged, PasswordResetRequested, RecoveryCodeUsed, RoleChanged,
+    UserRegistered,
 };
 
 /// The instant every sample mail uses, so that two renders of one template compare equal.
@@ -81,6 +82,46 @@ pub fn sample_event(kind: &str, locale: &str) -> Option<Event> {
             role: "support".to_string(),
             granted: true,
             changed_at: now,
+            locale,
+        }),
+        "mfa-enabled" => Event::MfaEnabled(MfaEnabled {
+            user_id,
+            email,
+            username,
+            method: "totp".to_string(),
+            enabled_at: now,
+            reject_url: link("/account/reject-sign-in"),
+            reject_expires_at: now + chrono::Duration::days(7),
+            locale,
+        }),
+        // The operator's removal: the variant with a link, so every field is set.
+        "mfa-disabled" => Event::MfaDisabled(MfaDisabled {
+            user_id,
+            email,
+            username,
+            disabled_at: now,
+            by_operator: true,
+            reset_url: Some(link("/password/reset")),
+            reset_expires_at: Some(now + chrono::Duration::hours(1)),
+            locale,
+        }),
+        // Few enough left that the mail suggests a new set.
+        "recovery-code-used" => Event::RecoveryCodeUsed(RecoveryCodeUsed {
+            user_id,
+            email,
+            username,
+            used_at: now,
+            codes_left: 2,
+            ip: "203.0.113.7".to_string(),
+            locale,
+        }),
+        "mfa-failures" => Event::MfaFailures(MfaFailures {
+            user_id,
+            email,
+            username,
+            failures: 5,
+            ip: "203.0.113.7".to_string(),
+            failed_at: now,
             locale,
         }),
         _ => return None,

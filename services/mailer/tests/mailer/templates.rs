@@ -73,17 +73,40 @@ fn every_mail(templates: &Templates) -> Vec<(String, RenderedMail)> {
                 .unwrap();
             mails.push((format!("{locale}/{kind}"), mail));
         }
-        let revoked = event_with("role-changed", locale, json!({"granted": false}));
-        let mail = templates.render(&revoked).unwrap();
-        mails.push((format!("{locale}/role-changed-revoked"), mail));
+        for (variant, kind, changes) in variants() {
+            let mail = templates
+                .render(&event_with(kind, locale, changes))
+                .unwrap();
+            mails.push((format!("{locale}/{variant}"), mail));
+        }
     }
     mails
+}
+
+/// The second wording of templates that have two, beside the sample's: its snapshot name, its
+/// event type and what changes in the sample payload.
+fn variants() -> [(&'static str, &'static str, serde_json::Value); 2] {
+    [
+        (
+            "role-changed-revoked",
+            "role-changed",
+            json!({"granted": false}),
+        ),
+        (
+            "mfa-disabled-by-user",
+            "mfa-disabled",
+            json!({"by_operator": false, "reset_url": null, "reset_expires_at": null}),
+        ),
+    ]
 }
 
 #[test]
 fn every_template_renders_in_every_locale_and_matches_its_snapshot() {
     let mails = every_mail(&Templates::embedded());
-    assert_eq!(mails.len(), LOCALES.len() * (Event::TYPES.len() + 1));
+    assert_eq!(
+        mails.len(),
+        LOCALES.len() * (Event::TYPES.len() + variants().len())
+    );
     for (name, mail) in &mails {
         let locale = name.split('/').next().unwrap();
         assert_eq!(mail.locale, locale, "{name}");
@@ -112,6 +135,7 @@ fn a_hostile_username_device_role_or_product_never_reaches_html_unescaped() {
         "ip": "<b>203.0.113.7</b>",
         "role": "<script>alert(3)</script>",
         "new_email": "<script>@evil.example",
+        "method": "<script>alert(4)</script>",
     });
     for locale in locale_codes() {
         for kind in Event::TYPES {
@@ -177,6 +201,8 @@ fn a_javascript_link_in_a_payload_is_refused_not_rendered() {
         ("password-reset-requested", "reset_url"),
         ("email-changed", "revert_url"),
         ("new-sign-in", "reject_url"),
+        ("mfa-enabled", "reject_url"),
+        ("mfa-disabled", "reset_url"),
     ] {
         for bad in ["javascript:alert(1)", "data:text/html,hi", "/relative"] {
             let event = event_with(kind, "fr", json!({ field: bad }));
@@ -204,6 +230,22 @@ fn a_french_payload_gets_french_subjects() {
         (
             "role-changed",
             "Le rôle support a été ajouté à votre compte Accounts",
+        ),
+        (
+            "mfa-enabled",
+            "La vérification en deux étapes est activée sur votre compte Accounts",
+        ),
+        (
+            "mfa-disabled",
+            "Choisissez un nouveau mot de passe pour votre compte Accounts",
+        ),
+        (
+            "recovery-code-used",
+            "Un code de secours a été utilisé sur votre compte Accounts",
+        ),
+        (
+            "mfa-failures",
+            "Quelqu’un connaît le mot de passe de votre compte Accounts",
         ),
     ];
     assert_eq!(expected.len(), Event::TYPES.len());
@@ -260,11 +302,13 @@ fn the_product_name_appears_in_every_mail_and_ecoms_in_none() {
 
 #[test]
 fn french_punctuation_takes_a_non_breaking_space() {
-    for kind in Event::TYPES {
-        let mail = render(kind, "fr");
+    for (name, mail) in every_mail(&Templates::embedded()) {
+        if !name.starts_with("fr/") {
+            continue;
+        }
         for part in [&mail.subject, &mail.text, &mail.html] {
             for bad in [" :", " ;", " !", " ?", " »", "« "] {
-                assert!(!part.contains(bad), "fr/{kind} has {bad:?}: {part}");
+                assert!(!part.contains(bad), "{name} has {bad:?}: {part}");
             }
         }
     }
@@ -389,6 +433,259 @@ fn role_changed_says_whether_the_role_was_granted_or_revoked() {
     assert_eq!(
         revoked_fr.subject,
         "Le rôle support a été retiré de votre compte Accounts"
+    );
+}
+
+#[test]
+fn mfa_enabled_names_the_method_the_time_and_the_way_out() {
+    let link = "https://accounts.example.com/account/reject-sign-in?token=sample-token";
+    let mail = render("mfa-enabled", "en");
+    assert_eq!(
+        mail.subject,
+        "Two-step verification is on for your Accounts account"
+    );
+    for expected in [
+        "set up with an authenticator app on November 23, 2026 at 14:05 UTC",
+        &format!("This wasn't me: {link}"),
+        "until November 30, 2026 at 14:05 UTC",
+    ] {
+        assert!(mail.text.contains(expected), "{expected}: {}", mail.text);
+    }
+    assert!(
+        mail.html.contains(&format!("href=\"{link}\"")),
+        "{}",
+        mail.html
+    );
+    for (method, en, fr) in [
+        (
+            "passkey",
+            "set up with a passkey on",
+            "configurée avec une clé d’accès le",
+        ),
+        (
+            "sms",
+            "set up with a second factor on",
+            "configurée avec un second facteur le",
+        ),
+    ] {
+        let changes = json!({ "method": method });
+        let mail = Templates::embedded()
+            .render(&event_with("mfa-enabled", "en", changes.clone()))
+            .unwrap();
+        assert!(mail.text.contains(en), "{method}: {}", mail.text);
+        assert!(mail.html.contains(en), "{method}: {}", mail.html);
+        let mail = Templates::embedded()
+            .render(&event_with("mfa-enabled", "fr", changes))
+            .unwrap();
+        assert!(mail.text.contains(fr), "{method}: {}", mail.text);
+    }
+    assert!(
+        render("mfa-enabled", "fr")
+            .text
+            .contains("configurée avec une application d’authentification le 23 novembre 2026")
+    );
+}
+
+#[test]
+fn mfa_disabled_by_an_operator_carries_the_reset_link_and_the_users_own_does_not() {
+    let link = "https://accounts.example.com/password/reset?token=sample-token";
+    for locale in locale_codes() {
+        let by_operator = render("mfa-disabled", locale);
+        assert!(
+            by_operator.text.contains(link),
+            "{locale}: {}",
+            by_operator.text
+        );
+        assert!(
+            by_operator.html.contains(&format!("href=\"{link}\"")),
+            "{locale}: {}",
+            by_operator.html
+        );
+        // The user's own removal never mails a link, even should the payload carry one.
+        for changes in [
+            json!({"by_operator": false, "reset_url": null, "reset_expires_at": null}),
+            json!({"by_operator": false}),
+        ] {
+            let by_user = Templates::embedded()
+                .render(&event_with("mfa-disabled", locale, changes))
+                .unwrap();
+            for part in [&by_user.subject, &by_user.text, &by_user.html] {
+                assert!(!part.contains("sample-token"), "{locale}: {part}");
+                assert!(!part.contains("href"), "{locale}: {part}");
+            }
+            assert_ne!(by_user.subject, by_operator.subject, "{locale}");
+        }
+    }
+    let by_operator = render("mfa-disabled", "en");
+    assert_eq!(
+        by_operator.subject,
+        "Set a new password for your Accounts account"
+    );
+    for expected in [
+        "At your request, our support team removed",
+        "Your password no longer works.",
+        &format!("Choose a new password: {link}"),
+        "The link works once, until November 23, 2026 at 15:05 UTC.",
+    ] {
+        assert!(
+            by_operator.text.contains(expected),
+            "{expected}: {}",
+            by_operator.text
+        );
+    }
+    let by_user = Templates::embedded()
+        .render(&event_with(
+            "mfa-disabled",
+            "en",
+            json!({"by_operator": false, "reset_url": null, "reset_expires_at": null}),
+        ))
+        .unwrap();
+    assert_eq!(
+        by_user.subject,
+        "Two-step verification is off for your Accounts account"
+    );
+    assert!(
+        by_user.text.contains(
+            "Two-step verification was turned off for your Accounts account on November 23, 2026 at 14:05 UTC"
+        ),
+        "{}",
+        by_user.text
+    );
+    assert!(by_user.text.contains("change your password at once"));
+}
+
+#[test]
+fn mfa_disabled_by_an_operator_without_a_link_still_says_how_to_get_back_in() {
+    for locale in locale_codes() {
+        let mail = Templates::embedded()
+            .render(&event_with(
+                "mfa-disabled",
+                locale,
+                json!({"reset_url": null, "reset_expires_at": null}),
+            ))
+            .unwrap();
+        assert!(!mail.html.contains("href"), "{locale}: {}", mail.html);
+        let expected = match locale {
+            "fr" => "demandez une réinitialisation de votre mot de passe",
+            _ => "ask for a password reset",
+        };
+        assert!(mail.text.contains(expected), "{locale}: {}", mail.text);
+        assert!(mail.html.contains(expected), "{locale}: {}", mail.html);
+    }
+}
+
+#[test]
+fn recovery_code_used_says_how_many_codes_are_left_and_when_to_make_more() {
+    let advice_en = "Generate a new set";
+    let advice_fr = "Générez-en une nouvelle série";
+    for (left, en, fr, running_low) in [
+        (
+            9,
+            "You have 9 recovery codes left.",
+            "Il vous reste 9 codes de secours.",
+            false,
+        ),
+        (
+            4,
+            "You have 4 recovery codes left.",
+            "Il vous reste 4 codes de secours.",
+            false,
+        ),
+        (
+            3,
+            "You have 3 recovery codes left.",
+            "Il vous reste 3 codes de secours.",
+            true,
+        ),
+        (
+            1,
+            "You have 1 recovery code left.",
+            "Il vous reste 1 code de secours.",
+            true,
+        ),
+        (
+            0,
+            "you have no recovery codes left.",
+            "il ne vous reste plus aucun code de secours.",
+            true,
+        ),
+    ] {
+        let changes = json!({ "codes_left": left });
+        let mail = Templates::embedded()
+            .render(&event_with("recovery-code-used", "en", changes.clone()))
+            .unwrap();
+        assert!(mail.text.contains(en), "{left}: {}", mail.text);
+        assert!(mail.html.contains(en), "{left}: {}", mail.html);
+        assert_eq!(mail.text.contains(advice_en), running_low, "{left}");
+        let mail = Templates::embedded()
+            .render(&event_with("recovery-code-used", "fr", changes))
+            .unwrap();
+        assert!(mail.text.contains(fr), "{left}: {}", mail.text);
+        assert_eq!(mail.text.contains(advice_fr), running_low, "{left}");
+    }
+    let none_left = Templates::embedded()
+        .render(&event_with(
+            "recovery-code-used",
+            "en",
+            json!({"codes_left": 0}),
+        ))
+        .unwrap();
+    assert!(
+        none_left
+            .text
+            .contains("That was your last one: you have no recovery codes left. Generate a new set in your account's security settings: without a code"),
+        "{}",
+        none_left.text
+    );
+    let mail = render("recovery-code-used", "en");
+    for expected in [
+        "used on November 23, 2026 at 14:05 UTC, from IP address 203.0.113.7",
+        "change your password at once",
+    ] {
+        assert!(mail.text.contains(expected), "{expected}: {}", mail.text);
+    }
+}
+
+#[test]
+fn mfa_failures_says_how_often_from_where_and_that_the_password_is_known() {
+    let mail = render("mfa-failures", "en");
+    assert_eq!(mail.subject, "Someone knows your Accounts password");
+    for expected in [
+        "failed the second step of signing in 5 times in the last 24 hours",
+        "from IP address 203.0.113.7, on November 23, 2026 at 14:05 UTC",
+        "knows your password: change it now",
+    ] {
+        assert!(mail.text.contains(expected), "{expected}: {}", mail.text);
+        assert!(mail.html.contains(expected), "{expected}: {}", mail.html);
+    }
+    let once = Templates::embedded()
+        .render(&event_with("mfa-failures", "en", json!({"failures": 1})))
+        .unwrap();
+    assert!(
+        once.text.contains("signing in once in the last 24 hours"),
+        "{}",
+        once.text
+    );
+    let fr = render("mfa-failures", "fr");
+    assert!(
+        fr.text.contains("a échoué 5 fois à la seconde étape"),
+        "{}",
+        fr.text
+    );
+    // An address is the client's to claim: it cannot add lines to the mail.
+    let forged = Templates::embedded()
+        .render(&event_with(
+            "mfa-failures",
+            "en",
+            json!({"ip": "203.0.113.7\n\nURGENT: call +1 555 0100"}),
+        ))
+        .unwrap();
+    assert!(
+        forged
+            .text
+            .contains("IP address 203.0.113.7 URGENT: call +1 555 0100, on"),
+        "{}",
+        forged.text
     );
 }
 
