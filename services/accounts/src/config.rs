@@ -56,6 +56,9 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     pub outbox_poll_interval: Duration,
     pub outbox_retention: Duration,
+    /// The product's name (`MAILER_PRODUCT_NAME`, shared with the mailer): the issuer an
+    /// authenticator app shows beside a TOTP code.
+    pub product_name: String,
 }
 
 impl Settings {
@@ -169,6 +172,7 @@ impl Settings {
                 env.positive("ACCOUNTS_OUTBOX_POLL_MS", "1000")?,
             ),
             outbox_retention: seconds("ACCOUNTS_OUTBOX_RETENTION_SECONDS", "604800")?,
+            product_name: env.var("MAILER_PRODUCT_NAME", "Accounts"),
         })
     }
 

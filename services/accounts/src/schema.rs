@@ -24,6 +24,7 @@ diesel::table! {
         updated_at -> Timestamptz,
         locale -> Text,
         email_epoch -> Int4,
+        mfa_failures_mailed_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -102,6 +103,8 @@ diesel::table! {
         ended_at -> Nullable<Timestamptz>,
         user_agent -> Text,
         ip -> Text,
+        amr -> Array<Text>,
+        aal -> Text,
     }
 }
 
@@ -171,6 +174,55 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    totp_authenticators (user_id) {
+        user_id -> Uuid,
+        secret -> Nullable<Bytea>,
+        pending_secret -> Nullable<Bytea>,
+        enabled_at -> Nullable<Timestamptz>,
+        last_step -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    recovery_codes (user_id, digest) {
+        user_id -> Uuid,
+        digest -> Bytea,
+        created_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    mfa_challenges (digest) {
+        digest -> Bytea,
+        user_id -> Uuid,
+        token_version -> Int4,
+        email_epoch -> Int4,
+        amr -> Array<Text>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        spent_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    mfa_failures (id) {
+        id -> Int8,
+        user_id -> Uuid,
+        client -> Text,
+        failed_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    encryption_key_check (id) {
+        id -> Bool,
+        sealed -> Bytea,
+    }
+}
+
 diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::joinable!(email_changes -> users (user_id));
 diesel::joinable!(user_roles -> users (user_id));
@@ -179,6 +231,10 @@ diesel::joinable!(role_permissions -> roles (role));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (family_id));
 diesel::joinable!(known_devices -> users (user_id));
+diesel::joinable!(totp_authenticators -> users (user_id));
+diesel::joinable!(recovery_codes -> users (user_id));
+diesel::joinable!(mfa_challenges -> users (user_id));
+diesel::joinable!(mfa_failures -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     refresh_tokens,
@@ -188,5 +244,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     role_permissions,
     user_roles,
     audit_log,
-    email_changes
+    email_changes,
+    totp_authenticators,
+    recovery_codes,
+    mfa_challenges,
+    mfa_failures
 );

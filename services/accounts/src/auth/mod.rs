@@ -17,6 +17,7 @@ use crate::{
     db,
     http::error::{ApiError, NO_CREDENTIALS},
     schema::{sessions, users},
+    sessions::Assurance,
     state::AppState,
     tokens::{Claims, Purpose},
     users::User,
@@ -34,6 +35,20 @@ pub struct Authenticated {
 }
 
 impl Authenticated {
+    /// How the caller's session began, as its token says.
+    pub fn assurance(&self) -> Assurance {
+        if self.claims.amr.is_empty() {
+            return Assurance::password();
+        }
+        Assurance {
+            amr: self.claims.amr.clone(),
+            aal: match self.claims.aal.as_deref() {
+                Some("aal2") => "aal2",
+                _ => "aal1",
+            },
+        }
+    }
+
     /// When the password that began this session was entered.
     pub fn auth_time(&self) -> DateTime<Utc> {
         self.claims

@@ -14,6 +14,13 @@ use crate::domain::FieldErrors;
 pub const NO_CREDENTIALS: &str = "Authentication credentials were not provided.";
 /// Django REST framework's words for a caller without the permission.
 pub const NO_PERMISSION: &str = "You do not have permission to perform this action.";
+pub const WRONG_CURRENT_PASSWORD: &str = "Your current password was entered incorrectly.";
+pub const REAUTHENTICATE: &str = "Enter your current password to change this.";
+pub const SIGN_IN_AGAIN: &str = "Sign in again to change this.";
+pub const BAD_CODE: &str = "The code is invalid or expired.";
+pub const CODE_NEEDED: &str = "Enter a code from your authenticator app or a recovery code.";
+pub const BAD_CHALLENGE: &str = "The sign-in challenge is invalid or expired. Sign in again.";
+pub const TOO_MANY_CODES: &str = "Too many wrong codes. Try again later.";
 pub const BAD_TOKEN: &str = "Invalid authentication. Could not decode token.";
 pub const BAD_LOGIN: &str = "Incorrect email or password.";
 pub const BAD_USERNAME_LOGIN: &str = "Incorrect username or password.";
@@ -29,6 +36,9 @@ pub enum ApiError {
     },
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// A security setting needs a recent, strong sign-in that the caller cannot prove here.
+    #[error("forbidden: reauthentication needed")]
+    Reauthenticate,
     /// The caller is signed in but lacks the permission (Django REST framework's words).
     #[error("forbidden: no permission")]
     NoPermission,
@@ -108,7 +118,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Validation(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) | ApiError::NoPermission => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::Reauthenticate | ApiError::NoPermission => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -123,6 +135,9 @@ impl ResponseError for ApiError {
             ApiError::Validation(errors) => json!({ "errors": errors }),
             ApiError::Unauthorized { field, message } => json!({ "errors": { *field: [message] } }),
             ApiError::Forbidden(message) => json!({ "errors": { "account": [message] } }),
+            ApiError::Reauthenticate => {
+                json!({ "errors": { "reauthentication": [SIGN_IN_AGAIN] } })
+            }
             ApiError::NoPermission => {
                 json!({ "errors": { "permission": [NO_PERMISSION] } })
             }

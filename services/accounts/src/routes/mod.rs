@@ -7,6 +7,7 @@ pub(crate) mod assets;
 pub(crate) mod confirm;
 pub(crate) mod email;
 pub(crate) mod health;
+pub(crate) mod mfa;
 pub(crate) mod password;
 pub mod schemas;
 pub(crate) mod sessions;
@@ -29,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .get(user::current)
             .put(user::update),
         Endpoint::at("/api/users/login").post(users::login),
+        Endpoint::at("/api/users/login/mfa").post(users::login_second_factor),
         Endpoint::at("/api/users").post(users::register),
         Endpoint::at("/api/users/token/refresh").post(users::refresh),
         Endpoint::at("/api/users/logout").post(users::logout),
@@ -39,6 +41,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         Endpoint::at("/api/users/email/revert").post(email::revert),
         Endpoint::at("/api/users/sign-in/reject").post(sessions::reject_sign_in),
         Endpoint::at("/api/user/sessions").get(sessions::list),
+        Endpoint::at("/api/user/mfa").get(mfa::status),
+        Endpoint::at("/api/user/mfa/totp")
+            .post(mfa::enrol_totp)
+            .delete(mfa::remove_totp),
+        Endpoint::at("/api/user/mfa/totp/confirm").post(mfa::confirm_totp),
+        Endpoint::at("/api/user/mfa/recovery-codes").post(mfa::regenerate_recovery_codes),
         Endpoint::at("/api/admin/users").get(admin::list_users),
         Endpoint::at("/api/admin/users/{id}").get(admin::show_user),
         Endpoint::at("/api/admin/users/{id}/deactivate").post(admin::deactivate),

@@ -13,7 +13,8 @@ use utoipa::{
 };
 
 use crate::routes::{
-    Endpoint, admin, confirm, email, health, password, schemas::ErrorBody, sessions, user, users,
+    Endpoint, admin, confirm, email, health, mfa, password, schemas::ErrorBody, sessions, user,
+    users,
 };
 
 struct TokenAuth;
@@ -90,7 +91,9 @@ impl Modify for CommonResponses {
 #[openapi(
     info(title = "accounts", description = "Users, sessions and tokens. Errors are always {\"errors\": {\"<field>\": [\"message\"]}}. Request bodies refuse unknown properties (400). A method a path does not answer gets 405 with an Allow header. Browser apps on the origins listed in ACCOUNTS_CORS_ORIGINS may call the API: preflights need no token, Retry-After and X-Request-Id are readable, and there is no credentials mode (tokens travel in the Authorization header); other origins read nothing."),
     paths(
-        users::register, users::login, users::refresh, users::logout,
+        users::register, users::login, users::login_second_factor, users::refresh, users::logout,
+        mfa::status, mfa::enrol_totp, mfa::confirm_totp, mfa::remove_totp,
+        mfa::regenerate_recovery_codes,
         user::current, user::update,
         confirm::confirm, confirm::resend, confirm::success_page, confirm::request_page,
         password::forgot, password::reset, password::reset_page,

@@ -3,7 +3,6 @@
 use actix_web::{HttpResponse, web};
 use chrono::Utc;
 use diesel_async::AsyncConnection;
-use events::{Event, PasswordChanged};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -12,13 +11,12 @@ use super::{
     schemas::{Accepted, EmailOnly, ErrorBody, UserEnvelope},
 };
 use crate::{
-    audit::{self, Origin},
+    audit::Origin,
     db,
     domain::{self, FieldErrors, REQUIRED, push_error},
     http::client::ClientAddr,
     http::error::ApiError,
     http::telemetry::RequestId,
-    outbox, sessions,
     signin::recovery,
     state::AppState,
     tokens::Purpose,
@@ -132,17 +130,9 @@ pub async fn reset(
                 ..UserChanges::default()
             };
             let updated = users::update(conn, user.id, &changes).await?;
-            sessions::end_all(conn, user.id).await?;
             let origin = origin.clone().by(user.id);
-            audit::record(conn, &origin, "password.reset", Some(user.id), json!({})).await?;
-            let event = Event::PasswordChanged(PasswordChanged {
-                user_id: updated.id,
-                email: updated.email,
-                username: updated.username,
-                changed_at: Utc::now(),
-                locale: updated.locale,
-            });
-            outbox::enqueue(conn, event, &request_id).await?;
+            recovery::password_replaced(conn, &updated, "password.reset", &origin, &request_id)
+                .await?;
             Ok(true)
         })
         .await

@@ -37,6 +37,10 @@ pub struct SessionBody {
     ip: String,
     /// Whether this is the session of the token making the request.
     current: bool,
+    /// How the session began (RFC 8176): `pwd`, plus `otp` and `mfa` after a second factor.
+    amr: Vec<String>,
+    /// `aal1`, or `aal2` after two factors.
+    aal: String,
 }
 
 impl SessionBody {
@@ -49,6 +53,8 @@ impl SessionBody {
             last_used_at: session.last_used_at,
             user_agent: session.user_agent,
             ip: session.ip,
+            amr: session.amr,
+            aal: session.aal,
         }
     }
 }

@@ -4,8 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use diesel::QueryResult;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
-use events::{EmailChanged, EmailConfirmationRequested, Event, PasswordChanged};
-use secrecy::SecretString;
+use events::{EmailChanged, EmailConfirmationRequested, Event};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
@@ -17,19 +16,16 @@ use crate::{
     db,
     domain::{self, EmailAddress, FieldErrors, REQUIRED, locale, profile, push_error},
     http::client::ClientAddr,
-    http::error::ApiError,
+    http::error::{ApiError, CODE_NEEDED, REAUTHENTICATE, WRONG_CURRENT_PASSWORD},
     http::telemetry::RequestId,
     outbox, sessions,
-    signin::{self, Notice},
+    signin::{self, Notice, recovery, step_up},
     state::AppState,
     throttle,
     users::email_changes,
     users::links,
     users::{self, EMAIL_TAKEN, USERNAME_TAKEN, User, UserBody, UserChanges},
 };
-
-pub const WRONG_CURRENT_PASSWORD: &str = "Your current password was entered incorrectly.";
-pub const REAUTHENTICATE: &str = "Enter your current password to change this.";
 
 #[utoipa::path(get, path = "/api/user", tag = "user", security(("token" = [])),
     responses((status = 200, description = "The current user", body = UserResponse),
@@ -93,6 +89,10 @@ pub struct ProfileUpdate {
     #[schema(max_length = 71)]
     confirm_password: Option<String>,
     current_password: Option<String>,
+    /// A TOTP or recovery code: needed with `current_password` for an email or password change on
+    /// an account with a second factor, unless the session is fresh and `aal2`.
+    #[schema(max_length = 64)]
+    code: Option<String>,
     #[schema(max_length = 35, pattern = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$")]
     locale: Option<String>,
 }
@@ -200,18 +200,25 @@ pub async fn update(
         }
     };
     let current_password = input.current_password.filter(|p| !p.is_empty());
+    let code = input.code.filter(|c| !c.is_empty());
     // A stolen access token must not be enough to take the account over: the password always
-    // needs the current one, the email needs it unless the password was entered moments ago.
-    let fresh = Utc::now() - auth.auth_time()
-        < chrono::Duration::from_std(state.settings.reauth).unwrap_or_default();
+    // needs the current one, the email needs it unless the session is fresh (and, on an account
+    // with a second factor, `aal2`); with a second factor, a code goes with the password.
+    let mut conn = state.pool.get().await?;
+    let second_factor = (new_password.is_some() || new_email.is_some())
+        && signin::mfa::enabled(&mut conn, user.id).await?;
+    let fresh = step_up::fresh(&state, &auth, second_factor);
     let needs_password = new_password.is_some() || (new_email.is_some() && !fresh);
     if needs_password && current_password.is_none() {
         push_error(&mut errors, "current_password", REAUTHENTICATE);
     }
+    let needs_code = second_factor && !fresh;
+    if needs_code && code.is_none() {
+        push_error(&mut errors, "code", CODE_NEEDED);
+    }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let mut conn = state.pool.get().await?;
     // An email change mails the new address and the old one: it counts twice against the client's
     // mail-sending limit and once against the account's, before its duplicate check (which would
     // otherwise tell anyone, unthrottled, whether an address has an account). A spent limit is
@@ -223,31 +230,21 @@ pub async fn update(
     if let Some(limits) = &mail_limits {
         throttle::already_spent(&mut conn, limits, Utc::now()).await?;
     }
-    if let Some(current) = current_password {
+    let device = sessions::Device::of(&req);
+    let from = signin::Client {
+        addr: &client,
+        device: &device,
+        request_id: &request_id,
+    };
+    if let Some(current) = &current_password {
         // A wrong current password is a failed login: the same throttle counts it, before bcrypt.
-        let attempt = state
-            .login_guard
-            .begin(&mut conn, &user.email, &client, &origin, Utc::now())
-            .await?;
         // No connection is held while waiting for bcrypt.
         drop(conn);
-        let verified = state
-            .hasher
-            .verify(&SecretString::from(current), user.password_hash.clone())
-            .await;
-        conn = state.pool.get().await?;
-        let matched = match verified {
-            Ok(matched) => matched,
-            Err(e) => {
-                attempt.cancel(&mut conn).await?;
-                return Err(e.into());
-            }
-        };
-        if !matched {
-            attempt.failed(&mut conn).await?;
-            return Err(ApiError::field("current_password", WRONG_CURRENT_PASSWORD));
+        step_up::check_password(&state, &auth, current, &from).await?;
+        if let Some(code) = code.as_deref().filter(|_| needs_code) {
+            step_up::second_factor(&state, &auth, code, &from).await?;
         }
-        attempt.succeeded(&mut conn).await?;
+        conn = state.pool.get().await?;
     }
     if let Some(limits) = mail_limits {
         throttle::hourly(&mut conn, limits, Utc::now()).await?;
@@ -264,7 +261,6 @@ pub async fn update(
     }
     changes.updated_at = Some(Utc::now());
 
-    let device = sessions::Device::of(&req);
     let checked_hash = user.password_hash.clone();
     let result = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
@@ -297,17 +293,10 @@ pub async fn update(
             if new_password.is_none() {
                 return Ok(Some((updated, None)));
             }
-            // A new password ends every session; this client gets a new one, fresh.
-            audit::record(conn, &origin, "password.changed", Some(user.id), json!({})).await?;
-            sessions::end_all(conn, updated.id).await?;
-            let event = Event::PasswordChanged(PasswordChanged {
-                user_id: updated.id,
-                email: updated.email.clone(),
-                username: updated.username.clone(),
-                changed_at: Utc::now(),
-                locale: updated.locale.clone(),
-            });
-            outbox::enqueue(conn, event, &request_id).await?;
+            // A new password ends every session; this client gets a new one, fresh, as strong
+            // as the one it had.
+            recovery::password_replaced(conn, &updated, "password.changed", &origin, &request_id)
+                .await?;
             let refreshed = users::find(conn, updated.id)
                 .await?
                 .ok_or(diesel::result::Error::NotFound)?;
@@ -315,10 +304,10 @@ pub async fn update(
                 conn,
                 &state,
                 &refreshed,
-                &device,
+                &from,
                 Utc::now(),
+                &auth.assurance(),
                 Notice::Silent,
-                &request_id,
             )
             .await?;
             let grants = authz::grants(conn, &refreshed).await?;

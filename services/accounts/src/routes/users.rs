@@ -5,30 +5,25 @@ use chrono::Utc;
 use diesel_async::AsyncConnection;
 use events::{Event, UserRegistered};
 use secrecy::SecretString;
-use serde::Deserialize;
-use serde_json::json;
-use sha2::{Digest, Sha256};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::schemas::{ErrorBody, UserEnvelope, UserResponse};
 use crate::{
-    audit::{self, Origin},
+    audit::Origin,
     auth::authz::{self, Grants},
     auth::{Authenticated, DEACTIVATED},
     db,
-    domain::{
-        self, EmailAddress, FieldErrors, REQUIRED, locale, profile, profile::username_skeleton,
-        push_error,
-    },
+    domain::{self, EmailAddress, FieldErrors, REQUIRED, locale, profile, push_error},
     http::client::ClientAddr,
-    http::error::{ApiError, BAD_LOGIN, BAD_USERNAME_LOGIN},
-    http::telemetry::{self, RequestId},
+    http::error::ApiError,
+    http::telemetry::RequestId,
     outbox,
-    sessions::{self, Ending},
+    sessions::{self, Assurance, Ending},
     signin::devices,
-    signin::{self, Notice},
+    signin::{self, Notice, PasswordOutcome, SecondFactorNeeded, mfa::Proof, password::Identifier},
     state::AppState,
-    throttle::{self, HourlyLimit, Route, ThrottleError},
+    throttle::{self, HourlyLimit, Route},
     users::email_changes,
     users::links,
     users::{self, EMAIL_TAKEN, NewUser, USERNAME_TAKEN, UserBody},
@@ -36,7 +31,6 @@ use crate::{
 
 pub const TOO_MANY_REGISTRATIONS: &str =
     "Too many registrations from your network. Try again later.";
-pub const UNVERIFIED: &str = "Confirm your email address before logging in.";
 
 /// A registration. Lengths count characters; the password's 71 is also a limit in UTF-8 bytes
 /// (bcrypt reads no more), and it must not be all letters, all digits, common, or too similar to
@@ -184,6 +178,11 @@ pub async fn register(
     };
     let issue_tokens = !state.settings.require_verified_email;
     let device = sessions::Device::of(&req);
+    let from = signin::Client {
+        addr: &client,
+        device: &device,
+        request_id: &request_id,
+    };
     let result = conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
             // An address that an email change freed stays its account's while the change's
@@ -211,10 +210,10 @@ pub async fn register(
                         conn,
                         &state,
                         &user,
-                        &device,
+                        &from,
                         Utc::now(),
+                        &Assurance::password(),
                         Notice::Silent,
-                        &request_id,
                     )
                     .await?,
                 ),
@@ -255,20 +254,6 @@ pub async fn register(
     Ok(HttpResponse::Created().json(users::UserResponse { user: body }))
 }
 
-/// The throttle key of a login whose email does not parse: such an address has no account, but
-/// guessing at it is still counted, under a bounded key.
-fn unparseable_account(email: &str) -> String {
-    format!("unparseable:{:x}", Sha256::digest(email.to_lowercase()))
-}
-
-/// The throttle key of a login by a username no account has, bounded like the one above.
-fn unknown_username(typed: &str) -> String {
-    format!(
-        "username:{:x}",
-        Sha256::digest(username_skeleton(typed.trim()))
-    )
-}
-
 pub const ONE_IDENTIFIER: &str = "Enter either an email or a username, not both.";
 
 /// Seed 002: one login form for either identifier. Exactly one of `email` and `username`.
@@ -288,7 +273,7 @@ pub struct Credentials {
 }
 
 #[utoipa::path(post, path = "/api/users/login", tag = "users", request_body = UserEnvelope<Credentials>,
-    responses((status = 200, description = "Logged in", body = UserResponse),
+    responses((status = 200, description = "Logged in (the user with its tokens); or, when the account has a second factor, `mfa` with a challenge and no tokens", body = LoginResponse),
         (status = 400, description = "Validation failed or malformed body", body = ErrorBody),
         (status = 401, description = "Incorrect email or password; a deactivated account gets this answer whether or not the password is right", body = ErrorBody),
         (status = 403, description = "Unverified when verification is mandatory", body = ErrorBody),
@@ -307,7 +292,6 @@ pub async fn login(
     let username = input.username.as_deref().filter(|u| !u.is_empty());
     let password = input.password.unwrap_or_default();
     // Only an absent or empty identifier is "required"; a blank one is a wrong login like any other.
-    let email = given.trim();
     match (given.is_empty(), username.is_some()) {
         (true, false) => push_error(&mut errors, "email", REQUIRED),
         (false, true) => push_error(&mut errors, "username", ONE_IDENTIFIER),
@@ -319,152 +303,123 @@ pub async fn login(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    // Turned away before any database work, so a flood's 429s stay fast.
-    state.hasher.check_capacity()?;
-    // The throttle counts per account, whichever identifier was typed: a known username counts
-    // under its account's address, so alternating the two never doubles a guesser's budget.
-    let address = EmailAddress::parse(email).ok();
-    let now = Utc::now();
-    let locked = |e: ThrottleError| {
-        if matches!(e, ThrottleError::Throttled(_)) {
-            metrics::counter!("accounts_logins_total", "outcome" => "locked").increment(1);
-        }
-        e
+    let identifier = match username {
+        Some(typed) => Identifier::Username(typed),
+        None => Identifier::Email(given.trim()),
     };
-    let (account, by_username, bad_login) = match username {
-        Some(typed) => {
-            // A client the memory knows as locked is refused before the name is looked up.
-            state
-                .login_guard
-                .refuse_remembered(&unknown_username(typed), &client, now)
-                .map_err(locked)?;
-            // A name registration would refuse (a NUL byte, 10,000 characters) has no account.
-            let mut refused = FieldErrors::new();
-            let user = match profile::username(&mut refused, typed) {
-                Some(_) if refused.is_empty() => {
-                    let mut conn = state.pool.get().await?;
-                    users::find_by_username(&mut conn, typed).await?
-                }
-                _ => None,
-            };
-            let account = user
-                .as_ref()
-                .map_or_else(|| unknown_username(typed), |u| u.email.clone());
-            (account, Some(user), BAD_USERNAME_LOGIN)
-        }
-        None => {
-            let account = address
-                .as_ref()
-                .map_or_else(|| unparseable_account(email), |a| a.as_str().to_string());
-            (account, None, BAD_LOGIN)
-        }
-    };
-    state
-        .login_guard
-        .refuse_remembered(&account, &client, now)
-        .map_err(locked)?;
-    let mut conn = state.pool.get().await?;
-    let origin = Origin::new(None, &client.to_string(), &request_id);
-    let attempt = state
-        .login_guard
-        .begin(&mut conn, &account, &client, &origin, now)
-        .await
-        .map_err(locked)?;
-    // Unknown accounts (or syntactically invalid addresses) verify against a dummy hash: same cost.
-    let user = match (by_username, &address) {
-        (Some(user), _) => user,
-        (None, Some(address)) => users::find_by_email(&mut conn, address.as_str()).await?,
-        (None, None) => None,
-    };
-    let password = SecretString::from(password);
-    // No connection is held while waiting for bcrypt, so a login storm cannot take the pool from
-    // token-authenticated requests.
-    drop(conn);
-    let verified = state
-        .hasher
-        .verify(
-            &password,
-            user.as_ref().and_then(|u| u.password_hash.clone()),
-        )
-        .await;
-    let mut conn = state.pool.get().await?;
-    let matched = match verified {
-        Ok(matched) => matched,
-        Err(e) => {
-            attempt.cancel(&mut conn).await?;
-            return Err(e.into());
-        }
-    };
-    // A deactivated account signs in with nothing, so its right password is a failure like any
-    // other: the same 401, the same count against the throttle, the same cost (bcrypt ran). A
-    // distinct answer would make it a free oracle for a leaked password list.
-    let user = match (matched, user) {
-        (true, Some(user)) if user.active => user,
-        (_, user) => {
-            attempt.failed(&mut conn).await?;
-            let mut details = json!({ "email": telemetry::mask_address(&account) });
-            if user.as_ref().is_some_and(|u| !u.active) {
-                details["deactivated"] = json!(true);
-            }
-            let target = user.map(|u| u.id);
-            audit::record(&mut conn, &origin, "login.failed", target, details).await?;
-            metrics::counter!("accounts_logins_total", "outcome" => "failed").increment(1);
-            return Err(ApiError::Unauthorized {
-                field: "credentials",
-                message: bad_login,
-            });
-        }
-    };
-    attempt.succeeded(&mut conn).await?;
-    if state.settings.require_verified_email && !user.verified {
-        return Err(ApiError::Forbidden(UNVERIFIED));
-    }
     let device = sessions::Device::of(&req);
-    let verified_hash = user.password_hash;
-    let signed_in = db::retrying(async || {
-        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-            // The row lock orders this login against a concurrent reset or deactivation: a
-            // password that changed since it was checked begins no session.
-            let Some(user) = users::record_login(conn, user.id).await? else {
-                return Ok(None);
-            };
-            if user.password_hash != verified_hash || !user.active {
-                return Ok(None);
-            }
-            let started = signin::begin(
-                conn,
-                &state,
-                &user,
-                &device,
-                Utc::now(),
-                Notice::NewDevice,
-                &request_id,
-            )
-            .await?;
-            let grants = authz::grants(conn, &user).await?;
-            let details = json!({ "session": started.session.id });
-            let origin = origin.clone().by(user.id);
-            audit::record(conn, &origin, "login.succeeded", Some(user.id), details).await?;
-            Ok(Some((user, started, grants)))
-        })
-        .await
-    })
-    .await?;
-    let Some((user, started, grants)) = signed_in else {
-        return Err(ApiError::Unauthorized {
-            field: "credentials",
-            message: bad_login,
-        });
+    let from = signin::Client {
+        addr: &client,
+        device: &device,
+        request_id: &request_id,
     };
-    metrics::counter!("accounts_logins_total", "outcome" => "ok").increment(1);
-    let body = signin::body_with_tokens(
-        &state,
-        user,
-        &started.session,
-        started.refresh_token,
-        &grants,
-    );
-    Ok(HttpResponse::Ok().json(users::UserResponse { user: body }))
+    let outcome =
+        signin::with_password(&state, identifier, SecretString::from(password), &from).await?;
+    Ok(HttpResponse::Ok().json(match outcome {
+        PasswordOutcome::SignedIn(body) => {
+            LoginResponse::User(Box::new(UserResponse { user: *body }))
+        }
+        PasswordOutcome::SecondFactor(needed) => LoginResponse::Mfa(needed.into()),
+    }))
+}
+
+/// What a login answers: the user with tokens, or the second-factor challenge.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum LoginResponse {
+    User(Box<UserResponse>),
+    Mfa(MfaChallengeResponse),
+}
+
+/// The second step of a login: the challenge and one second factor.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecondFactorLogin {
+    /// The `mfa.challenge` of the password login.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 128)]
+    challenge: Option<String>,
+    /// A code from the authenticator app (6 digits). Give it or `recovery_code`.
+    #[schema(nullable = false, min_length = 1, max_length = 64)]
+    code: Option<String>,
+    /// One of the recovery codes (`xxxx-xxxx-xxxx`). Give it or `code`.
+    #[schema(nullable = false, min_length = 1, max_length = 64)]
+    recovery_code: Option<String>,
+}
+
+/// A password login that needs a second factor: no tokens yet.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MfaChallengeResponse {
+    mfa: MfaChallenge,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MfaChallenge {
+    /// Opaque; send it to `POST /api/users/login/mfa` with one factor. Single use.
+    challenge: String,
+    /// The factors the account has: `totp`, `recovery_code`.
+    methods: Vec<&'static str>,
+    /// Seconds until the challenge expires (300).
+    expires_in: i64,
+}
+
+impl From<SecondFactorNeeded> for MfaChallengeResponse {
+    fn from(needed: SecondFactorNeeded) -> Self {
+        Self {
+            mfa: MfaChallenge {
+                challenge: needed.challenge,
+                methods: needed.methods,
+                expires_in: (needed.expires_at - Utc::now()).num_seconds().max(0),
+            },
+        }
+    }
+}
+
+pub const ONE_FACTOR: &str = "Give either a code or a recovery code.";
+
+#[utoipa::path(post, path = "/api/users/login/mfa", tag = "users", request_body = SecondFactorLogin,
+    responses((status = 200, description = "Logged in, with two factors", body = UserResponse),
+        (status = 400, description = "Validation failed (the challenge and exactly one of code and recovery_code) or malformed body", body = ErrorBody),
+        (status = 401, description = "The challenge is unknown, expired, spent or void (the password, the address or the account changed since), or the code is wrong or already used", body = ErrorBody),
+        (status = 429, description = "Too many wrong codes: 5 in 15 minutes from this client, or, from a device that has not signed in lately, more than 10 in a day (then a doubling delay); see Retry-After", body = ErrorBody)))]
+pub async fn login_second_factor(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    request_id: RequestId,
+    client: ClientAddr,
+    body: web::Json<SecondFactorLogin>,
+) -> Result<HttpResponse, ApiError> {
+    state.client_rate.admit(Route::Login, &client)?;
+    let input = body.into_inner();
+    let mut errors = FieldErrors::new();
+    let challenge = input.challenge.unwrap_or_default();
+    if challenge.is_empty() {
+        push_error(&mut errors, "challenge", REQUIRED);
+    }
+    let code = input.code.filter(|c| !c.is_empty());
+    let recovery_code = input.recovery_code.filter(|c| !c.is_empty());
+    let proof = match (&code, &recovery_code) {
+        (Some(code), None) => Some(Proof::Totp(code)),
+        (None, Some(code)) => Some(Proof::RecoveryCode(code)),
+        (None, None) => {
+            push_error(&mut errors, "code", REQUIRED);
+            None
+        }
+        (Some(_), Some(_)) => {
+            push_error(&mut errors, "recovery_code", ONE_FACTOR);
+            None
+        }
+    };
+    let Some(proof) = proof.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let device = sessions::Device::of(&req);
+    let from = signin::Client {
+        addr: &client,
+        device: &device,
+        request_id: &request_id,
+    };
+    let body = signin::with_second_factor(&state, &challenge, proof, &from).await?;
+    Ok(HttpResponse::Ok().json(UserResponse { user: body }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -42,6 +42,46 @@ pub struct Device {
     pub ip: String,
 }
 
+/// How a session began: the methods used (RFC 8176 `amr`) and the assurance level they reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assurance {
+    pub amr: Vec<String>,
+    pub aal: &'static str,
+}
+
+impl Assurance {
+    /// A password alone.
+    pub fn password() -> Self {
+        Self {
+            amr: vec!["pwd".into()],
+            aal: "aal1",
+        }
+    }
+
+    /// `self` plus a second factor (`method`: `otp` for TOTP and recovery codes): `mfa`, `aal2`.
+    pub fn with_second_factor(mut self, method: &str) -> Self {
+        for value in [method, "mfa"] {
+            if !self.amr.iter().any(|m| m == value) {
+                self.amr.push(value.into());
+            }
+        }
+        self.aal = "aal2";
+        self
+    }
+
+    /// What `session` began with.
+    pub fn of(session: &Session) -> Self {
+        Self {
+            amr: session.amr.clone(),
+            aal: if session.aal == "aal2" {
+                "aal2"
+            } else {
+                "aal1"
+            },
+        }
+    }
+}
+
 impl Device {
     /// The device a request comes from.
     pub fn of(req: &actix_web::HttpRequest) -> Self {
@@ -74,6 +114,10 @@ pub struct Session {
     pub ended_at: Option<DateTime<Utc>>,
     pub user_agent: String,
     pub ip: String,
+    /// How it began: RFC 8176 `amr` values (`pwd`, `otp`, `mfa`, ...).
+    pub amr: Vec<String>,
+    /// `aal1`, or `aal2` after two factors.
+    pub aal: String,
 }
 
 /// A new session and its first refresh token.
@@ -95,7 +139,7 @@ pub enum Rotation {
     /// A new refresh token; or, for a replay within the grace window, the family's current one.
     Rotated {
         user: Box<User>,
-        session: Session,
+        session: Box<Session>,
         refresh_token: String,
     },
     /// Unknown, expired or revoked.
@@ -104,12 +148,13 @@ pub enum Rotation {
     Reused,
 }
 
-/// Starts a session for `user_id` whose password was entered at `auth_time`.
+/// Starts a session for `user_id` whose credentials were presented at `auth_time`.
 pub async fn start(
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
     device: &Device,
     auth_time: DateTime<Utc>,
+    assurance: &Assurance,
 ) -> QueryResult<Started> {
     let now = Utc::now();
     let session: Session = diesel::insert_into(sessions::table)
@@ -122,6 +167,8 @@ pub async fn start(
             sessions::expires_at.eq(now + FAMILY_LIFETIME),
             sessions::user_agent.eq(device.user_agent()),
             sessions::ip.eq(&device.ip),
+            sessions::amr.eq(&assurance.amr),
+            sessions::aal.eq(assurance.aal),
         ))
         .returning(Session::as_returning())
         .get_result(conn)
@@ -274,7 +321,7 @@ pub async fn rotate(
     };
     Ok(Rotation::Rotated {
         user: Box::new(user),
-        session,
+        session: Box::new(session),
         refresh_token,
     })
 }
@@ -311,11 +358,31 @@ pub async fn end(
 /// Ends every session of `user_id` and, by moving the token version, every access token issued so
 /// far. Lock the user first.
 pub async fn end_all(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<usize> {
+    end_all_but(conn, user_id, None).await
+}
+
+/// Ends every session of `user_id` but `keep`, and every access token issued so far (the kept
+/// session's client needs a new one). Lock the user first.
+pub async fn end_others(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    keep: Uuid,
+) -> QueryResult<usize> {
+    end_all_but(conn, user_id, Some(keep)).await
+}
+
+async fn end_all_but(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+) -> QueryResult<usize> {
     users::revoke_access_tokens(conn, user_id).await?;
     let now = Utc::now();
+    let keep = keep.unwrap_or(Uuid::nil());
     let ended = diesel::update(
         sessions::table
             .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::id.ne(keep))
             .filter(sessions::ended_at.is_null()),
     )
     .set(sessions::ended_at.eq(now))
@@ -324,12 +391,35 @@ pub async fn end_all(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult
     diesel::update(
         refresh_tokens::table
             .filter(refresh_tokens::user_id.eq(user_id))
+            .filter(refresh_tokens::family_id.ne(keep))
             .filter(refresh_tokens::revoked_at.is_null()),
     )
     .set(refresh_tokens::revoked_at.eq(now))
     .execute(conn)
     .await?;
     Ok(ended)
+}
+
+/// Records that `session_id` now stands on `assurance` (a second factor confirmed in it); its
+/// next access token carries it. `None` when the session is no longer live.
+pub async fn raise(
+    conn: &mut AsyncPgConnection,
+    session_id: Uuid,
+    assurance: &Assurance,
+) -> QueryResult<Option<Session>> {
+    diesel::update(
+        sessions::table
+            .find(session_id)
+            .filter(sessions::ended_at.is_null()),
+    )
+    .set((
+        sessions::amr.eq(&assurance.amr),
+        sessions::aal.eq(assurance.aal),
+    ))
+    .returning(Session::as_returning())
+    .get_result(conn)
+    .await
+    .optional()
 }
 
 /// Which sessions [`end_now`] ends.

@@ -76,6 +76,17 @@ pub async fn remember(
         .is_none_or(|seen| seen < Utc::now() - FORGOTTEN_AFTER))
 }
 
+/// Whether `user_id` signed in from `device` within the last [`FORGOTTEN_AFTER`].
+pub async fn known(conn: &mut AsyncPgConnection, user_id: Uuid, device: &str) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        known_devices::table
+            .find((user_id, device))
+            .filter(known_devices::last_seen_at.ge(Utc::now() - FORGOTTEN_AFTER)),
+    ))
+    .get_result(conn)
+    .await
+}
+
 /// Forgets the devices `user_id` signed in from at or after `since` (all of them for `None`):
 /// after a takeover, the intruder's devices must not pass as known ones (they would sign in again
 /// without a notice).

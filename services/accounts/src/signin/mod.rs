@@ -1,8 +1,283 @@
 //! Sign-in: identify the user, check the first factor, the second when the account has one, then
-//! begin the session. Every way in ends in [`begin`].
+//! begin the session. Routes only parse and answer; every way in ends in [`complete`], so the
+//! throttle, the audit, new-device notices and token claims are written once.
 
 pub mod devices;
+pub mod mfa;
+pub mod password;
 pub mod recovery;
 mod session;
+pub mod step_up;
+
+use chrono::{DateTime, Utc};
+use diesel::QueryResult;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use secrecy::SecretString;
+use serde_json::json;
 
 pub use session::{Notice, access_token, begin, body_with_tokens};
+
+use crate::{
+    audit::{self, Origin},
+    auth::authz::{self, Grants},
+    db,
+    http::client::ClientAddr,
+    http::error::{ApiError, BAD_CHALLENGE, BAD_CODE, TOO_MANY_CODES},
+    http::telemetry::{self, RequestId},
+    sessions::{Assurance, Device, Started},
+    state::AppState,
+    users::{self, User, UserBody},
+};
+use mfa::{Proof, Verdict, challenge};
+use password::Identifier;
+
+pub const UNVERIFIED: &str = "Confirm your email address before logging in.";
+
+/// Where a sign-in comes from.
+pub struct Client<'a> {
+    pub addr: &'a ClientAddr,
+    pub device: &'a Device,
+    pub request_id: &'a RequestId,
+}
+
+impl Client<'_> {
+    fn origin(&self) -> Origin {
+        Origin::new(None, &self.addr.to_string(), self.request_id)
+    }
+}
+
+/// What a correct password leads to.
+pub enum PasswordOutcome {
+    /// Signed in: the user with its tokens.
+    SignedIn(Box<UserBody>),
+    /// The account has a second factor: finish with `POST /api/users/login/mfa`.
+    SecondFactor(SecondFactorNeeded),
+}
+
+/// The `mfa` answer of a password login.
+pub struct SecondFactorNeeded {
+    pub challenge: String,
+    pub methods: Vec<&'static str>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A password login: identify, check the password (throttled, the same cost whether or not the
+/// account exists), then begin the session, or hand out a challenge for the second factor.
+pub async fn with_password(
+    state: &AppState,
+    identifier: Identifier<'_>,
+    password: SecretString,
+    client: &Client<'_>,
+) -> Result<PasswordOutcome, ApiError> {
+    // Turned away before any database work, so a flood's 429s stay fast.
+    state.hasher.check_capacity()?;
+    let identified = password::identify(state, identifier, client.addr, Utc::now()).await?;
+    let origin = client.origin();
+    let bad_login = ApiError::Unauthorized {
+        field: "credentials",
+        message: identified.bad_login,
+    };
+    let user = identified.user.as_ref();
+    let matched = password::check(
+        state,
+        &identified.account,
+        client.addr,
+        &origin,
+        user,
+        password,
+    )
+    .await?;
+    let user = match (matched, identified.user) {
+        (true, Some(user)) => user,
+        (_, user) => {
+            let mut conn = state.pool.get().await?;
+            let mut details = json!({ "email": telemetry::mask_address(&identified.account) });
+            if user.as_ref().is_some_and(|u| !u.active) {
+                details["deactivated"] = json!(true);
+            }
+            let target = user.map(|u| u.id);
+            audit::record(&mut conn, &origin, "login.failed", target, details).await?;
+            metrics::counter!("accounts_logins_total", "outcome" => "failed").increment(1);
+            return Err(bad_login);
+        }
+    };
+    if state.settings.require_verified_email && !user.verified {
+        return Err(ApiError::Forbidden(UNVERIFIED));
+    }
+    let mut conn = state.pool.get().await?;
+    let checked_hash = user.password_hash.clone();
+    let outcome = db::retrying(async || {
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            // The row lock orders this login against a concurrent reset or deactivation: a
+            // password that changed since it was checked begins nothing.
+            let Some(user) = users::lock(conn, user.id).await? else {
+                return Ok(None);
+            };
+            if user.password_hash != checked_hash || !user.active {
+                return Ok(None);
+            }
+            let first = Assurance::password();
+            if mfa::enabled(conn, user.id).await? {
+                let (challenge, expires_at) = challenge::issue(conn, &user, &first.amr).await?;
+                let details = json!({ "methods": ["totp", "recovery_code"] });
+                let origin = origin.clone().by(user.id);
+                audit::record(conn, &origin, "login.second_factor", Some(user.id), details).await?;
+                return Ok(Some(Err(SecondFactorNeeded {
+                    challenge,
+                    methods: vec!["totp", "recovery_code"],
+                    expires_at,
+                })));
+            }
+            Ok(Some(
+                Ok(complete(conn, state, &user, &first, client).await?),
+            ))
+        })
+        .await
+    })
+    .await?;
+    match outcome {
+        None => Err(bad_login),
+        Some(Err(needed)) => Ok(PasswordOutcome::SecondFactor(needed)),
+        Some(Ok(signed_in)) => {
+            metrics::counter!("accounts_logins_total", "outcome" => "ok").increment(1);
+            Ok(PasswordOutcome::SignedIn(Box::new(
+                signed_in.into_body(state),
+            )))
+        }
+    }
+}
+
+/// Finishes a login that a password began: `challenge` and one second factor.
+pub async fn with_second_factor(
+    state: &AppState,
+    challenge: &str,
+    proof: Proof<'_>,
+    client: &Client<'_>,
+) -> Result<UserBody, ApiError> {
+    let origin = client.origin();
+    let device_key = devices::key(&client.device.user_agent, &client.device.ip);
+    let client_key = client.addr.throttle_key();
+    let attempt = mfa::Attempt {
+        client: &client_key,
+        device: &device_key,
+        origin: &origin,
+        request_id: client.request_id,
+    };
+    let mut conn = state.pool.get().await?;
+    let finished = db::retrying(async || {
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            let Some(pending) = challenge::find(conn, challenge).await? else {
+                return Ok(Finish::BadChallenge);
+            };
+            let Some(user) = users::lock(conn, pending.user_id).await? else {
+                return Ok(Finish::BadChallenge);
+            };
+            if !pending.still_holds_for(&user) {
+                return Ok(Finish::BadChallenge);
+            }
+            match mfa::verify(conn, state, &user, proof, &attempt).await? {
+                Verdict::Throttled(wait) => Ok(Finish::Throttled(wait)),
+                Verdict::Rejected => Ok(Finish::Rejected),
+                Verdict::Accepted => {
+                    if !challenge::spend(conn, challenge).await? {
+                        return Err(diesel::result::Error::RollbackTransaction);
+                    }
+                    let assurance = Assurance {
+                        amr: pending.amr.clone(),
+                        aal: "aal1",
+                    }
+                    .with_second_factor("otp");
+                    let signed_in = complete(conn, state, &user, &assurance, client).await?;
+                    Ok(Finish::SignedIn(Box::new(signed_in)))
+                }
+            }
+        })
+        .await
+    })
+    .await;
+    let field = match proof {
+        Proof::Totp(_) => "code",
+        Proof::RecoveryCode(_) => "recovery_code",
+    };
+    match finished {
+        Ok(Finish::SignedIn(signed_in)) => {
+            metrics::counter!("accounts_logins_total", "outcome" => "ok").increment(1);
+            Ok(signed_in.into_body(state))
+        }
+        Ok(Finish::Rejected) => Err(ApiError::Unauthorized {
+            field,
+            message: BAD_CODE,
+        }),
+        Ok(Finish::Throttled(retry_after)) => Err(ApiError::Throttled {
+            message: TOO_MANY_CODES,
+            retry_after,
+        }),
+        Ok(Finish::BadChallenge) | Err(diesel::result::Error::RollbackTransaction) => {
+            Err(ApiError::Unauthorized {
+                field: "challenge",
+                message: BAD_CHALLENGE,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+enum Finish {
+    SignedIn(Box<SignedIn>),
+    Rejected,
+    Throttled(std::time::Duration),
+    BadChallenge,
+}
+
+/// A session just begun, before its tokens are signed (outside the transaction).
+pub struct SignedIn {
+    user: User,
+    started: Started,
+    grants: Grants,
+}
+
+impl SignedIn {
+    fn into_body(self, state: &AppState) -> UserBody {
+        body_with_tokens(
+            state,
+            self.user,
+            &self.started.session,
+            self.started.refresh_token,
+            &self.grants,
+        )
+    }
+}
+
+/// The last step of every sign-in: records the login, begins the session (a new device is
+/// mailed), reads the grants for the token and audits. Runs in the caller's transaction, the
+/// user's row locked.
+pub async fn complete(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    user: &User,
+    assurance: &Assurance,
+    client: &Client<'_>,
+) -> QueryResult<SignedIn> {
+    let user = users::record_login(conn, user.id)
+        .await?
+        .ok_or(diesel::result::Error::NotFound)?;
+    let started = begin(
+        conn,
+        state,
+        &user,
+        client,
+        Utc::now(),
+        assurance,
+        Notice::NewDevice,
+    )
+    .await?;
+    let grants = authz::grants(conn, &user).await?;
+    let details = json!({ "session": started.session.id, "amr": assurance.amr });
+    let origin = client.origin().by(user.id);
+    audit::record(conn, &origin, "login.succeeded", Some(user.id), details).await?;
+    Ok(SignedIn {
+        user,
+        started,
+        grants,
+    })
+}

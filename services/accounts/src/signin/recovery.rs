@@ -5,12 +5,14 @@
 use chrono::{DateTime, Utc};
 use diesel::QueryResult;
 use diesel_async::AsyncPgConnection;
-use events::{Event, PasswordResetRequested};
+use events::{Event, PasswordChanged, PasswordResetRequested};
+use serde_json::json;
 
 use crate::{
+    audit::{self, Origin},
     http::telemetry::RequestId,
     outbox, sessions,
-    signin::devices,
+    signin::{devices, mfa},
     state::AppState,
     users::links,
     users::{self, User},
@@ -50,8 +52,36 @@ pub async fn take_back(
     let user = users::remove_password(conn, user.id).await?;
     sessions::end_all(conn, user.id).await?;
     devices::forget_since(conn, user.id, since).await?;
+    // A second factor the intruder added would lock the owner out after the reset.
+    if mfa::totp::remove_enabled_since(conn, user.id, since).await? {
+        mfa::after_removal(conn, &user, request_id).await?;
+    }
     if user.active {
         mail_reset_link(conn, state, &user, request_id).await?;
     }
     Ok(user)
+}
+
+/// After a password change (`action`: `password.changed`) or reset (`password.reset`), in the
+/// caller's transaction, the user's row locked: every session ends, the second-factor guessing
+/// counts start over (pending challenges died with the token version), the user is told, and
+/// the audit records it.
+pub async fn password_replaced(
+    conn: &mut AsyncPgConnection,
+    user: &User,
+    action: &str,
+    origin: &Origin,
+    request_id: &RequestId,
+) -> QueryResult<()> {
+    sessions::end_all(conn, user.id).await?;
+    mfa::guessing::clear(conn, user.id).await?;
+    audit::record(conn, origin, action, Some(user.id), json!({})).await?;
+    let event = Event::PasswordChanged(PasswordChanged {
+        user_id: user.id,
+        email: user.email.clone(),
+        username: user.username.clone(),
+        changed_at: Utc::now(),
+        locale: user.locale.clone(),
+    });
+    outbox::enqueue(conn, event, request_id).await
 }

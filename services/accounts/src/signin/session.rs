@@ -6,11 +6,11 @@ use diesel::QueryResult;
 use diesel_async::AsyncPgConnection;
 use events::{Event, NewSignIn};
 
+use super::Client;
 use crate::{
     auth::authz::Grants,
-    http::telemetry::RequestId,
     outbox,
-    sessions::{self, Device, Session, Started},
+    sessions::{self, Assurance, Session, Started},
     signin::devices,
     state::AppState,
     tokens::Purpose,
@@ -25,6 +25,8 @@ pub fn access_token(state: &AppState, user: &User, session: &Session, grants: &G
     claims.ver = Some(user.token_version);
     claims.sid = Some(session.id);
     claims.auth_time = Some(session.auth_time.timestamp());
+    claims.amr = session.amr.clone();
+    claims.aal = Some(session.aal.clone());
     claims.roles = grants.roles.clone();
     claims.permissions = grants.permissions.iter().cloned().collect();
     state.tokens.sign(&claims).token
@@ -54,19 +56,21 @@ pub enum Notice {
     Silent,
 }
 
-/// Begins a session for `user`, whose password was entered at `auth_time`, from `device`. Records
+/// Begins a session for `user`, whose credentials (as `assurance` says) were presented at
+/// `auth_time`, from `device`. Records
 /// the device, and for a device not seen lately puts a `new-sign-in` mail in the outbox. Runs in the
 /// caller's transaction.
 pub async fn begin(
     conn: &mut AsyncPgConnection,
     state: &AppState,
     user: &User,
-    device: &Device,
+    client: &Client<'_>,
     auth_time: DateTime<Utc>,
+    assurance: &Assurance,
     notice: Notice,
-    request_id: &RequestId,
 ) -> QueryResult<Started> {
-    let started = sessions::start(conn, user.id, device, auth_time).await?;
+    let (device, request_id) = (client.device, client.request_id);
+    let started = sessions::start(conn, user.id, device, auth_time, assurance).await?;
     let new_device =
         devices::remember(conn, user.id, &devices::key(&device.user_agent, &device.ip)).await?;
     if new_device && notice == Notice::NewDevice {

@@ -87,6 +87,12 @@ pub struct Claims {
     /// keeps it, so only a password makes a session fresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<i64>,
+    /// Access: how the session began (RFC 8176 values), kept by refresh.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// Access: the session's assurance level, `aal1` or `aal2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aal: Option<String>,
     /// Access: the user's roles, omitted when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
@@ -171,6 +177,8 @@ impl TokenIssuer {
             ver: None,
             sid: None,
             auth_time: None,
+            amr: Vec::new(),
+            aal: None,
             roles: Vec::new(),
             permissions: Vec::new(),
             email: None,

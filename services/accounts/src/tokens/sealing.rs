@@ -5,7 +5,10 @@
 
 use std::{io::Write, path::Path};
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::{
+    aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
+    hmac,
+};
 use rand::RngCore;
 
 pub const KEY_LEN: usize = 32;
@@ -31,6 +34,9 @@ pub enum SealingKeyError {
 
 pub struct SealingKey {
     key: LessSafeKey,
+    /// HMAC-SHA-256 under a key derived from the same file, for values that are only ever
+    /// compared (recovery codes): a database dump alone cannot be brute-forced.
+    mac: hmac::Key,
 }
 
 impl std::fmt::Debug for SealingKey {
@@ -70,8 +76,13 @@ impl SealingKey {
             return None;
         }
         let key = UnboundKey::new(&AES_256_GCM, bytes).ok()?;
+        let derived = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, bytes),
+            b"accounts: recovery-code digests",
+        );
         Some(Self {
             key: LessSafeKey::new(key),
+            mac: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
         })
     }
 
@@ -104,6 +115,18 @@ impl SealingKey {
             .open_in_place(nonce, Aad::from(context), &mut buffer)
             .ok()?;
         Some(plaintext.to_vec())
+    }
+}
+
+impl SealingKey {
+    /// The HMAC-SHA-256 of `parts`, each length-prefixed so no two lists share a digest.
+    pub fn digest(&self, parts: &[&[u8]]) -> Vec<u8> {
+        let mut context = hmac::Context::with_key(&self.mac);
+        for part in parts {
+            context.update(&(part.len() as u64).to_be_bytes());
+            context.update(part);
+        }
+        context.sign().as_ref().to_vec()
     }
 }
 

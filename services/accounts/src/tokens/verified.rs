@@ -80,6 +80,8 @@ mod tests {
             ver: Some(0),
             sid: Some(Uuid::new_v4()),
             auth_time: None,
+            amr: Vec::new(),
+            aal: None,
             roles: Vec::new(),
             permissions: Vec::new(),
             email: None,

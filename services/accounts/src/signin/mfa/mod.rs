@@ -1,0 +1,232 @@
+//! Second factors: TOTP and recovery codes (passkeys join them later). What turns them on and
+//! off, and the one check every second-factor code goes through, at login and at step-up.
+
+pub mod challenge;
+pub mod guessing;
+pub mod recovery_codes;
+pub mod totp;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use diesel::QueryResult;
+use diesel_async::AsyncPgConnection;
+use events::{Event, MfaDisabled, MfaEnabled, MfaFailures, RecoveryCodeUsed};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{
+    audit::{self, Origin},
+    http::telemetry::RequestId,
+    outbox,
+    sessions::{self, Assurance, Session},
+    signin::devices,
+    state::AppState,
+    users::{User, links},
+};
+
+/// A code the client typed as its second factor.
+#[derive(Debug, Clone, Copy)]
+pub enum Proof<'a> {
+    Totp(&'a str),
+    RecoveryCode(&'a str),
+}
+
+impl<'a> Proof<'a> {
+    /// A code from a field that takes either (step-up's `code`): six digits are a TOTP code.
+    pub fn either(code: &'a str) -> Self {
+        let digits = code.chars().filter(|c| !c.is_whitespace()).count();
+        if digits == 6
+            && code
+                .chars()
+                .all(|c| c.is_ascii_digit() || c.is_whitespace())
+        {
+            Self::Totp(code)
+        } else {
+            Self::RecoveryCode(code)
+        }
+    }
+}
+
+/// What a second-factor code amounted to.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Right, and now spent.
+    Accepted,
+    /// Wrong, replayed or spent; counted.
+    Rejected,
+    /// Not checked: too many failures; try again after this long.
+    Throttled(Duration),
+}
+
+/// Where a code came from, for the guessing limits and the audit.
+pub struct Attempt<'a> {
+    /// The client's throttle key (an address, or an IPv6 /64).
+    pub client: &'a str,
+    /// Its device key (user agent family and network).
+    pub device: &'a str,
+    pub origin: &'a Origin,
+    pub request_id: &'a RequestId,
+}
+
+/// Checks `proof` for `user`, within the guessing limits, spending it when right. A recovery code
+/// used mails the user; a failure is audited and, from the third in a day, mailed (once a day).
+/// Lock the user's row first: parallel codes are then counted and spent one by one.
+pub async fn verify(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    user: &User,
+    proof: Proof<'_>,
+    attempt: &Attempt<'_>,
+) -> QueryResult<Verdict> {
+    let now = Utc::now();
+    let known = devices::known(conn, user.id, attempt.device).await?;
+    if let Some(wait) = guessing::refusal(conn, user.id, attempt.client, known, now).await? {
+        return Ok(Verdict::Throttled(wait));
+    }
+    let origin = attempt.origin.clone().by(user.id);
+    let accepted = match proof {
+        Proof::Totp(code) => totp::verify(conn, &state.sealing, user.id, code).await?,
+        Proof::RecoveryCode(code) => {
+            match recovery_codes::spend(conn, &state.sealing, user.id, code).await? {
+                Some(left) => {
+                    let event = Event::RecoveryCodeUsed(RecoveryCodeUsed {
+                        user_id: user.id,
+                        email: user.email.clone(),
+                        username: user.username.clone(),
+                        used_at: now,
+                        codes_left: u32::try_from(left).unwrap_or_default(),
+                        ip: attempt.origin.client_ip.clone(),
+                        locale: user.locale.clone(),
+                    });
+                    outbox::enqueue(conn, event, attempt.request_id).await?;
+                    let details = json!({ "left": left });
+                    audit::record(
+                        conn,
+                        &origin,
+                        "mfa.recovery_code_used",
+                        Some(user.id),
+                        details,
+                    )
+                    .await?;
+                    true
+                }
+                None => false,
+            }
+        }
+    };
+    if accepted {
+        return Ok(Verdict::Accepted);
+    }
+    let method = match proof {
+        Proof::Totp(_) => "totp",
+        Proof::RecoveryCode(_) => "recovery_code",
+    };
+    audit::record(
+        conn,
+        &origin,
+        "mfa.failed",
+        Some(user.id),
+        json!({ "method": method }),
+    )
+    .await?;
+    if let Some(failures) = guessing::record_failure(conn, user.id, attempt.client, now).await? {
+        let event = Event::MfaFailures(MfaFailures {
+            user_id: user.id,
+            email: user.email.clone(),
+            username: user.username.clone(),
+            failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            ip: attempt.origin.client_ip.clone(),
+            failed_at: now,
+            locale: user.locale.clone(),
+        });
+        outbox::enqueue(conn, event, attempt.request_id).await?;
+    }
+    Ok(Verdict::Rejected)
+}
+
+/// Whether the account has a second factor, so a password alone does not sign it in.
+pub async fn enabled(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<bool> {
+    totp::enabled(conn, user_id).await
+}
+
+/// The account's second factors, as `GET /api/user/mfa` shows them.
+pub struct Status {
+    pub totp: bool,
+    pub passkeys: i64,
+    pub recovery_codes_left: i64,
+}
+
+pub async fn status(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Status> {
+    Ok(Status {
+        totp: totp::enabled(conn, user_id).await?,
+        passkeys: 0,
+        recovery_codes_left: recovery_codes::left(conn, user_id).await?,
+    })
+}
+
+/// After the account's first second factor (`method`) turned on in `session_id`: every other
+/// session ends (they began with one factor), this one becomes `aal2`, the user is mailed a
+/// notice whose link undoes it, and a set of recovery codes is issued. Returns the codes and the
+/// raised session. Lock the user first.
+pub async fn turned_on(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    user: &User,
+    session: &Session,
+    method: &str,
+    origin: &Origin,
+    request_id: &RequestId,
+) -> QueryResult<(Vec<String>, Option<Session>)> {
+    let codes = recovery_codes::replace(conn, &state.sealing, user.id).await?;
+    sessions::end_others(conn, user.id, session.id).await?;
+    let assurance = Assurance::of(session).with_second_factor("otp");
+    let raised = sessions::raise(conn, session.id, &assurance).await?;
+    let reject = links::sign_in_reject(state, user, session.id);
+    let event = Event::MfaEnabled(MfaEnabled {
+        user_id: user.id,
+        email: user.email.clone(),
+        username: user.username.clone(),
+        method: method.into(),
+        enabled_at: Utc::now(),
+        reject_url: reject.url,
+        reject_expires_at: reject.expires_at,
+        locale: user.locale.clone(),
+    });
+    outbox::enqueue(conn, event, request_id).await?;
+    let details = json!({ "method": method });
+    audit::record(conn, origin, "mfa.enabled", Some(user.id), details).await?;
+    Ok((codes, raised))
+}
+
+/// After a second factor went: when none remains, the recovery codes go too and the user is told.
+/// Lock the user first.
+pub async fn after_removal(
+    conn: &mut AsyncPgConnection,
+    user: &User,
+    request_id: &RequestId,
+) -> QueryResult<()> {
+    if enabled(conn, user.id).await? {
+        return Ok(());
+    }
+    recovery_codes::remove_all(conn, user.id).await?;
+    let event = Event::MfaDisabled(MfaDisabled {
+        user_id: user.id,
+        email: user.email.clone(),
+        username: user.username.clone(),
+        disabled_at: Utc::now(),
+        by_operator: false,
+        reset_url: None,
+        reset_expires_at: None,
+        locale: user.locale.clone(),
+    });
+    outbox::enqueue(conn, event, request_id).await
+}
+
+/// Removes every second factor (an operator's reset) without telling anyone: the caller mails.
+/// `true` when there was one.
+pub async fn remove_all(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<bool> {
+    let removed = totp::remove(conn, user_id).await?;
+    recovery_codes::remove_all(conn, user_id).await?;
+    Ok(removed)
+}
