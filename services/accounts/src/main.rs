@@ -1,6 +1,9 @@
 use std::process::ExitCode;
 
-use accounts::{admin::operator, config::Settings, db, http::telemetry, startup::Application};
+use accounts::{
+    admin::operator, config::Settings, db, http::telemetry, startup::Application,
+    tokens::TokenIssuer, users::links::OfflineSigner,
+};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
@@ -60,6 +63,10 @@ enum UsersCommand {
     Deactivate { email: String },
     /// Reactivate a deactivated account.
     Activate { email: String },
+    /// Account recovery for a user who lost every second factor and recovery code: removes them,
+    /// ends every session, makes the password unusable and mails a reset link to the account's
+    /// address (so only the mailbox's owner gets back in).
+    ResetMfa { email: String },
 }
 
 #[tokio::main]
@@ -99,7 +106,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Users(command) => {
             let mut conn = connect(&settings).await?;
-            users(&mut conn, command).await
+            users(&mut conn, command, settings).await
         }
         Command::Deactivate { email } => {
             eprintln!("accounts: `deactivate` is deprecated; use `accounts users deactivate`");
@@ -112,7 +119,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-async fn users(conn: &mut AsyncPgConnection, command: UsersCommand) -> anyhow::Result<()> {
+async fn users(
+    conn: &mut AsyncPgConnection,
+    command: UsersCommand,
+    settings: Settings,
+) -> anyhow::Result<()> {
     match command {
         UsersCommand::List { search, limit } => {
             operator::list(conn, search.as_deref(), limit, &mut std::io::stdout()).await
@@ -126,5 +137,13 @@ async fn users(conn: &mut AsyncPgConnection, command: UsersCommand) -> anyhow::R
         }
         UsersCommand::Deactivate { email } => operator::set_active(conn, &email, false).await,
         UsersCommand::Activate { email } => operator::set_active(conn, &email, true).await,
+        UsersCommand::ResetMfa { email } => {
+            // The mailed reset link is signed with the service's own key.
+            let signer = OfflineSigner {
+                tokens: TokenIssuer::load(&settings)?,
+                settings,
+            };
+            operator::reset_mfa(conn, &signer, &email).await
+        }
     }
 }

@@ -29,7 +29,7 @@ use crate::{
     routes::openapi,
     state::AppState,
     throttle::{ClientRate, LoginGuard},
-    tokens::{KeyError, SealingKey, SealingKeyError, SigningKeys, TokenIssuer},
+    tokens::{KeyError, SealingKey, SealingKeyError, TokenIssuer},
     users,
 };
 
@@ -96,12 +96,7 @@ impl Application {
             .run(shutdown.clone()),
         );
         let stop_relay = shutdown.clone().drop_guard();
-        let keys = SigningKeys::load(
-            &settings.jwt_key_file,
-            settings.development_key_allowed(),
-            &settings.jwt_previous_key_files,
-        )
-        .context("loading the JWT signing key (ACCOUNTS_JWT_KEY_FILE)")?;
+
         let sealing = Arc::new(
             SealingKey::load(
                 &settings.encryption_key_file,
@@ -109,12 +104,12 @@ impl Application {
             )
             .context("loading the encryption key (ACCOUNTS_ENCRYPTION_KEY_FILE)")?,
         );
+        let mut conn = pool.get().await.context("connecting to the database")?;
+        crate::tokens::check_against_database(&mut conn, &sealing, &settings.encryption_key_file)
+            .await?;
+        drop(conn);
         let hasher = hasher.await?.context("measuring bcrypt")?;
-        let issuer = settings
-            .public_url
-            .as_str()
-            .trim_end_matches('/')
-            .to_string();
+
         let listener = TcpListener::bind(settings.addr).with_context(|| {
             format!(
                 "cannot listen on {} (ACCOUNTS_ADDR); is another process using it?",
@@ -131,7 +126,7 @@ impl Application {
             .map(|_| db::pool(&database_url, per_worker))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let next_pool = Arc::new(AtomicUsize::new(0));
-        let tokens = Arc::new(TokenIssuer::new(keys, issuer));
+        let tokens = Arc::new(TokenIssuer::load(&settings)?);
         let pages = Arc::new(Pages::new());
         let metrics = telemetry::metrics_handle();
         let login_guard = Arc::new(LoginGuard::new(settings.lockout));

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use events::{EmailConfirmationRequested, Event, RoleChanged};
+use events::{Event, MfaDisabled, RoleChanged};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -23,8 +23,9 @@ use crate::{
     outbox,
     schema::{roles, user_roles},
     sessions,
+    signin::mfa,
     state::AppState,
-    users::links,
+    users::links::{self, Signer},
     users::{self, User},
 };
 
@@ -329,17 +330,49 @@ pub async fn send_confirmation(
         conn.transaction::<_, AdminError, _>(async |conn| {
             let Locked { user, .. } =
                 lock_target(conn, operator, user_id, Permission::UsersWrite).await?;
-            let link = links::confirmation(state, &user);
-            let event = Event::EmailConfirmationRequested(EmailConfirmationRequested {
+            let request_id = RequestId(origin.request_id.clone());
+            links::mail_confirmation(conn, state, &user, &request_id).await?;
+            audit::record(conn, origin, "confirmation.sent", Some(user.id), json!({})).await?;
+            Ok(())
+        })
+        .await
+    })
+    .await
+}
+
+/// An account recovery by an operator, for a user who lost every second factor and every
+/// recovery code: the second factors go, every session ends, the password stops working (so a
+/// phone call to support cannot hand the account over: only the mailbox can), and the user gets
+/// one `mfa-disabled` mail carrying a reset link bound to the new email epoch.
+pub async fn reset_mfa(
+    conn: &mut AsyncPgConnection,
+    signer: &impl Signer,
+    operator: &Operator,
+    user_id: Uuid,
+) -> Result<(), AdminError> {
+    let origin = &operator.origin;
+    db::retrying(async || {
+        conn.transaction::<_, AdminError, _>(async |conn| {
+            let Locked { user, .. } =
+                lock_target(conn, operator, user_id, Permission::UsersWrite).await?;
+            let had_second_factor = mfa::remove_all(conn, user.id).await?;
+            let user = users::remove_password(conn, user.id).await?;
+            sessions::end_all(conn, user.id).await?;
+            let reset = links::password_reset(signer, &user);
+            let event = Event::MfaDisabled(MfaDisabled {
                 user_id: user.id,
                 email: user.email.clone(),
                 username: user.username.clone(),
-                confirmation_url: link.url,
-                confirmation_expires_at: link.expires_at,
+                disabled_at: Utc::now(),
+                by_operator: true,
+                reset_url: Some(reset.url),
+                reset_expires_at: Some(reset.expires_at),
                 locale: user.locale.clone(),
             });
-            outbox::enqueue(conn, event, &RequestId(origin.request_id.clone())).await?;
-            audit::record(conn, origin, "confirmation.sent", Some(user.id), json!({})).await?;
+            let request_id = RequestId(origin.request_id.clone());
+            outbox::enqueue(conn, event, &request_id).await?;
+            let details = json!({ "had_second_factor": had_second_factor });
+            audit::record(conn, origin, "mfa.reset", Some(user.id), details).await?;
             Ok(())
         })
         .await

@@ -22,6 +22,7 @@ use crate::{
     schema::users,
     sessions,
     users::email_changes,
+    users::links::OfflineSigner,
     users::{self as accounts, NewUser, User},
 };
 
@@ -246,6 +247,23 @@ pub async fn grant_or_revoke(
             user.email
         ),
     }
+    Ok(())
+}
+
+/// `accounts users reset-mfa EMAIL`.
+pub async fn reset_mfa(
+    conn: &mut AsyncPgConnection,
+    signer: &OfflineSigner,
+    email: &str,
+) -> anyhow::Result<()> {
+    let user = user_by_email(conn, email).await?;
+    admin::reset_mfa(conn, signer, &admin::Operator::host(), user.id)
+        .await
+        .map_err(admin_error)?;
+    println!(
+        "{}: second factors removed, every session ended, password unusable; a reset link is on its way to that address",
+        user.email
+    );
     Ok(())
 }
 

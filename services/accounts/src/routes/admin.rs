@@ -370,6 +370,21 @@ pub async fn send_confirmation(
     Ok(HttpResponse::Accepted().json(json!({})))
 }
 
+#[utoipa::path(delete, path = "/api/admin/users/{id}/mfa", tag = "admin", security(("token" = [])),
+    params(("id" = Uuid, Path, description = "The user's id; anything else is 404")),
+    responses((status = 204, description = "Every second factor removed, every session ended, the password unusable; the user is mailed one mfa-disabled notice with a reset link (needs users.write)"),
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "No users.write, or the user holds a permission the caller lacks (or is a superuser)", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody)))]
+pub async fn reset_mfa(
+    action: OnUser<UsersWrite>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let mut conn = state.pool.get().await?;
+    admin::reset_mfa(&mut conn, state.get_ref(), &action.operator, action.target).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {

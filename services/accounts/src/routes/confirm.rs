@@ -3,7 +3,6 @@
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use chrono::Utc;
 use diesel_async::AsyncConnection;
-use events::{EmailConfirmationRequested, Event};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -14,7 +13,6 @@ use crate::{
     http::client::ClientAddr,
     http::error::ApiError,
     http::telemetry::RequestId,
-    outbox,
     state::AppState,
     throttle::{self, Route},
     tokens::{Claims, Purpose},
@@ -138,16 +136,7 @@ pub async fn resend(
         if user.verified || !user.active {
             return Ok(());
         }
-        let confirmation = links::confirmation(&state, &user);
-        let event = Event::EmailConfirmationRequested(EmailConfirmationRequested {
-            user_id: user.id,
-            email: user.email,
-            username: user.username,
-            confirmation_url: confirmation.url,
-            confirmation_expires_at: confirmation.expires_at,
-            locale: user.locale,
-        });
-        outbox::enqueue(conn, event, &request_id).await
+        links::mail_confirmation(conn, state.get_ref(), &user, &request_id).await
     })
     .await?;
     Ok(HttpResponse::Accepted().json(json!({})))

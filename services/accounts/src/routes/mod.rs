@@ -54,6 +54,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         Endpoint::at("/api/admin/users/{id}/roles").put(admin::set_roles),
         Endpoint::at("/api/admin/users/{id}/sessions").delete(admin::end_sessions),
         Endpoint::at("/api/admin/users/{id}/confirmation").post(admin::send_confirmation),
+        Endpoint::at("/api/admin/users/{id}/mfa").delete(admin::reset_mfa),
         Endpoint::at("/api/admin/audit").get(admin::audit_trail),
         Endpoint::at("/api/user/sessions/{id}").delete(sessions::delete),
         Endpoint::at("/account/email-confirmed").get(confirm::success_page),

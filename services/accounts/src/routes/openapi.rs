@@ -100,7 +100,7 @@ impl Modify for CommonResponses {
         email::revert, email::revert_page,
         sessions::list, sessions::delete, sessions::reject_sign_in, sessions::reject_sign_in_page,
         admin::list_users, admin::show_user, admin::deactivate, admin::activate, admin::set_roles,
-        admin::end_sessions, admin::send_confirmation, admin::audit_trail,
+        admin::end_sessions, admin::send_confirmation, admin::reset_mfa, admin::audit_trail,
         health::healthz, health::readyz, health::metrics, health::jwks,
     ),
     components(schemas(ErrorBody)),

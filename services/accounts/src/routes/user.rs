@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use diesel::QueryResult;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
-use events::{EmailChanged, EmailConfirmationRequested, Event};
+use events::{EmailChanged, Event};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
@@ -353,16 +353,7 @@ async fn mail_email_change(
     after: &User,
     request_id: &RequestId,
 ) -> QueryResult<()> {
-    let confirmation = links::confirmation(state, after);
-    let event = Event::EmailConfirmationRequested(EmailConfirmationRequested {
-        user_id: after.id,
-        email: after.email.clone(),
-        username: after.username.clone(),
-        confirmation_url: confirmation.url,
-        confirmation_expires_at: confirmation.expires_at,
-        locale: after.locale.clone(),
-    });
-    outbox::enqueue(conn, event, request_id).await?;
+    links::mail_confirmation(conn, state, after, request_id).await?;
     let revert_expires_at = links::email_revert_expiry(state);
     let change = email_changes::record(
         conn,

@@ -193,7 +193,7 @@ pub async fn register(
                 return Err(diesel::result::Error::RollbackTransaction);
             }
             let user = users::insert(conn, &new_user).await?;
-            let confirmation = links::confirmation(&state, &user);
+            let confirmation = links::confirmation(state.get_ref(), &user);
             let event = Event::UserRegistered(UserRegistered {
                 user_id: user.id,
                 email: user.email.clone(),

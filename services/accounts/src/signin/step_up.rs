@@ -16,9 +16,7 @@ use super::{
 use crate::{
     auth::Authenticated,
     db,
-    http::error::{
-        ApiError, BAD_CODE, CODE_NEEDED, REAUTHENTICATE, TOO_MANY_CODES, WRONG_CURRENT_PASSWORD,
-    },
+    http::error::{ApiError, BAD_CODE, CODE_NEEDED, TOO_MANY_CODES, WRONG_CURRENT_PASSWORD},
     signin::devices,
     state::AppState,
     users,
@@ -128,9 +126,4 @@ pub async fn second_factor(
             retry_after,
         }),
     }
-}
-
-/// The 400 a password or email change answers when `current_password` is missing.
-pub fn password_needed() -> ApiError {
-    ApiError::field("current_password", REAUTHENTICATE)
 }

@@ -6,7 +6,7 @@ mod sealing;
 mod verified;
 
 pub use keys::{KeyError, SigningKeys};
-pub use sealing::{SealingKey, SealingKeyError};
+pub use sealing::{SealingKey, SealingKeyError, check_against_database};
 
 use verified::VerifiedTokens;
 
@@ -140,6 +140,20 @@ const LEEWAY: i64 = 5;
 const VERIFIED_ACCESS_TOKENS: usize = 4096;
 
 impl TokenIssuer {
+    /// The issuer the service runs with: the key at `ACCOUNTS_JWT_KEY_FILE` (a development key
+    /// created there when allowed), and the public URL as `iss`.
+    pub fn load(settings: &crate::config::Settings) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let keys = SigningKeys::load(
+            &settings.jwt_key_file,
+            settings.development_key_allowed(),
+            &settings.jwt_previous_key_files,
+        )
+        .context("loading the JWT signing key (ACCOUNTS_JWT_KEY_FILE)")?;
+        let issuer = settings.public_url.as_str().trim_end_matches('/');
+        Ok(Self::new(keys, issuer.to_string()))
+    }
+
     pub fn new(keys: SigningKeys, issuer: String) -> Self {
         let validation = |purpose: Purpose| {
             let mut validation = Validation::new(Algorithm::EdDSA);

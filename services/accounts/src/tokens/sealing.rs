@@ -130,6 +130,47 @@ impl SealingKey {
     }
 }
 
+const CHECK_PLAINTEXT: &[u8] = b"accounts: the key the stored secrets are sealed with";
+const CHECK_CONTEXT: &[u8] = b"encryption-key-check";
+
+/// Proves `key` is the one the database's secrets (TOTP secrets, recovery-code digests, sealed
+/// refresh tokens) were made with, by opening a sample sealed the first time the service ran; a
+/// wrong key file fails startup here instead of every second factor failing silently later.
+pub async fn check_against_database(
+    conn: &mut diesel_async::AsyncPgConnection,
+    key: &SealingKey,
+    path: &Path,
+) -> anyhow::Result<()> {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+
+    use crate::schema::encryption_key_check;
+
+    let sample = key
+        .seal(CHECK_PLAINTEXT, CHECK_CONTEXT)
+        .expect("AES-GCM seals a short sample");
+    diesel::insert_into(encryption_key_check::table)
+        .values(encryption_key_check::sealed.eq(sample))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    let stored: Vec<u8> = encryption_key_check::table
+        .select(encryption_key_check::sealed)
+        .first(conn)
+        .await?;
+    match key.open(&stored, CHECK_CONTEXT) {
+        Some(opened) if opened == CHECK_PLAINTEXT => Ok(()),
+        _ => anyhow::bail!(
+            "ACCOUNTS_ENCRYPTION_KEY_FILE ({}) is not the key this database's secrets were sealed with: \
+             every authenticator app and recovery code would stop working. Point it at the original key \
+             file (every replica needs the same one); if that key is lost, operators must reset each \
+             user's second factor (`accounts users reset-mfa EMAIL`) after clearing the \
+             encryption_key_check table",
+            path.display()
+        ),
+    }
+}
+
 /// 32 random bytes, mode 0600; another replica or test that created it first wins.
 fn write_development_key(path: &Path) -> std::io::Result<()> {
     let mut key = [0u8; KEY_LEN];

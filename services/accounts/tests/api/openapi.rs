@@ -43,6 +43,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/admin/users/{id}/roles"),
     ("delete", "/api/admin/users/{id}/sessions"),
     ("post", "/api/admin/users/{id}/confirmation"),
+    ("delete", "/api/admin/users/{id}/mfa"),
     ("get", "/api/admin/audit"),
 ];
 
