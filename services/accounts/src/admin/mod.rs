@@ -302,16 +302,7 @@ pub async fn end_sessions(
         conn.transaction::<_, AdminError, _>(async |conn| {
             let Locked { user, .. } =
                 lock_target(conn, operator, user_id, Permission::SessionsRevoke).await?;
-            let ended = sessions::end_all(conn, user.id).await?;
-            audit::record(
-                conn,
-                origin,
-                "sessions.ended",
-                Some(user.id),
-                json!({ "sessions": ended, "by": "admin" }),
-            )
-            .await?;
-            Ok(ended)
+            Ok(sessions::end_and_audit(conn, user.id, &sessions::Ending::All, origin).await?)
         })
         .await
     })

@@ -442,28 +442,38 @@ pub async fn end_now(
     crate::db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
             users::lock(conn, user_id).await?;
-            let ended = match &ending {
-                Ending::All => end_all(conn, user_id).await?,
-                Ending::Only(ids) => {
-                    let mut ended = 0;
-                    for id in ids {
-                        ended += usize::from(end(conn, user_id, *id).await?);
-                    }
-                    ended
-                }
-            };
-            let details = match &ending {
-                Ending::All => json!({ "all": true, "sessions": ended }),
-                Ending::Only(ids) => json!({ "ids": ids, "sessions": ended }),
-            };
-            if ended > 0 || matches!(ending, Ending::All) {
-                audit::record(conn, origin, "sessions.ended", Some(user_id), details).await?;
-            }
-            Ok(ended)
+            end_and_audit(conn, user_id, &ending, origin).await
         })
         .await
     })
     .await
+}
+
+/// Ends sessions of `user_id` and audits it, in the caller's transaction; the user's row locked.
+pub async fn end_and_audit(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    ending: &Ending,
+    origin: &Origin,
+) -> QueryResult<usize> {
+    let ended = match ending {
+        Ending::All => end_all(conn, user_id).await?,
+        Ending::Only(ids) => {
+            let mut ended = 0;
+            for id in ids {
+                ended += usize::from(end(conn, user_id, *id).await?);
+            }
+            ended
+        }
+    };
+    let details = match ending {
+        Ending::All => json!({ "all": true, "sessions": ended }),
+        Ending::Only(ids) => json!({ "ids": ids, "sessions": ended }),
+    };
+    if ended > 0 || matches!(ending, Ending::All) {
+        audit::record(conn, origin, "sessions.ended", Some(user_id), details).await?;
+    }
+    Ok(ended)
 }
 
 /// The session `presented` (a refresh token) belongs to, if it is `user_id`'s.

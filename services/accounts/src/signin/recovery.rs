@@ -52,7 +52,8 @@ pub async fn take_back(
     let user = users::remove_password(conn, user.id).await?;
     sessions::end_all(conn, user.id).await?;
     devices::forget_since(conn, user.id, since).await?;
-    // A second factor the intruder added would lock the owner out after the reset.
+    // A second factor the intruder added would lock the owner out after the reset (with `None`,
+    // as for a revert, every one goes: the owner enrols again).
     if mfa::totp::remove_enabled_since(conn, user.id, since).await? {
         mfa::after_removal(conn, &user, request_id).await?;
     }

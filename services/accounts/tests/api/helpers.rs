@@ -321,3 +321,66 @@ pub async fn errors(response: Response) -> Value {
     let body: Value = response.json().await.expect("a JSON error body");
     body["errors"].clone()
 }
+
+/// The 30 s TOTP step of now (RFC 6238's T).
+pub fn totp_step() -> i64 {
+    chrono::Utc::now().timestamp() / 30
+}
+
+/// The code an authenticator app (the real `oathtool`) shows for the base32 `secret` at `step`.
+pub fn totp_code_at_step(secret: &str, step: i64) -> String {
+    let output = std::process::Command::new("oathtool")
+        .args(["--totp", "-b", secret, "-N", &format!("@{}", step * 30)])
+        .output()
+        .expect("oathtool runs (make test installs it)");
+    assert!(output.status.success(), "oathtool: {output:?}");
+    String::from_utf8(output.stdout)
+        .expect("digits")
+        .trim()
+        .to_string()
+}
+
+/// The code for `secret` at the step `offset_steps` away from now: 0 is the app's current code,
+/// 1 the next one (still accepted: one step of skew).
+pub fn totp_code(secret: &str, offset_steps: i64) -> String {
+    totp_code_at_step(secret, totp_step() + offset_steps)
+}
+
+impl TestApp {
+    /// Confirms `email` through the link its registration mailed, as the owner would.
+    pub async fn verify_address(&self, email: &str) {
+        let link = self
+            .outbox_events("user-registered")
+            .await
+            .into_iter()
+            .find(|data| data["email"] == email)
+            .expect("a user-registered event for the address");
+        let token = token_of(link["confirmation_url"].as_str().expect("a link"));
+        let confirmed = self
+            .client
+            .get(self.url(&format!("/api/users/confirm?token={token}")))
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(confirmed.status(), StatusCode::OK, "confirming {email}");
+    }
+
+    /// Sends `method` to `path` with the access token and, when given, a JSON body.
+    pub async fn send_authed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .header("Authorization", format!("Token {token}"));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request")
+    }
+}
