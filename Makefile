@@ -5,6 +5,7 @@ run: ## Start Postgres/RabbitMQ if needed, a mail catcher, accounts and mailer
 	scripts/run.sh
 
 test: services ## The whole suite: Rust tests on real Postgres/RabbitMQ/SMTP, deploy/ validation, the OpenAPI contract under schemathesis, the make-run smoke test in Chromium
+	command -v oathtool >/dev/null || scripts/install-packages.sh oathtool
 	cargo test --workspace --locked
 	scripts/validate-deploy.sh
 	scripts/schemathesis.sh

@@ -31,11 +31,21 @@ pub struct AccessToken {
     pub roles: Vec<String>,
     /// The permissions those roles grant; empty when the token carries none.
     pub permissions: Vec<String>,
+    /// How the session began (RFC 8176: `pwd`, `otp`, `mfa`, ...); empty for tokens from before
+    /// accounts recorded it.
+    pub amr: Vec<String>,
+    /// The session's assurance level, `aal1` or `aal2`; `aal1` when the token says nothing.
+    pub aal: String,
 }
 
 impl AccessToken {
     pub fn has_permission(&self, permission: &str) -> bool {
         self.permissions.iter().any(|p| p == permission)
+    }
+
+    /// Whether the session began with two factors, for a service that wants them.
+    pub fn two_factors(&self) -> bool {
+        self.aal == "aal2"
     }
 }
 
@@ -53,6 +63,10 @@ struct Claims {
     roles: Vec<String>,
     #[serde(default)]
     permissions: Vec<String>,
+    #[serde(default)]
+    amr: Vec<String>,
+    #[serde(default)]
+    aal: Option<String>,
 }
 
 /// The checks every access token must pass once its signing key is known.
@@ -96,6 +110,11 @@ impl Rules {
             exp: claims.exp,
             roles: claims.roles,
             permissions: claims.permissions,
+            amr: claims.amr,
+            aal: claims
+                .aal
+                .filter(|a| a == "aal2")
+                .unwrap_or_else(|| "aal1".into()),
         })
     }
 }
@@ -162,6 +181,8 @@ mod tests {
             "auth_time": now,
             "roles": ["support"],
             "permissions": ["mail.read", "mail.retry", "sessions.revoke", "users.read"],
+            "amr": ["pwd", "otp", "mfa"],
+            "aal": "aal2",
         })
     }
 
@@ -198,6 +219,20 @@ mod tests {
         assert!(token.has_permission("mail.retry"));
         assert!(!token.has_permission("roles.manage"));
         assert!(!token.has_permission("mail"));
+        assert_eq!(token.amr, ["pwd", "otp", "mfa"]);
+        assert!(token.two_factors());
+    }
+
+    #[test]
+    fn a_token_without_assurance_reads_as_one_factor() {
+        let key = key();
+        let claims = with(|c| {
+            c.remove("amr");
+            c.insert("aal".into(), json!("aal3"));
+        });
+        let token = check(&key, &sign(&key, &claims)).unwrap();
+        assert!(token.amr.is_empty());
+        assert!(!token.two_factors(), "an unknown level is not two factors");
     }
 
     #[test]

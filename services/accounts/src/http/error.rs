@@ -189,6 +189,12 @@ pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error
     api.into()
 }
 
+/// A JSON body read by hand (one that may be absent) that does not parse: the same 400 the JSON
+/// extractor answers.
+pub fn body_error(e: &serde_json::Error) -> ApiError {
+    ApiError::field("body", describe_serde(e))
+}
+
 pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
     ApiError::field("query", format!("Invalid query string: {err}")).into()
 }

@@ -11,7 +11,7 @@ use crate::{
     auth::authz,
     db,
     http::client::ClientAddr,
-    http::error::{ApiError, BAD_CODE},
+    http::error::{ApiError, BAD_CODE, body_error},
     http::telemetry::RequestId,
     sessions,
     signin::{
@@ -218,7 +218,8 @@ pub async fn confirm_totp(
     }
 }
 
-#[utoipa::path(delete, path = "/api/user/mfa/totp", tag = "mfa", security(("token" = [])), request_body = StepUp,
+#[utoipa::path(delete, path = "/api/user/mfa/totp", tag = "mfa", security(("token" = [])),
+    request_body(content = Option<StepUp>, description = "Optional: `current_password` and `code` when the session is not fresh"),
     responses((status = 204, description = "TOTP removed (and the recovery codes with it when no other second factor remains; an mfa-disabled mail goes out then)"),
         (status = 400, description = "Wrong current_password or code, or a code missing", body = ErrorBody),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
@@ -231,9 +232,14 @@ pub async fn remove_totp(
     request_id: RequestId,
     addr: ClientAddr,
     origin: Origin,
-    body: Option<web::Json<StepUp>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.map(web::Json::into_inner).unwrap_or_default();
+    // A DELETE may come without a body (a fresh session has nothing to prove); one that is there
+    // must parse, or a typo would pass as "nothing offered".
+    let body: StepUp = match body.is_empty() {
+        true => StepUp::default(),
+        false => serde_json::from_slice(&body).map_err(|e| body_error(&e))?,
+    };
     let device = sessions::Device::of(&req);
     step_up::require(
         &state,

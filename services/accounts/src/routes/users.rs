@@ -368,7 +368,7 @@ impl From<SecondFactorNeeded> for MfaChallengeResponse {
             mfa: MfaChallenge {
                 challenge: needed.challenge,
                 methods: needed.methods,
-                expires_in: (needed.expires_at - Utc::now()).num_seconds().max(0),
+                expires_in: needed.expires_in,
             },
         }
     }

@@ -9,7 +9,7 @@ pub mod recovery;
 mod session;
 pub mod step_up;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use diesel::QueryResult;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use secrecy::SecretString;
@@ -58,7 +58,8 @@ pub enum PasswordOutcome {
 pub struct SecondFactorNeeded {
     pub challenge: String,
     pub methods: Vec<&'static str>,
-    pub expires_at: DateTime<Utc>,
+    /// Seconds the challenge lives.
+    pub expires_in: i64,
 }
 
 /// A password login: identify, check the password (throttled, the same cost whether or not the
@@ -118,14 +119,14 @@ pub async fn with_password(
             }
             let first = Assurance::password();
             if mfa::enabled(conn, user.id).await? {
-                let (challenge, expires_at) = challenge::issue(conn, &user, &first.amr).await?;
+                let challenge = challenge::issue(conn, &user, &first.amr).await?;
                 let details = json!({ "methods": ["totp", "recovery_code"] });
                 let origin = origin.clone().by(user.id);
                 audit::record(conn, &origin, "login.second_factor", Some(user.id), details).await?;
                 return Ok(Some(Err(SecondFactorNeeded {
                     challenge,
                     methods: vec!["totp", "recovery_code"],
-                    expires_at,
+                    expires_in: challenge::LIFETIME.num_seconds(),
                 })));
             }
             Ok(Some(

@@ -13,6 +13,7 @@ mod events;
 mod hardening;
 mod helpers;
 mod identifiers;
+mod mfa;
 mod mfa_recovery;
 mod openapi;
 mod operators;

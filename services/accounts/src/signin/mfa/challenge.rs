@@ -4,7 +4,7 @@
 //! reset moves one of them and voids the challenge), and how the first factor was met.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use rand::RngCore;
@@ -43,7 +43,7 @@ pub async fn issue(
     conn: &mut AsyncPgConnection,
     user: &User,
     amr: &[String],
-) -> QueryResult<(String, DateTime<Utc>)> {
+) -> QueryResult<String> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let challenge = URL_SAFE_NO_PAD.encode(bytes);
@@ -64,7 +64,7 @@ pub async fn issue(
         ))
         .execute(conn)
         .await?;
-    Ok((challenge, expires_at))
+    Ok(challenge)
 }
 
 /// The live (unspent, unexpired) challenge `challenge` names.
