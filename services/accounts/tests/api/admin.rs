@@ -11,16 +11,11 @@ use futures_util::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, claims_of, errors, spawn_app, token_pair, unique_email};
+use crate::helpers::{
+    PASSWORD, TestApp, claims_of, errors, spawn_app, sql, token_pair, unique_email,
+};
 
 const NO_PERMISSION: &str = "You do not have permission to perform this action.";
-
-pub(crate) async fn sql(app: &TestApp, statement: &str) {
-    diesel::sql_query(statement)
-        .execute(&mut app.conn().await)
-        .await
-        .expect(statement);
-}
 
 /// Gives `user` the role `role`, created with `permissions` when missing.
 pub(crate) async fn grant_role(app: &TestApp, user: &str, role: &str, permissions: &[&str]) {

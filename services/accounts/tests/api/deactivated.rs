@@ -4,10 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::{
-    admin::sql,
-    helpers::{PASSWORD, spawn_app},
-};
+use crate::helpers::{PASSWORD, spawn_app, sql};
 
 #[tokio::test]
 async fn a_leaked_password_list_learns_nothing_from_a_deactivated_account() {

@@ -384,3 +384,45 @@ impl TestApp {
         request.send().await.expect("request")
     }
 }
+
+/// Runs one SQL statement against the app's database (test set-up the API does not offer).
+pub async fn sql(app: &TestApp, statement: &str) {
+    use diesel_async::RunQueryDsl;
+    diesel::sql_query(statement)
+        .execute(&mut app.conn().await)
+        .await
+        .expect(statement);
+}
+
+/// The `n` of a `SELECT count(*) AS n ...`.
+pub async fn count(app: &TestApp, query: &str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    use diesel_async::RunQueryDsl;
+    let row: Count = diesel::sql_query(query)
+        .get_result(&mut app.conn().await)
+        .await
+        .expect(query);
+    row.n
+}
+
+/// RFC 4648 base32 (no padding needed), as authenticator apps read a TOTP secret.
+pub fn base32_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut bits = 0u64;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in text.bytes().filter(|c| *c != b'=') {
+        let value = ALPHABET.iter().position(|a| *a == c).expect("base32") as u64;
+        bits = (bits << 5) | value;
+        count += 5;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    out
+}

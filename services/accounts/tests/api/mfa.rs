@@ -11,8 +11,8 @@ use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Options, PASSWORD, TestApp, claims_of, client, errors, registration, spawn_app, spawn_with,
-    token_pair, totp_code_at_step, totp_step, unique_email,
+    Options, PASSWORD, TestApp, base32_decode, claims_of, client, count, errors, registration,
+    spawn_app, spawn_with, sql, token_pair, totp_code_at_step, totp_step, unique_email,
 };
 
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
@@ -93,21 +93,21 @@ async fn body_of(response: Response) -> Value {
 }
 
 /// An account with TOTP on, as its owner left it.
-struct Owner {
-    email: String,
-    id: String,
-    secret: String,
+pub(crate) struct Owner {
+    pub(crate) email: String,
+    pub(crate) id: String,
+    pub(crate) secret: String,
     /// The confirming session's new access token (aal2) and its refresh token.
-    access: String,
-    refresh: String,
-    recovery_codes: Vec<String>,
+    pub(crate) access: String,
+    pub(crate) refresh: String,
+    pub(crate) recovery_codes: Vec<String>,
     /// The step the app was at when TOTP was confirmed with the previous step's code: `code(0)`
     /// stays accepted for at least 30 s after, `code(1)` for at least 60 s.
-    base: i64,
+    pub(crate) base: i64,
 }
 
 impl Owner {
-    fn code(&self, steps_after_base: i64) -> String {
+    pub(crate) fn code(&self, steps_after_base: i64) -> String {
         totp_code_at_step(&self.secret, self.base + steps_after_base)
     }
 
@@ -193,7 +193,7 @@ async fn enable_totp(
 }
 
 /// A verified account, registered from this test's default client, with TOTP on.
-async fn mfa_owner(app: &TestApp) -> Owner {
+pub(crate) async fn mfa_owner(app: &TestApp) -> Owner {
     let (email, body) = app.register_user().await;
     app.verify_address(&email).await;
     enable_totp(app, &email, token_pair(&body), &json!({})).await
@@ -314,26 +314,6 @@ async fn assert_signed_in_with_two_factors(response: Response) -> (String, Strin
     assert_eq!(claims["amr"], json!(["pwd", "otp", "mfa"]));
     assert_eq!(claims["aal"], "aal2");
     tokens
-}
-
-async fn sql(app: &TestApp, statement: &str) {
-    diesel::sql_query(statement)
-        .execute(&mut app.conn().await)
-        .await
-        .expect("SQL");
-}
-
-async fn count(app: &TestApp, query: &str) -> i64 {
-    #[derive(diesel::QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let row: Count = diesel::sql_query(query)
-        .get_result(&mut app.conn().await)
-        .await
-        .expect("a count");
-    row.n
 }
 
 fn status_counts(statuses: &[StatusCode]) -> std::collections::BTreeMap<u16, usize> {
@@ -958,27 +938,6 @@ async fn turning_totp_on_ends_every_other_session_and_hands_the_caller_an_aal2_t
     let (renewed, _) = token_pair(&body_of(refreshed).await);
     assert_eq!(claims_of(&renewed)["aal"], "aal2");
     assert_eq!(claims_of(&renewed)["sid"], first_sid);
-}
-
-/// RFC 4648 base32, as the secret is shown.
-fn base32_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut bits: u64 = 0;
-    let mut held = 0;
-    let mut bytes = Vec::new();
-    for c in text.trim_end_matches('=').bytes() {
-        let value = ALPHABET
-            .iter()
-            .position(|a| *a == c.to_ascii_uppercase())
-            .expect("a base32 character");
-        bits = ((bits << 5) | value as u64) & 0xffff;
-        held += 5;
-        if held >= 8 {
-            held -= 8;
-            bytes.push((bits >> held) as u8);
-        }
-    }
-    bytes
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -8,41 +8,15 @@ use accounts::{config::Settings, startup::Application};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::admin::{call, sql, user_with_role};
+use crate::admin::{call, user_with_role};
 use crate::helpers::*;
+use crate::mfa::mfa_owner;
 
-/// Registers and verifies a user, turns TOTP on from a fresh session and returns
-/// (email, id, base32 secret, the confirming session's new access token).
+/// A verified user with TOTP on: (email, id, base32 secret, the confirming session's aal2 token),
+/// and the owner to draw later codes from (`owner.code(1)`, `owner.code(2)`).
 async fn user_with_totp(app: &TestApp) -> (String, String, String, String) {
-    let (email, body) = app.register_user().await;
-    let id = body["user"]["id"].as_str().unwrap().to_string();
-    app.verify_address(&email).await;
-    let (access, _) = app.login_as(&email, "owner-laptop").await;
-    let enrolled: Value = app
-        .send_authed(
-            Method::POST,
-            "/api/user/mfa/totp",
-            &access,
-            Some(&json!({})),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let secret = enrolled["totp"]["secret"].as_str().unwrap().to_string();
-    let confirmed = app
-        .send_authed(
-            Method::POST,
-            "/api/user/mfa/totp/confirm",
-            &access,
-            Some(&json!({ "code": totp_code(&secret, 0) })),
-        )
-        .await;
-    assert_eq!(confirmed.status(), StatusCode::OK);
-    let confirmed: Value = confirmed.json().await.unwrap();
-    assert_eq!(confirmed["recovery_codes"].as_array().unwrap().len(), 10);
-    let token = confirmed["token"].as_str().unwrap().to_string();
-    (email, id, secret, token)
+    let owner = mfa_owner(app).await;
+    (owner.email, owner.id, owner.secret, owner.access)
 }
 
 async fn password_login(app: &TestApp, email: &str) -> reqwest::Response {
@@ -367,57 +341,4 @@ async fn a_wrong_encryption_key_file_fails_startup_with_a_clear_message() {
         error.contains("ACCOUNTS_ENCRYPTION_KEY_FILE") && error.contains("not the key"),
         "{error}"
     );
-}
-
-#[tokio::test]
-async fn the_totp_secret_is_not_in_a_database_dump() {
-    let app = spawn_app().await;
-    let (_, id, secret, _) = user_with_totp(&app).await;
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::Bytea)]
-        secret: Vec<u8>,
-    }
-    use diesel_async::RunQueryDsl;
-    let row: Row = diesel::sql_query(format!(
-        "SELECT secret FROM totp_authenticators WHERE user_id = '{id}'"
-    ))
-    .get_result(&mut app.conn().await)
-    .await
-    .unwrap();
-    let raw = base32_decode(&secret);
-    assert_eq!(raw.len(), 20);
-    assert!(!row.secret.windows(raw.len()).any(|w| w == raw.as_slice()));
-    assert!(!String::from_utf8_lossy(&row.secret).contains(&secret));
-}
-
-fn base32_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut bits = 0u64;
-    let mut count = 0;
-    let mut out = Vec::new();
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let value = ALPHABET.iter().position(|a| *a == c).expect("base32") as u64;
-        bits = (bits << 5) | value;
-        count += 5;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-        }
-    }
-    out
-}
-
-async fn count(app: &TestApp, query: &str) -> i64 {
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    use diesel_async::RunQueryDsl;
-    let row: Row = diesel::sql_query(query)
-        .get_result(&mut app.conn().await)
-        .await
-        .expect(query);
-    row.n
 }

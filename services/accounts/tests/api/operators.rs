@@ -7,8 +7,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::{
-    admin::{accounts_cli, call, grant_role, sql, user_with_role},
-    helpers::{PASSWORD, TestApp, errors, spawn_app},
+    admin::{accounts_cli, call, grant_role, user_with_role},
+    helpers::{PASSWORD, TestApp, errors, spawn_app, sql},
 };
 
 const NO_PERMISSION: &str = "You do not have permission to perform this action.";
