@@ -27,6 +27,9 @@ use thread_priority::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
+/// The longest wait a saturated queue asks a client for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error)]
 pub enum HashingError {
     #[error("the password hashing queue is full")]
@@ -349,8 +352,12 @@ impl PasswordHasher {
 
     fn busy(&self) -> HashingError {
         let waves = (self.inner.queue / self.inner.concurrency).max(1) as u32;
+        // The hash time is measured once at startup; on a machine saturated then (a deploy
+        // during a load spike, a test suite on two cores) it can come out absurd, and a client
+        // told to wait minutes for a queue that drains in seconds would give up.
         HashingError::Busy {
-            retry_after: (self.inner.hash_time * waves).max(Duration::from_secs(1)),
+            retry_after: (self.inner.hash_time * waves)
+                .clamp(Duration::from_secs(1), MAX_RETRY_AFTER),
         }
     }
 
@@ -450,6 +457,28 @@ mod tests {
     fn release(gate: &(Mutex<bool>, Condvar)) {
         *gate.0.lock().unwrap() = true;
         gate.1.notify_all();
+    }
+
+    #[tokio::test]
+    async fn a_hash_time_measured_on_a_saturated_machine_asks_for_half_a_minute_at_most() {
+        for (measured, expected) in [(120_000, 30_000), (200, 1_000), (3_000, 3_000)] {
+            let hasher = PasswordHasher::with_timing(
+                4,
+                1,
+                1,
+                String::new(),
+                Duration::from_millis(measured),
+            )
+            .unwrap();
+            let HashingError::Busy { retry_after } = hasher.busy() else {
+                panic!("busy is busy");
+            };
+            assert_eq!(
+                retry_after,
+                Duration::from_millis(expected),
+                "{measured} ms"
+            );
+        }
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use crate::{
     auth::authz,
     db,
     http::client::ClientAddr,
-    http::error::{ApiError, BAD_CODE, body_error},
+    http::error::{ApiError, BAD_CODE},
     http::telemetry::RequestId,
     sessions,
     signin::{
@@ -31,10 +31,8 @@ pub const NO_SECOND_FACTOR: &str = "Turn on a second factor first.";
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepUp {
-    #[schema(nullable = false, max_length = 1024)]
     current_password: Option<String>,
     /// A TOTP or recovery code.
-    #[schema(nullable = false, max_length = 64)]
     code: Option<String>,
 }
 
@@ -236,10 +234,7 @@ pub async fn remove_totp(
 ) -> Result<HttpResponse, ApiError> {
     // A DELETE may come without a body (a fresh session has nothing to prove); one that is there
     // must parse, or a typo would pass as "nothing offered".
-    let body: StepUp = match body.is_empty() {
-        true => StepUp::default(),
-        false => serde_json::from_slice(&body).map_err(|e| body_error(&e))?,
-    };
+    let body: StepUp = super::optional_body(&body)?;
     let device = sessions::Device::of(&req);
     step_up::require(
         &state,

@@ -20,7 +20,7 @@ use actix_web::{
     web,
 };
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, body_error};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Routes are tried in order, and every `{id}` pattern tried costs a regex match (twice: the
@@ -164,4 +164,21 @@ fn method_not_allowed(allow: &str) -> HttpResponse {
 /// Anything no route matches.
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound)
+}
+
+/// A JSON body that may be absent: nothing (or only whitespace) and `null` read as the default,
+/// anything else must be a JSON object of `T`'s shape (serde would also take an array of field
+/// values, which no client means).
+pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| body_error(&e))?;
+    match value {
+        serde_json::Value::Null => Ok(T::default()),
+        serde_json::Value::Object(_) => serde_json::from_value(value).map_err(|e| body_error(&e)),
+        _ => Err(ApiError::field("body", "Expected a JSON object.")),
+    }
 }

@@ -338,11 +338,11 @@ pub struct SecondFactorLogin {
     /// The `mfa.challenge` of the password login.
     #[schema(required = true, nullable = false, min_length = 1, max_length = 128)]
     challenge: Option<String>,
-    /// A code from the authenticator app (6 digits). Give it or `recovery_code`.
-    #[schema(nullable = false, min_length = 1, max_length = 64)]
+    /// A code from the authenticator app (6 digits). Give it or `recovery_code` (null is absent).
+    #[schema(max_length = 64)]
     code: Option<String>,
-    /// One of the recovery codes (`xxxx-xxxx-xxxx`). Give it or `code`.
-    #[schema(nullable = false, min_length = 1, max_length = 64)]
+    /// One of the recovery codes (`xxxx-xxxx-xxxx`). Give it or `code` (null is absent).
+    #[schema(max_length = 64)]
     recovery_code: Option<String>,
 }
 
@@ -515,18 +515,7 @@ pub async fn logout(
 ) -> Result<HttpResponse, ApiError> {
     // The body is optional: an empty one, or `null`, means "this session", with nothing more to
     // revoke.
-    let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        LogoutRequest::default()
-    } else {
-        serde_json::from_slice::<Option<LogoutRequest>>(&body)
-            .map_err(|_| {
-                ApiError::field(
-                    "body",
-                    "Expected {\"refresh_token\": \"...\"} or {\"all\": true}.",
-                )
-            })?
-            .unwrap_or_default()
-    };
+    let request: LogoutRequest = super::optional_body(&body)?;
     let mut conn = state.pool.get().await?;
     let also = match request.refresh_token.as_deref().map(str::trim) {
         Some(token) if !token.is_empty() && !request.all => {
