@@ -59,8 +59,9 @@ pub async fn spawn_with(options: Options<'_>) -> TestApp {
         (None, Some(url)) => url,
         (None, None) => testkit::unreachable_amqp_url(),
     };
-    let key_dir =
-        TempDir(std::env::temp_dir().join(format!("accounts-test-{}", uuid::Uuid::new_v4())));
+    // Named after the database: replicas over one database find the same signing and encryption
+    // keys, as replicas in production share them (startup refuses another encryption key).
+    let key_dir = TempDir(std::env::temp_dir().join(format!("accounts-test-{}", db.name())));
     let key_file = options
         .key_file
         .clone()
