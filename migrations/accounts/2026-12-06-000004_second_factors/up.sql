@@ -4,12 +4,14 @@ ALTER TABLE sessions
     ADD COLUMN aal TEXT NOT NULL DEFAULT 'aal1' CHECK (aal IN ('aal1', 'aal2'));
 
 -- A TOTP authenticator. `secret` is the confirmed one, `pending_secret` one being enrolled (both
--- AES-256-GCM sealed under ACCOUNTS_ENCRYPTION_KEY_FILE, bound to the user). `last_step` is the
--- newest time step accepted: a code is accepted only for a later step (compare-and-set).
+-- AES-256-GCM sealed under ACCOUNTS_ENCRYPTION_KEY_FILE, bound to the user) by the session
+-- `pending_session`, the only one that may confirm it. `last_step` is the newest time step
+-- accepted: a code is accepted only for a later step (compare-and-set).
 CREATE TABLE totp_authenticators (
     user_id UUID PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
     secret BYTEA,
     pending_secret BYTEA,
+    pending_session UUID,
     enabled_at TIMESTAMPTZ,
     last_step BIGINT NOT NULL DEFAULT 0,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),

@@ -179,6 +179,7 @@ diesel::table! {
         user_id -> Uuid,
         secret -> Nullable<Bytea>,
         pending_secret -> Nullable<Bytea>,
+        pending_session -> Nullable<Uuid>,
         enabled_at -> Nullable<Timestamptz>,
         last_step -> Int8,
         updated_at -> Timestamptz,

@@ -346,6 +346,11 @@ pub async fn reset_mfa(
         conn.transaction::<_, AdminError, _>(async |conn| {
             let Locked { user, .. } =
                 lock_target(conn, operator, user_id, Permission::UsersWrite).await?;
+            // Its own factors an operator removes itself, with step-up: a stolen admin token
+            // must not strip its owner's second factor.
+            if operator.origin.actor == Some(user.id) {
+                return Err(AdminError::NotPermitted);
+            }
             let had_second_factor = mfa::remove_all(conn, user.id).await?;
             let user = users::remove_password(conn, user.id).await?;
             sessions::end_all(conn, user.id).await?;

@@ -35,6 +35,25 @@ pub struct Authenticated {
 }
 
 impl Authenticated {
+    /// Whether the caller's credentials still hold for `locked`, the user's row as read under its
+    /// lock: the token version has not moved (a logout of all, a reset, a revert), the session was
+    /// not ended meanwhile and the account is active. A change a request was authenticated for
+    /// must check this under the lock, or a revocation that commits in between would not stop it.
+    pub async fn holds(&self, conn: &mut AsyncPgConnection, locked: &User) -> QueryResult<bool> {
+        if locked.token_version != self.user.token_version || !locked.active {
+            return Ok(false);
+        }
+        diesel::select(diesel::dsl::exists(
+            sessions::table
+                .find(self.session_id)
+                .filter(sessions::user_id.eq(locked.id))
+                .filter(sessions::ended_at.is_null())
+                .filter(sessions::expires_at.gt(diesel::dsl::now)),
+        ))
+        .get_result(conn)
+        .await
+    }
+
     /// How the caller's session began, as its token says.
     pub fn assurance(&self) -> Assurance {
         if self.claims.amr.is_empty() {

@@ -11,12 +11,15 @@ use crate::{
     auth::authz,
     db,
     http::client::ClientAddr,
-    http::error::{ApiError, BAD_CODE},
+    http::error::{ApiError, BAD_CODE, TOO_MANY_CODES},
     http::telemetry::RequestId,
     sessions,
     signin::{
         self, access_token,
-        mfa::{self, recovery_codes, totp},
+        mfa::{
+            self, recovery_codes,
+            totp::{self, Confirmation},
+        },
         step_up::{self, Offered},
     },
     state::AppState,
@@ -25,6 +28,7 @@ use crate::{
 
 pub const UNVERIFIED_ADDRESS: &str = "Confirm your email address before adding a second factor.";
 pub const NO_SECOND_FACTOR: &str = "Turn on a second factor first.";
+pub const NOTHING_PENDING: &str = "No authenticator setup is in progress in this session: start it again (POST /api/user/mfa/totp).";
 
 /// Proof of a recent sign-in for a security setting: `{}` from a fresh session (see step-up),
 /// else `current_password`, plus `code` when the account has a second factor.
@@ -130,7 +134,14 @@ pub async fn enrol_totp(
     )
     .await?;
     let mut conn = state.pool.get().await?;
-    let enrolment = totp::enrol(&mut conn, &state, auth.user.id, &auth.user.email).await?;
+    let enrolment = totp::enrol(
+        &mut conn,
+        &state,
+        auth.user.id,
+        auth.session_id,
+        &auth.user.email,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(TotpEnrolmentResponse {
         totp: TotpEnrolment {
             secret: enrolment.secret,
@@ -164,6 +175,7 @@ pub struct RecoveryCodesResponse {
 pub async fn confirm_totp(
     auth: Authenticated,
     state: web::Data<AppState>,
+    req: HttpRequest,
     request_id: RequestId,
     origin: Origin,
     body: web::Json<TotpConfirmation>,
@@ -172,19 +184,30 @@ pub async fn confirm_totp(
         return Err(ApiError::Forbidden(UNVERIFIED_ADDRESS));
     }
     let code = body.into_inner().code.unwrap_or_default();
-    let origin = origin.by(auth.user.id);
+    let device = sessions::Device::of(&req);
+    let attempt = mfa::Attempt::new(&device, &origin, &request_id);
+    let origin = origin.clone().by(auth.user.id);
     let mut conn = state.pool.get().await?;
     let confirmed = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
             let Some(user) = users::lock(conn, auth.user.id).await? else {
-                return Ok(None);
+                return Ok(Confirmed::Revoked);
             };
-            // A token from before a revert, a reject or a reset is void by now.
-            if user.token_version != auth.user.token_version || !user.verified {
-                return Ok(None);
+            // A token from before a revert, a reject, a reset or a logout is void by now.
+            if !auth.holds(conn, &user).await? || !user.verified {
+                return Ok(Confirmed::Revoked);
             }
-            if !totp::confirm(conn, &state.sealing, user.id, &code).await? {
-                return Ok(Some(None));
+            // Confirmation codes are guesses like any other: the same limits count them.
+            if let Some(wait) = mfa::refusal(conn, &user, &attempt).await? {
+                return Ok(Confirmed::Throttled(wait));
+            }
+            match totp::confirm(conn, &state.sealing, user.id, auth.session_id, &code).await? {
+                Confirmation::Confirmed => {}
+                Confirmation::NothingPending => return Ok(Confirmed::NothingPending),
+                Confirmation::WrongCode => {
+                    mfa::failed(conn, &user, &attempt, "totp").await?;
+                    return Ok(Confirmed::WrongCode);
+                }
             }
             let session = sessions::live(conn, user.id)
                 .await?
@@ -198,22 +221,37 @@ pub async fn confirm_totp(
                 .ok_or(diesel::result::Error::NotFound)?;
             let grants = authz::grants(conn, &user).await?;
             let token = raised.map(|session| access_token(&state, &user, &session, &grants));
-            Ok(Some(Some((codes, token))))
+            Ok(Confirmed::On(codes, token))
         })
         .await
     })
     .await;
     match confirmed {
-        Ok(Some(Some((recovery_codes, token)))) => {
+        Ok(Confirmed::On(recovery_codes, token)) => {
             Ok(HttpResponse::Ok().json(RecoveryCodesResponse {
                 recovery_codes,
                 token,
             }))
         }
-        Ok(Some(None)) => Err(ApiError::field("code", BAD_CODE)),
-        Ok(None) | Err(diesel::result::Error::RollbackTransaction) => Err(ApiError::bad_token()),
+        Ok(Confirmed::WrongCode) => Err(ApiError::field("code", BAD_CODE)),
+        Ok(Confirmed::NothingPending) => Err(ApiError::field("code", NOTHING_PENDING)),
+        Ok(Confirmed::Throttled(retry_after)) => Err(ApiError::Throttled {
+            message: TOO_MANY_CODES,
+            retry_after,
+        }),
+        Ok(Confirmed::Revoked) | Err(diesel::result::Error::RollbackTransaction) => {
+            Err(ApiError::bad_token())
+        }
         Err(e) => Err(e.into()),
     }
+}
+
+enum Confirmed {
+    On(Vec<String>, Option<String>),
+    WrongCode,
+    NothingPending,
+    Throttled(std::time::Duration),
+    Revoked,
 }
 
 #[utoipa::path(delete, path = "/api/user/mfa/totp", tag = "mfa", security(("token" = [])),
@@ -245,21 +283,27 @@ pub async fn remove_totp(
     .await?;
     let origin = origin.by(auth.user.id);
     let mut conn = state.pool.get().await?;
-    db::retrying(async || {
+    let removed = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
             let Some(user) = users::lock(conn, auth.user.id).await? else {
-                return Ok(());
+                return Ok(false);
             };
+            if !auth.holds(conn, &user).await? {
+                return Ok(false);
+            }
             if totp::remove(conn, user.id).await? {
                 let details = serde_json::json!({ "method": "totp" });
                 crate::audit::record(conn, &origin, "mfa.removed", Some(user.id), details).await?;
                 mfa::after_removal(conn, &user, &request_id).await?;
             }
-            Ok(())
+            Ok(true)
         })
         .await
     })
     .await?;
+    if !removed {
+        return Err(ApiError::bad_token());
+    }
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -291,10 +335,13 @@ pub async fn regenerate_recovery_codes(
     let codes = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
             let Some(user) = users::lock(conn, auth.user.id).await? else {
-                return Ok(None);
+                return Ok(Err(ApiError::bad_token()));
             };
+            if !auth.holds(conn, &user).await? {
+                return Ok(Err(ApiError::bad_token()));
+            }
             if !mfa::enabled(conn, user.id).await? {
-                return Ok(None);
+                return Ok(Err(ApiError::field("mfa", NO_SECOND_FACTOR)));
             }
             let codes = recovery_codes::replace(conn, &state.sealing, user.id).await?;
             crate::audit::record(
@@ -305,14 +352,12 @@ pub async fn regenerate_recovery_codes(
                 serde_json::json!({}),
             )
             .await?;
-            Ok(Some(codes))
+            Ok(Ok(codes))
         })
         .await
     })
     .await?;
-    let Some(recovery_codes) = codes else {
-        return Err(ApiError::field("mfa", NO_SECOND_FACTOR));
-    };
+    let recovery_codes = codes?;
     Ok(HttpResponse::Ok().json(RecoveryCodesResponse {
         recovery_codes,
         token: None,

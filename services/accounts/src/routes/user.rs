@@ -271,6 +271,11 @@ pub async fn update(
                 // The password changed since this request checked it: start again.
                 return Ok(None);
             }
+            if !auth.holds(conn, &before).await? {
+                // The session ended (or every session did) while this request was under way: a
+                // change it was authenticated for must not outlive the revocation.
+                return Err(diesel::result::Error::NotFound);
+            }
             if let Some(email) = &new_email {
                 // Both addresses, in one order: the one this change frees stays reserved to
                 // this account by the change's revert link, and the new one may be another's.
@@ -339,6 +344,8 @@ pub async fn update(
         Err(e) if db::violates(&e, users::USERNAME_KEY) => {
             return Err(ApiError::field("username", USERNAME_TAKEN));
         }
+        // The caller's session ended meanwhile (or the account went).
+        Err(diesel::result::Error::NotFound) => return Err(ApiError::bad_token()),
         Err(e) => return Err(e.into()),
     };
     Ok(HttpResponse::Ok().json(users::UserResponse { user: body }))

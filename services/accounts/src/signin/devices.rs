@@ -34,7 +34,13 @@ pub fn describe(user_agent: &str) -> String {
 
 /// The key a device is remembered by: its description and the client's network.
 pub fn key(user_agent: &str, ip: &str) -> String {
-    let network = match ip.parse::<IpAddr>() {
+    format!("{}|{}", describe(user_agent), network(ip))
+}
+
+/// The network of a client address: its /24, or its /64 for IPv6 (what one household, office or
+/// provider allocation holds).
+pub fn network(ip: &str) -> String {
+    match ip.parse::<IpAddr>() {
         Ok(IpAddr::V4(v4)) => {
             let [a, b, c, _] = v4.octets();
             format!("{a}.{b}.{c}.0/24")
@@ -44,8 +50,7 @@ pub fn key(user_agent: &str, ip: &str) -> String {
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
         Err(_) => ip.to_string(),
-    };
-    format!("{}|{network}", describe(user_agent))
+    }
 }
 
 #[derive(QueryableByName)]

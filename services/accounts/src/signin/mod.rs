@@ -156,14 +156,7 @@ pub async fn with_second_factor(
     client: &Client<'_>,
 ) -> Result<UserBody, ApiError> {
     let origin = client.origin();
-    let device_key = devices::key(&client.device.user_agent, &client.device.ip);
-    let client_key = client.addr.throttle_key();
-    let attempt = mfa::Attempt {
-        client: &client_key,
-        device: &device_key,
-        origin: &origin,
-        request_id: client.request_id,
-    };
+    let attempt = mfa::Attempt::new(client.device, &origin, client.request_id);
     let mut conn = state.pool.get().await?;
     let finished = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {

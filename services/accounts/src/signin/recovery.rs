@@ -52,9 +52,12 @@ pub async fn take_back(
     let user = users::remove_password(conn, user.id).await?;
     sessions::end_all(conn, user.id).await?;
     devices::forget_since(conn, user.id, since).await?;
-    // A second factor the intruder added would lock the owner out after the reset (with `None`,
-    // as for a revert, every one goes: the owner enrols again).
-    if mfa::totp::remove_enabled_since(conn, user.id, since).await? {
+    // A second factor the intruder added would lock the owner out after the reset, and recovery
+    // codes the intruder generated would let them back in (with `None`, as for a revert, every
+    // one goes: the owner enrols again).
+    let removed_totp = mfa::totp::remove_enabled_since(conn, user.id, since).await?;
+    mfa::recovery_codes::remove_issued_since(conn, user.id, since).await?;
+    if removed_totp {
         mfa::after_removal(conn, &user, request_id).await?;
     }
     if user.active {

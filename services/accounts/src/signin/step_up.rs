@@ -17,7 +17,6 @@ use crate::{
     auth::Authenticated,
     db,
     http::error::{ApiError, BAD_CODE, CODE_NEEDED, TOO_MANY_CODES, WRONG_CURRENT_PASSWORD},
-    signin::devices,
     state::AppState,
     users,
 };
@@ -99,14 +98,7 @@ pub async fn second_factor(
     client: &Client<'_>,
 ) -> Result<(), ApiError> {
     let origin = client.origin().by(auth.user.id);
-    let device = devices::key(&client.device.user_agent, &client.device.ip);
-    let client_key = client.addr.throttle_key();
-    let attempt = mfa::Attempt {
-        client: &client_key,
-        device: &device,
-        origin: &origin,
-        request_id: client.request_id,
-    };
+    let attempt = mfa::Attempt::new(client.device, &origin, client.request_id);
     let mut conn = state.pool.get().await?;
     let verdict = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {

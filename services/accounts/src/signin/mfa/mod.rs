@@ -19,7 +19,7 @@ use crate::{
     audit::{self, Origin},
     http::telemetry::RequestId,
     outbox,
-    sessions::{self, Assurance, Session},
+    sessions::{self, Assurance, Device, Session},
     signin::devices,
     state::AppState,
     users::{User, links},
@@ -61,12 +61,25 @@ pub enum Verdict {
 
 /// Where a code came from, for the guessing limits and the audit.
 pub struct Attempt<'a> {
-    /// The client's throttle key (an address, or an IPv6 /64).
-    pub client: &'a str,
-    /// Its device key (user agent family and network).
-    pub device: &'a str,
-    pub origin: &'a Origin,
-    pub request_id: &'a RequestId,
+    /// The client's network (/24, or /64 for IPv6): the per-client limit counts a whole network,
+    /// because the device that is exempt from the per-user delay is one too (user agent family
+    /// and network), and a user agent is whatever the client says.
+    client: String,
+    /// The device key (user agent family and network).
+    device: String,
+    origin: &'a Origin,
+    request_id: &'a RequestId,
+}
+
+impl<'a> Attempt<'a> {
+    pub fn new(device: &Device, origin: &'a Origin, request_id: &'a RequestId) -> Self {
+        Self {
+            client: devices::network(&device.ip),
+            device: devices::key(&device.user_agent, &device.ip),
+            origin,
+            request_id,
+        }
+    }
 }
 
 /// Checks `proof` for `user`, within the guessing limits, spending it when right. A recovery code
@@ -80,8 +93,7 @@ pub async fn verify(
     attempt: &Attempt<'_>,
 ) -> QueryResult<Verdict> {
     let now = Utc::now();
-    let known = devices::known(conn, user.id, attempt.device).await?;
-    if let Some(wait) = guessing::refusal(conn, user.id, attempt.client, known, now).await? {
+    if let Some(wait) = refusal(conn, user, attempt).await? {
         return Ok(Verdict::Throttled(wait));
     }
     let origin = attempt.origin.clone().by(user.id);
@@ -122,6 +134,31 @@ pub async fn verify(
         Proof::Totp(_) => "totp",
         Proof::RecoveryCode(_) => "recovery_code",
     };
+    failed(conn, user, attempt, method).await?;
+    Ok(Verdict::Rejected)
+}
+
+/// How long `attempt`'s client must wait before a code of `user`'s is checked, if at all: the
+/// guessing limits. Lock the user first.
+pub async fn refusal(
+    conn: &mut AsyncPgConnection,
+    user: &User,
+    attempt: &Attempt<'_>,
+) -> QueryResult<Option<Duration>> {
+    let known = devices::known(conn, user.id, &attempt.device).await?;
+    guessing::refusal(conn, user.id, &attempt.client, known, Utc::now()).await
+}
+
+/// Records a wrong code (`method`: `totp`, `recovery_code`): counted, audited, and from the
+/// third in a day mailed to the user (once a day). Lock the user first.
+pub async fn failed(
+    conn: &mut AsyncPgConnection,
+    user: &User,
+    attempt: &Attempt<'_>,
+    method: &str,
+) -> QueryResult<()> {
+    let now = Utc::now();
+    let origin = attempt.origin.clone().by(user.id);
     audit::record(
         conn,
         &origin,
@@ -130,7 +167,7 @@ pub async fn verify(
         json!({ "method": method }),
     )
     .await?;
-    if let Some(failures) = guessing::record_failure(conn, user.id, attempt.client, now).await? {
+    if let Some(failures) = guessing::record_failure(conn, user.id, &attempt.client, now).await? {
         let event = Event::MfaFailures(MfaFailures {
             user_id: user.id,
             email: user.email.clone(),
@@ -142,7 +179,7 @@ pub async fn verify(
         });
         outbox::enqueue(conn, event, attempt.request_id).await?;
     }
-    Ok(Verdict::Rejected)
+    Ok(())
 }
 
 /// Whether the account has a second factor, so a password alone does not sign it in.

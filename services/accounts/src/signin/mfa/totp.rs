@@ -51,11 +51,13 @@ fn now() -> u64 {
     u64::try_from(Utc::now().timestamp()).unwrap_or_default()
 }
 
-/// Replaces the user's pending secret with a new one. Nothing else changes until it is confirmed.
+/// Replaces the user's pending secret with a new one, which only `session_id` may confirm.
+/// Nothing else changes until it is confirmed.
 pub async fn enrol(
     conn: &mut AsyncPgConnection,
     state: &AppState,
     user_id: Uuid,
+    session_id: Uuid,
     email: &str,
 ) -> QueryResult<Enrolment> {
     let mut secret = vec![0u8; SECRET_LEN];
@@ -65,11 +67,13 @@ pub async fn enrol(
         .values((
             totp_authenticators::user_id.eq(user_id),
             totp_authenticators::pending_secret.eq(&sealed),
+            totp_authenticators::pending_session.eq(session_id),
         ))
         .on_conflict(totp_authenticators::user_id)
         .do_update()
         .set((
             totp_authenticators::pending_secret.eq(&sealed),
+            totp_authenticators::pending_session.eq(session_id),
             totp_authenticators::updated_at.eq(Utc::now()),
         ))
         .execute(conn)
@@ -89,48 +93,64 @@ fn seal(key: &SealingKey, user_id: Uuid, secret: &[u8]) -> Vec<u8> {
         .expect("AES-GCM seals 20 bytes")
 }
 
-/// Confirms the pending secret with a code from it: it becomes the user's TOTP, and the code's
-/// step is spent. `false` for a wrong code, a spent step or no pending secret. Lock the user first.
+/// What confirming a pending secret came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Confirmation {
+    Confirmed,
+    /// No secret is pending for this session (another session's does not count).
+    NothingPending,
+    /// The code is wrong, or its step already spent.
+    WrongCode,
+}
+
+/// Confirms the pending secret that `session_id` enrolled, with a code from it: it becomes the
+/// user's TOTP, and the code's step is spent. Lock the user first.
 pub async fn confirm(
     conn: &mut AsyncPgConnection,
     key: &SealingKey,
     user_id: Uuid,
+    session_id: Uuid,
     code: &str,
-) -> QueryResult<bool> {
-    let row: Option<(Option<Vec<u8>>, i64)> = totp_authenticators::table
+) -> QueryResult<Confirmation> {
+    let row: Option<(Option<Vec<u8>>, Option<Uuid>, i64)> = totp_authenticators::table
         .find(user_id)
         .select((
             totp_authenticators::pending_secret,
+            totp_authenticators::pending_session,
             totp_authenticators::last_step,
         ))
         .for_update()
         .first(conn)
         .await
         .optional()?;
-    let Some((Some(pending), last_step)) = row else {
-        return Ok(false);
+    let Some((Some(pending), Some(enrolled_by), last_step)) = row else {
+        return Ok(Confirmation::NothingPending);
     };
+    if enrolled_by != session_id {
+        return Ok(Confirmation::NothingPending);
+    }
     let Some(secret) = key.open(&pending, &context(user_id)) else {
-        return Ok(false);
+        return Ok(Confirmation::NothingPending);
     };
     let Some(step) = matched_step(secret, code, now()).and_then(|s| i64::try_from(s).ok()) else {
-        return Ok(false);
+        return Ok(Confirmation::WrongCode);
     };
     if step <= last_step {
-        return Ok(false);
+        return Ok(Confirmation::WrongCode);
     }
     let now = Utc::now();
     diesel::update(totp_authenticators::table.find(user_id))
         .set((
             totp_authenticators::secret.eq(Some(pending)),
             totp_authenticators::pending_secret.eq(None::<Vec<u8>>),
+            totp_authenticators::pending_session.eq(None::<Uuid>),
             totp_authenticators::enabled_at.eq(Some(now)),
             totp_authenticators::last_step.eq(step),
             totp_authenticators::updated_at.eq(now),
         ))
         .execute(conn)
         .await?;
-    Ok(true)
+    Ok(Confirmation::Confirmed)
 }
 
 /// Whether `code` is the user's current TOTP code, spending its step: the same code never works
@@ -188,13 +208,20 @@ pub async fn remove(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<
     Ok(removed.iter().any(Option::is_some))
 }
 
-/// Removes a TOTP confirmed at or after `since` (a takeover's), and any pending one; `true` when a
-/// confirmed one went.
+/// Removes a TOTP confirmed at or after `since` (a takeover's), and any pending one (whoever
+/// enrolled it); `true` when a confirmed one went.
 pub async fn remove_enabled_since(
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
     since: Option<chrono::DateTime<Utc>>,
 ) -> QueryResult<bool> {
+    diesel::update(totp_authenticators::table.find(user_id))
+        .set((
+            totp_authenticators::pending_secret.eq(None::<Vec<u8>>),
+            totp_authenticators::pending_session.eq(None::<Uuid>),
+        ))
+        .execute(conn)
+        .await?;
     let mut query = diesel::delete(totp_authenticators::table.find(user_id)).into_boxed();
     if let Some(since) = since {
         query = query.filter(
