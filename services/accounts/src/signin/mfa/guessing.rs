@@ -90,9 +90,14 @@ pub async fn record_failure(
         ))
         .execute(conn)
         .await?;
-    diesel::delete(mfa_failures::table.filter(mfa_failures::failed_at.lt(now - USER_WINDOW)))
-        .execute(conn)
-        .await?;
+    // The user's failures older than any limit looks at go (by the (user, time) index).
+    diesel::delete(
+        mfa_failures::table
+            .filter(mfa_failures::user_id.eq(user_id))
+            .filter(mfa_failures::failed_at.lt(now - USER_WINDOW)),
+    )
+    .execute(conn)
+    .await?;
     let count: i64 = mfa_failures::table
         .filter(mfa_failures::user_id.eq(user_id))
         .filter(mfa_failures::failed_at.gt(now - USER_WINDOW))
