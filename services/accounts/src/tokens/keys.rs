@@ -1,7 +1,7 @@
 //! Ed25519 signing keys: the current one signs, it and any previous ones verify, and all of them are
 //! published as a JWKS so other services verify tokens without a shared secret.
 
-use std::{io::Write, path::Path};
+use std::path::Path;
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -190,19 +190,7 @@ fn write_development_key(path: &Path) -> std::io::Result<()> {
         .to_pkcs8v1()
         .map_err(|_| std::io::Error::other("key encoding failed"))?;
     let text = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref()));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => file.write_all(text.as_bytes()),
-        // Another replica or test created it first; use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
+    super::key_file::create_once(path, text.as_bytes()).map(drop)
 }
 
 #[cfg(test)]

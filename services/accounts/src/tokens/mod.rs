@@ -1,5 +1,6 @@
 //! Signed tokens (access JWTs, confirmation and reset links) and opaque refresh tokens.
 
+mod key_file;
 mod keys;
 pub mod refresh;
 mod sealing;

@@ -3,7 +3,7 @@
 //! window. Each sealed value is bound to a context (the family it belongs to), so it cannot be
 //! moved to another row.
 
-use std::{io::Write, path::Path};
+use std::path::Path;
 
 use aws_lc_rs::{
     aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
@@ -175,18 +175,7 @@ pub async fn check_against_database(
 fn write_development_key(path: &Path) -> std::io::Result<()> {
     let mut key = [0u8; KEY_LEN];
     rand::rng().fill_bytes(&mut key);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => file.write_all(&key),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
+    super::key_file::create_once(path, &key).map(drop)
 }
 
 #[cfg(test)]
