@@ -9,10 +9,9 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{db::Pool, http::telemetry::RequestId, schema::audit_log};
+use crate::{http::telemetry::RequestId, schema::audit_log};
 
 /// Where an action came from.
 #[derive(Debug, Clone, Default)]
@@ -154,29 +153,6 @@ pub async fn prune(conn: &mut AsyncPgConnection, retention: Duration) -> QueryRe
         pruned += deleted;
         if deleted < PRUNE_BATCH as usize {
             return Ok(pruned);
-        }
-    }
-}
-
-/// Prunes once an hour until `shutdown`.
-pub async fn prune_periodically(pool: Pool, retention: Duration, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        let pruned = match pool.get().await {
-            Ok(mut conn) => prune(&mut conn, retention).await,
-            Err(e) => {
-                tracing::warn!(error = %e, "audit retention: no database connection");
-                continue;
-            }
-        };
-        match pruned {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(pruned = n, "audit retention"),
-            Err(e) => tracing::warn!(error = %e, "audit retention failed"),
         }
     }
 }

@@ -45,6 +45,37 @@ impl MaybeTransient for diesel::result::Error {
     }
 }
 
+/// Runs `job` on a pooled connection every `period` until `shutdown`: the service's housekeeping
+/// (audit retention, sealed refresh tokens). A failure is logged as `what` and tried again at the
+/// next tick; a job that did something says how much.
+pub async fn every(
+    pool: Pool,
+    period: std::time::Duration,
+    what: &'static str,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut job: impl AsyncFnMut(&mut AsyncPgConnection) -> QueryResult<usize>,
+) {
+    let mut ticks = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let done = match pool.get().await {
+            Ok(mut conn) => job(&mut conn).await,
+            Err(e) => {
+                tracing::warn!(error = %e, what, "housekeeping: no database connection");
+                continue;
+            }
+        };
+        match done {
+            Ok(0) => {}
+            Ok(rows) => tracing::debug!(rows, what, "housekeeping"),
+            Err(e) => tracing::warn!(error = %e, what, "housekeeping failed"),
+        }
+    }
+}
+
 /// Runs `attempt` (a whole transaction) again when it lost a race, up to a few times, so a race
 /// between requests never becomes a 500.
 pub async fn retrying<T, E: MaybeTransient>(

@@ -191,15 +191,22 @@ impl Application {
     /// Serves until the server stops (SIGINT/SIGTERM stop it gracefully), then lets the relay
     /// finish its batch.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        tokio::spawn(crate::audit::prune_periodically(
+        let retention = self.audit_retention;
+        tokio::spawn(db::every(
             self.pool.clone(),
-            self.audit_retention,
+            Duration::from_secs(3600),
+            "audit retention",
             self.shutdown.clone(),
+            async move |conn| crate::audit::prune(conn, retention).await,
         ));
-        tokio::spawn(crate::sessions::forget_sealed_periodically(
+        // A family that is never refreshed again must not keep its token readable for two weeks.
+        let grace = chrono::Duration::from_std(self.refresh_grace).unwrap_or(chrono::Duration::MAX);
+        tokio::spawn(db::every(
             self.pool,
-            self.refresh_grace,
+            Duration::from_secs(5),
+            "sealed refresh tokens",
             self.shutdown.clone(),
+            async move |conn| crate::sessions::forget_sealed(conn, grace).await,
         ));
         tokio::spawn(forget_full_buckets(self.client_rate, self.shutdown.clone()));
         let served = self.server.await;

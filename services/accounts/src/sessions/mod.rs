@@ -517,30 +517,3 @@ pub async fn live(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Ve
         .load(conn)
         .await
 }
-
-/// Forgets sealed refresh tokens past the grace window, every few seconds until `shutdown`, so a
-/// family that is never refreshed again does not keep its token readable for two weeks.
-pub async fn forget_sealed_periodically(
-    pool: crate::db::Pool,
-    grace: std::time::Duration,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let grace = Duration::from_std(grace).unwrap_or(Duration::MAX);
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        let forgotten = match pool.get().await {
-            Ok(mut conn) => forget_sealed(&mut conn, grace).await,
-            Err(e) => {
-                tracing::warn!(error = %e, "sealed refresh tokens: no database connection");
-                continue;
-            }
-        };
-        if let Err(e) = forgotten {
-            tracing::warn!(error = %e, "forgetting sealed refresh tokens failed");
-        }
-    }
-}
