@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod error;
+pub mod json;
 pub mod pages;
 pub mod policy;
 pub mod telemetry;

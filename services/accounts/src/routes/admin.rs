@@ -24,6 +24,7 @@ use crate::{
     },
     http::client::ClientAddr,
     http::error::ApiError,
+    http::json::JsonObject,
     http::telemetry::RequestId,
     schema::{user_roles, users},
     sessions,
@@ -322,7 +323,7 @@ pub struct RolesSet {
 pub async fn set_roles(
     action: OnUser<RolesManage>,
     state: web::Data<AppState>,
-    body: web::Json<RolesRequest>,
+    body: JsonObject<RolesRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let wanted = body.into_inner().roles;
     if wanted.len() > 32 {

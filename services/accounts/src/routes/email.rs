@@ -15,6 +15,7 @@ use crate::{
     audit::{self, Origin},
     db,
     http::error::ApiError,
+    http::json::JsonObject,
     http::telemetry::RequestId,
     signin::recovery,
     state::AppState,
@@ -41,7 +42,7 @@ pub async fn revert(
     state: web::Data<AppState>,
     request_id: RequestId,
     origin: Origin,
-    body: web::Json<TokenRequest>,
+    body: JsonObject<TokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let claims = body.into_inner().verify(&state, Purpose::EmailRevert)?;
     let mut conn = state.pool.get().await?;

@@ -12,6 +12,7 @@ use crate::{
     db,
     http::client::ClientAddr,
     http::error::{ApiError, BAD_CODE, TOO_MANY_CODES},
+    http::json::JsonObject,
     http::telemetry::RequestId,
     sessions,
     signin::{
@@ -120,7 +121,7 @@ pub async fn enrol_totp(
     req: HttpRequest,
     request_id: RequestId,
     addr: ClientAddr,
-    body: web::Json<StepUp>,
+    body: JsonObject<StepUp>,
 ) -> Result<HttpResponse, ApiError> {
     if !auth.user.verified {
         return Err(ApiError::Forbidden(UNVERIFIED_ADDRESS));
@@ -178,7 +179,7 @@ pub async fn confirm_totp(
     req: HttpRequest,
     request_id: RequestId,
     origin: Origin,
-    body: web::Json<TotpConfirmation>,
+    body: JsonObject<TotpConfirmation>,
 ) -> Result<HttpResponse, ApiError> {
     if !auth.user.verified {
         return Err(ApiError::Forbidden(UNVERIFIED_ADDRESS));
@@ -320,7 +321,7 @@ pub async fn regenerate_recovery_codes(
     request_id: RequestId,
     addr: ClientAddr,
     origin: Origin,
-    body: web::Json<StepUp>,
+    body: JsonObject<StepUp>,
 ) -> Result<HttpResponse, ApiError> {
     let device = sessions::Device::of(&req);
     step_up::require(

@@ -20,7 +20,10 @@ use actix_web::{
     web,
 };
 
-use crate::http::error::{ApiError, body_error};
+use crate::http::{
+    error::{ApiError, body_error},
+    json::from_object,
+};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Routes are tried in order, and every `{id}` pattern tried costs a regex match (twice: the
@@ -167,18 +170,15 @@ pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
 }
 
 /// A JSON body that may be absent: nothing (or only whitespace) and `null` read as the default,
-/// anything else must be a JSON object of `T`'s shape (serde would also take an array of field
-/// values, which no client means).
+/// anything else must be a JSON object of `T`'s shape.
 pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
     body: &[u8],
 ) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| body_error(&e))?;
-    match value {
+    match serde_json::from_slice(body).map_err(|e| body_error(&e))? {
         serde_json::Value::Null => Ok(T::default()),
-        serde_json::Value::Object(_) => serde_json::from_value(value).map_err(|e| body_error(&e)),
-        _ => Err(ApiError::field("body", "Expected a JSON object.")),
+        value => from_object(value),
     }
 }

@@ -16,6 +16,7 @@ use crate::{
     domain::{self, FieldErrors, REQUIRED, push_error},
     http::client::ClientAddr,
     http::error::ApiError,
+    http::json::JsonObject,
     http::telemetry::RequestId,
     signin::recovery,
     state::AppState,
@@ -76,7 +77,7 @@ pub async fn reset(
     state: web::Data<AppState>,
     request_id: RequestId,
     origin: Origin,
-    body: web::Json<ResetRequest>,
+    body: JsonObject<ResetRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner();
     let mut errors = FieldErrors::new();

@@ -15,6 +15,7 @@ use crate::{
     auth::Authenticated,
     db,
     http::error::ApiError,
+    http::json::JsonObject,
     http::telemetry::RequestId,
     sessions::{self, Ending},
     signin::recovery,
@@ -134,7 +135,7 @@ pub async fn reject_sign_in(
     state: web::Data<AppState>,
     request_id: RequestId,
     origin: Origin,
-    body: web::Json<TokenRequest>,
+    body: JsonObject<TokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let claims = body.into_inner().verify(&state, Purpose::SignInReject)?;
     let session_id = claims

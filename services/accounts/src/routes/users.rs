@@ -17,6 +17,7 @@ use crate::{
     domain::{self, EmailAddress, FieldErrors, REQUIRED, locale, profile, push_error},
     http::client::ClientAddr,
     http::error::ApiError,
+    http::json::JsonObject,
     http::telemetry::RequestId,
     outbox,
     sessions::{self, Assurance, Ending},
@@ -386,7 +387,7 @@ pub async fn login_second_factor(
     req: HttpRequest,
     request_id: RequestId,
     client: ClientAddr,
-    body: web::Json<SecondFactorLogin>,
+    body: JsonObject<SecondFactorLogin>,
 ) -> Result<HttpResponse, ApiError> {
     state.client_rate.admit(Route::Login, &client)?;
     let input = body.into_inner();
@@ -440,7 +441,7 @@ pub async fn refresh(
     state: web::Data<AppState>,
     req: HttpRequest,
     origin: Origin,
-    body: web::Json<RefreshRequest>,
+    body: JsonObject<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let presented = body
         .into_inner()

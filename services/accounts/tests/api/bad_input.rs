@@ -151,3 +151,55 @@ async fn health_and_readiness() {
         "{metrics}"
     );
 }
+
+/// serde reads a struct from an array of its field values as well; a body is an object or a 400,
+/// on every route that reads one (a token in an array was a valid refresh, a reset, a revert).
+#[tokio::test]
+async fn an_array_of_field_values_is_not_a_body() {
+    let app = spawn_app().await;
+    let (_, registered) = app.register_user().await;
+    let token = registered["user"]["token"].as_str().unwrap().to_string();
+    let refresh = registered["user"]["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cases = [
+        ("POST", "/api/users/token/refresh", json!([refresh])),
+        (
+            "POST",
+            "/api/users/password/reset",
+            json!(["t", "tutad1234", "tutad1234"]),
+        ),
+        ("POST", "/api/users/email/revert", json!(["t"])),
+        ("POST", "/api/users/sign-in/reject", json!(["t"])),
+        ("POST", "/api/users/login/mfa", json!(["c", "123456", null])),
+        ("POST", "/api/user/mfa/totp", json!([null, null])),
+        ("POST", "/api/user/mfa/totp/confirm", json!(["123456"])),
+        ("POST", "/api/user/mfa/recovery-codes", json!([null, null])),
+        ("DELETE", "/api/user/mfa/totp", json!([null, null])),
+        ("POST", "/api/users/logout", json!([null, true])),
+    ];
+    for (method, path, body) in cases {
+        let response = app
+            .client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                app.url(path),
+            )
+            .header("Authorization", format!("Token {token}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "{method} {path}"
+        );
+        let errors: Value = errors(response).await;
+        assert!(errors["body"][0].is_string(), "{method} {path} → {errors}");
+    }
+    // The refresh token in an array did not rotate: it still works in an object.
+    let refreshed = app.refresh(&refresh).await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+}
