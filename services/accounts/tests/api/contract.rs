@@ -3,12 +3,10 @@
 //! checks the same property-based over every operation; these pin the cases it found.
 
 use accounts::domain::profile::max_len;
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, errors, registration, spawn_app, unique_email};
+use crate::helpers::{PASSWORD, errors, registration, spawn_app, superuser, unique_email};
 
 /// A control-character-free string, in the JSON Schema dialect both ECMA-262 and Python read.
 const NO_CONTROL: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$";
@@ -132,22 +130,10 @@ async fn logout_takes_no_body_an_empty_object_or_null() {
     }
 }
 
-/// A registered user made superuser, and their access token.
-async fn superuser(app: &TestApp) -> String {
-    use accounts::schema::users;
-    let (email, registered) = app.register_user().await;
-    diesel::update(users::table.filter(users::email.eq(&email)))
-        .set(users::is_superuser.eq(true))
-        .execute(&mut app.conn().await)
-        .await
-        .unwrap();
-    registered["user"]["token"].as_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn admin_filters_with_a_nul_or_control_character_are_a_400_never_a_500() {
     let app = spawn_app().await;
-    let token = superuser(&app).await;
+    let (_, token) = superuser(&app).await;
     for (path, field) in [
         ("/api/admin/users?role=adm%00in", "role"),
         ("/api/admin/users?search=ada%00", "search"),

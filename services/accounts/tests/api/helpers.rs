@@ -427,3 +427,55 @@ pub fn base32_decode(text: &str) -> Vec<u8> {
     }
     out
 }
+
+/// An app whose hashing queue holds a flood (256), so throttles, not the queue, answer; `database`
+/// makes it a second replica of another app's.
+pub async fn spawn_roomy(
+    database: Option<&TestDatabase>,
+    extra: &[(&'static str, &str)],
+) -> TestApp {
+    let mut vars = vec![("ACCOUNTS_HASH_QUEUE", "256".to_string())];
+    vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    spawn_with(Options {
+        vars,
+        database,
+        ..Options::default()
+    })
+    .await
+}
+
+/// A password login by email through `from` (a client bound to its own local address).
+pub async fn login_via(
+    app: &TestApp,
+    from: &reqwest::Client,
+    email: &str,
+    password: &str,
+) -> Response {
+    from.post(app.url("/api/users/login"))
+        .json(&json!({ "user": { "email": email, "password": password } }))
+        .send()
+        .await
+        .expect("request")
+}
+
+/// How many responses had each status.
+pub fn status_counts(statuses: &[StatusCode]) -> std::collections::BTreeMap<u16, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for status in statuses {
+        *counts.entry(status.as_u16()).or_default() += 1;
+    }
+    counts
+}
+
+/// A fresh superuser: id and access token.
+pub async fn superuser(app: &TestApp) -> (String, String) {
+    let (email, body) = app.register_user().await;
+    let id = body["user"]["id"].as_str().unwrap().to_string();
+    sql(
+        app,
+        &format!("UPDATE users SET is_superuser = true WHERE id = '{id}'"),
+    )
+    .await;
+    let (access, _) = app.login_as(&email, "root-console").await;
+    (id, access)
+}

@@ -8,23 +8,10 @@ use serde_json::{Value, json};
 
 use crate::{
     admin::{accounts_cli, call, grant_role, user_with_role},
-    helpers::{PASSWORD, TestApp, errors, spawn_app, sql},
+    helpers::{PASSWORD, TestApp, errors, spawn_app, sql, superuser},
 };
 
 const NO_PERMISSION: &str = "You do not have permission to perform this action.";
-
-/// A fresh superuser: id and access token.
-async fn superuser(app: &TestApp) -> (String, String) {
-    let (email, body) = app.register_user().await;
-    let id = body["user"]["id"].as_str().unwrap().to_string();
-    sql(
-        app,
-        &format!("UPDATE users SET is_superuser = true WHERE id = '{id}'"),
-    )
-    .await;
-    let (access, _) = app.login_as(&email, "root-console").await;
-    (id, access)
-}
 
 async fn assert_refused(response: reqwest::Response, what: &str) {
     assert_eq!(response.status(), StatusCode::FORBIDDEN, "{what}");

@@ -8,39 +8,12 @@ use futures_util::future::join_all;
 use reqwest::{Response, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{Options, PASSWORD, TestApp, client, errors, spawn_with, unique_email};
+use crate::helpers::{PASSWORD, TestApp, client, errors, login_via, spawn_roomy, unique_email};
 
 const LOCKED: &str = "Too many failed login attempts. Try again later.";
 
-async fn spawn(
-    database: Option<&testkit::TestDatabase>,
-    extra: &[(&'static str, &str)],
-) -> TestApp {
-    let mut vars = vec![("ACCOUNTS_HASH_QUEUE", "256".to_string())];
-    vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    spawn_with(Options {
-        vars,
-        database,
-        ..Options::default()
-    })
-    .await
-}
-
 fn loopback(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 1, last])
-}
-
-async fn login_from(
-    app: &TestApp,
-    from: &reqwest::Client,
-    email: &str,
-    password: &str,
-) -> Response {
-    from.post(app.url("/api/users/login"))
-        .json(&json!({ "user": { "email": email, "password": password } }))
-        .send()
-        .await
-        .expect("request")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +63,7 @@ async fn refused_flood(
         } else {
             "wrong-password-9"
         };
-        login_from(app, from, email, password)
+        login_via(app, from, email, password)
     });
     let mut messages = Vec::new();
     for response in join_all(logins).await {
@@ -107,12 +80,12 @@ async fn refused_flood(
 
 #[tokio::test]
 async fn a_locked_clients_refused_login_flood_writes_no_rows_beyond_the_first_lockouts() {
-    let app = spawn(None, &[]).await;
+    let app = spawn_roomy(None, &[]).await;
     // A locked (account, client) pair: five wrong passwords.
     let (email, _) = app.register_user().await;
     let from = client(Some(loopback(10)));
     for _ in 0..5 {
-        let response = login_from(&app, &from, &email, "wrong-password-1").await;
+        let response = login_via(&app, &from, &email, "wrong-password-1").await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
     let before = rows(&app).await;
@@ -131,7 +104,7 @@ async fn a_locked_clients_refused_login_flood_writes_no_rows_beyond_the_first_lo
     // The owner's other accounts from that client are not locked; the pair is.
     let (other, _) = app.register_user().await;
     assert_eq!(
-        login_from(&app, &from, &other, PASSWORD).await.status(),
+        login_via(&app, &from, &other, PASSWORD).await.status(),
         StatusCode::OK
     );
 
@@ -142,7 +115,7 @@ async fn a_locked_clients_refused_login_flood_writes_no_rows_beyond_the_first_lo
     for chunk in targets.chunks(10) {
         let guesses = chunk
             .iter()
-            .map(|email| login_from(&app, &sprayer, email, "Password1"));
+            .map(|email| login_via(&app, &sprayer, email, "Password1"));
         for response in join_all(guesses).await {
             assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         }
@@ -164,12 +137,12 @@ async fn a_locked_clients_refused_login_flood_writes_no_rows_beyond_the_first_lo
 
 #[tokio::test]
 async fn a_login_flood_from_one_client_is_refused_before_the_database() {
-    let app = spawn(None, &[]).await;
+    let app = spawn_roomy(None, &[]).await;
     let (email, _) = app.register_user().await;
     let from = client(Some(loopback(20)));
     let before = rows(&app).await;
     // The right password, 300 times at once: what a flood of a stolen credential looks like.
-    let logins = (0..300).map(|_| login_from(&app, &from, &email, PASSWORD));
+    let logins = (0..300).map(|_| login_via(&app, &from, &email, PASSWORD));
     let statuses: Vec<StatusCode> = join_all(logins)
         .await
         .iter()
@@ -200,25 +173,25 @@ async fn a_login_flood_from_one_client_is_refused_before_the_database() {
     // Another client is not affected.
     let other = client(Some(loopback(21)));
     assert_eq!(
-        login_from(&app, &other, &email, PASSWORD).await.status(),
+        login_via(&app, &other, &email, PASSWORD).await.status(),
         StatusCode::OK
     );
 }
 
 #[tokio::test]
 async fn a_lockout_learnt_on_one_replica_holds_on_another_and_is_audited_once() {
-    let first = spawn(None, &[("ACCOUNTS_LOCKOUT_SECONDS", "3")]).await;
-    let second = spawn(Some(&first.db), &[("ACCOUNTS_LOCKOUT_SECONDS", "3")]).await;
+    let first = spawn_roomy(None, &[("ACCOUNTS_LOCKOUT_SECONDS", "3")]).await;
+    let second = spawn_roomy(Some(&first.db), &[("ACCOUNTS_LOCKOUT_SECONDS", "3")]).await;
     let (email, _) = first.register_user().await;
     let from = client(Some(loopback(30)));
     for _ in 0..5 {
-        let response = login_from(&first, &from, &email, "wrong-password-1").await;
+        let response = login_via(&first, &from, &email, "wrong-password-1").await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
     let before = rows(&first).await;
     // The first replica learns the lockout; the second has never seen this client.
     assert_eq!(
-        login_from(&first, &from, &email, PASSWORD).await.status(),
+        login_via(&first, &from, &email, PASSWORD).await.status(),
         StatusCode::TOO_MANY_REQUESTS
     );
     let messages = refused_flood(&second, &from, std::slice::from_ref(&email), 20).await;
@@ -234,11 +207,11 @@ async fn a_lockout_learnt_on_one_replica_holds_on_another_and_is_audited_once() 
     // Remembered until the lockout ends, not longer: Postgres decides again after it.
     tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
     assert_eq!(
-        login_from(&second, &from, &email, PASSWORD).await.status(),
+        login_via(&second, &from, &email, PASSWORD).await.status(),
         StatusCode::OK
     );
     assert_eq!(
-        login_from(&first, &from, &email, PASSWORD).await.status(),
+        login_via(&first, &from, &email, PASSWORD).await.status(),
         StatusCode::OK
     );
 }
@@ -259,7 +232,7 @@ async fn change_email_from(
 
 #[tokio::test]
 async fn thirty_email_changes_from_one_client_send_at_most_the_limits_mail() {
-    let app = spawn(None, &[]).await;
+    let app = spawn_roomy(None, &[]).await;
     // A fresh session needs no current password to change the email: a stolen token, say.
     let (_, body) = app.register_user().await;
     let token = body["user"]["token"].as_str().unwrap().to_string();
@@ -292,7 +265,7 @@ async fn thirty_email_changes_from_one_client_send_at_most_the_limits_mail() {
 
 #[tokio::test]
 async fn probing_addresses_through_email_changes_is_throttled_per_client() {
-    let app = spawn(None, &[]).await;
+    let app = spawn_roomy(None, &[]).await;
     let (taken, _) = app.register_user().await;
     let from = client(Some(loopback(41)));
     let (mut revealed, mut refused) = (0, 0);

@@ -1,52 +1,22 @@
 //! Guessing and flooding, the way an attacker does it: in parallel, from one address or from many.
 //! A 401 means a password was checked with bcrypt; a 429 means it was turned away before.
 
-use std::{collections::HashMap, net::IpAddr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use futures_util::future::join_all;
 use reqwest::{Response, StatusCode};
 use serde_json::json;
 
 use crate::helpers::{
-    Options, PASSWORD, TestApp, client, errors, registration, spawn_with, unique_email,
+    PASSWORD, TestApp, client, errors, login_via, registration, spawn_roomy, status_counts,
+    unique_email,
 };
 
 const TRIALS: u8 = 6;
 
 /// An app whose hashing queue never turns a login away, so only the throttle decides.
-async fn spawn_roomy(extra: &[(&'static str, &str)]) -> TestApp {
-    let mut vars = vec![("ACCOUNTS_HASH_QUEUE", "256".to_string())];
-    vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    spawn_with(Options {
-        vars,
-        ..Options::default()
-    })
-    .await
-}
-
 fn loopback(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, last])
-}
-
-async fn login_from(
-    app: &TestApp,
-    from: &reqwest::Client,
-    email: &str,
-    password: &str,
-) -> Response {
-    from.post(app.url("/api/users/login"))
-        .json(&json!({ "user": { "email": email, "password": password } }))
-        .send()
-        .await
-        .expect("request")
-}
-
-fn count(statuses: &[StatusCode]) -> HashMap<u16, usize> {
-    let mut counts = HashMap::new();
-    for status in statuses {
-        *counts.entry(status.as_u16()).or_default() += 1;
-    }
-    counts
 }
 
 fn retry_after(response: &Response) -> u64 {
@@ -59,17 +29,17 @@ fn retry_after(response: &Response) -> u64 {
 
 #[tokio::test]
 async fn twenty_parallel_guesses_from_one_client_get_at_most_five_checks() {
-    let app = spawn_roomy(&[]).await;
+    let app = spawn_roomy(None, &[]).await;
     for trial in 0..TRIALS {
         let (email, _) = app.register_user().await;
         let from = client(Some(loopback(10 + trial)));
         let guesses = (0..20).map(|i| {
             let (app, from, email) = (&app, &from, &email);
-            async move { login_from(app, from, email, &format!("wrong-guess-{i}")).await }
+            async move { login_via(app, from, email, &format!("wrong-guess-{i}")).await }
         });
         let responses = join_all(guesses).await;
         let statuses: Vec<StatusCode> = responses.iter().map(Response::status).collect();
-        let counts = count(&statuses);
+        let counts = status_counts(&statuses);
         assert!(
             counts.get(&401).copied().unwrap_or(0) <= 5,
             "trial {trial}: more than 5 passwords checked: {counts:?}"
@@ -87,7 +57,7 @@ async fn twenty_parallel_guesses_from_one_client_get_at_most_five_checks() {
 
 #[tokio::test]
 async fn guesses_from_many_addresses_are_capped_by_the_per_account_delay() {
-    let app = spawn_roomy(&[]).await;
+    let app = spawn_roomy(None, &[]).await;
     let clients: Vec<reqwest::Client> = (2..122).map(|n| client(Some(loopback(n)))).collect();
     for trial in 0..TRIALS {
         let (email, _) = app.register_user().await;
@@ -97,8 +67,7 @@ async fn guesses_from_many_addresses_are_capped_by_the_per_account_delay() {
             async move {
                 let mut statuses = Vec::new();
                 for (i, from) in chain.iter().enumerate() {
-                    let response =
-                        login_from(app, from, email, &format!("guess-{trial}-{i}")).await;
+                    let response = login_via(app, from, email, &format!("guess-{trial}-{i}")).await;
                     if response.status() == StatusCode::TOO_MANY_REQUESTS {
                         assert!(retry_after(&response) >= 1);
                     }
@@ -108,7 +77,7 @@ async fn guesses_from_many_addresses_are_capped_by_the_per_account_delay() {
             }
         });
         let statuses: Vec<StatusCode> = join_all(chains).await.into_iter().flatten().collect();
-        let counts = count(&statuses);
+        let counts = status_counts(&statuses);
         let checked = counts.get(&401).copied().unwrap_or(0);
         // 20 free failures, then one per delay (1 s, 2 s, 4 s, ...) while the burst lasts.
         assert!(
@@ -121,28 +90,28 @@ async fn guesses_from_many_addresses_are_capped_by_the_per_account_delay() {
 
 #[tokio::test]
 async fn the_owner_waits_out_the_delay_and_a_success_resets_it() {
-    let app = spawn_roomy(&[]).await;
+    let app = spawn_roomy(None, &[]).await;
     let (email, _) = app.register_user().await;
     for n in 0..20u8 {
         let from = client(Some(loopback(30 + n)));
-        let response = login_from(&app, &from, &email, "wrong-password-1").await;
+        let response = login_via(&app, &from, &email, "wrong-password-1").await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
     // Even the right password, from a fresh address, waits: the account is being guessed at.
     let owner = client(Some(loopback(99)));
-    let delayed = login_from(&app, &owner, &email, PASSWORD).await;
+    let delayed = login_via(&app, &owner, &email, PASSWORD).await;
     assert_eq!(delayed.status(), StatusCode::TOO_MANY_REQUESTS);
     let wait = retry_after(&delayed);
     assert_eq!(wait, 1);
     assert!(errors(delayed).await["throttle"][0].is_string());
     tokio::time::sleep(Duration::from_millis(wait * 1000 + 100)).await;
     assert_eq!(
-        login_from(&app, &owner, &email, PASSWORD).await.status(),
+        login_via(&app, &owner, &email, PASSWORD).await.status(),
         StatusCode::OK
     );
     // The success reset the delay: the next mistake is checked at once.
     assert_eq!(
-        login_from(&app, &owner, &email, "wrong-password-2")
+        login_via(&app, &owner, &email, "wrong-password-2")
             .await
             .status(),
         StatusCode::UNAUTHORIZED
@@ -151,7 +120,7 @@ async fn the_owner_waits_out_the_delay_and_a_success_resets_it() {
 
 #[tokio::test]
 async fn fifty_failures_lock_the_client_whatever_accounts_it_sprays() {
-    let app = spawn_roomy(&[]).await;
+    let app = spawn_roomy(None, &[]).await;
     for trial in 0..TRIALS {
         let from = client(Some(loopback(130 + trial)));
         let targets: Vec<String> = (0..60).map(|_| unique_email()).collect();
@@ -160,13 +129,13 @@ async fn fifty_failures_lock_the_client_whatever_accounts_it_sprays() {
             async move {
                 let mut statuses = Vec::new();
                 for email in chain {
-                    statuses.push(login_from(app, from, email, "Password1").await.status());
+                    statuses.push(login_via(app, from, email, "Password1").await.status());
                 }
                 statuses
             }
         });
         let statuses: Vec<StatusCode> = join_all(chains).await.into_iter().flatten().collect();
-        let counts = count(&statuses);
+        let counts = status_counts(&statuses);
         assert_eq!(counts.get(&401), Some(&50), "trial {trial}: {counts:?}");
         assert_eq!(counts.get(&429), Some(&10), "trial {trial}: {counts:?}");
     }
@@ -174,7 +143,7 @@ async fn fifty_failures_lock_the_client_whatever_accounts_it_sprays() {
     let (email, _) = app.register_user().await;
     let other = client(Some(loopback(200)));
     assert_eq!(
-        login_from(&app, &other, &email, PASSWORD).await.status(),
+        login_via(&app, &other, &email, PASSWORD).await.status(),
         StatusCode::OK
     );
 }
@@ -198,7 +167,7 @@ async fn guess_forwarded(app: &TestApp, email: &str, forwarded: &[&str]) -> Vec<
 
 #[tokio::test]
 async fn forwarded_for_is_believed_only_from_trusted_proxies_and_ipv6_counts_by_64() {
-    let untrusting = spawn_roomy(&[]).await;
+    let untrusting = spawn_roomy(None, &[]).await;
     let (email, _) = untrusting.register_user().await;
     // Rotating a forged X-Forwarded-For does not escape the per-pair lock.
     let forged = [
@@ -212,7 +181,11 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies_and_ipv6_counts_by_
     let statuses = guess_forwarded(&untrusting, &email, &["198.51.100.6"]).await;
     assert_eq!(statuses, [StatusCode::TOO_MANY_REQUESTS]);
 
-    let proxied = spawn_roomy(&[("ACCOUNTS_TRUSTED_PROXIES", "127.0.0.1/32, 10.0.0.0/8")]).await;
+    let proxied = spawn_roomy(
+        None,
+        &[("ACCOUNTS_TRUSTED_PROXIES", "127.0.0.1/32, 10.0.0.0/8")],
+    )
+    .await;
     let (email, _) = proxied.register_user().await;
     // Behind a trusted proxy, the right-most untrusted entry is the client; the forged left-most
     // entry and our own proxies (10.x) are skipped.
@@ -245,7 +218,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies_and_ipv6_counts_by_
 
 #[tokio::test]
 async fn registrations_per_client_are_limited_even_in_parallel() {
-    let app = spawn_roomy(&[("ACCOUNTS_REGISTRATIONS_PER_HOUR", "3")]).await;
+    let app = spawn_roomy(None, &[("ACCOUNTS_REGISTRATIONS_PER_HOUR", "3")]).await;
     for trial in 0..TRIALS {
         let from = client(Some(loopback(140 + trial)));
         let attempts = (0..8).map(|_| {
@@ -260,7 +233,7 @@ async fn registrations_per_client_are_limited_even_in_parallel() {
         });
         let responses = join_all(attempts).await;
         let statuses: Vec<StatusCode> = responses.iter().map(Response::status).collect();
-        let counts = count(&statuses);
+        let counts = status_counts(&statuses);
         assert_eq!(counts.get(&201), Some(&3), "trial {trial}: {counts:?}");
         assert_eq!(counts.get(&429), Some(&5), "trial {trial}: {counts:?}");
         for response in responses.iter().filter(|r| r.status() == 429) {
@@ -269,7 +242,7 @@ async fn registrations_per_client_are_limited_even_in_parallel() {
     }
 
     // 0 turns the limit off (load tests).
-    let unlimited = spawn_roomy(&[("ACCOUNTS_REGISTRATIONS_PER_HOUR", "0")]).await;
+    let unlimited = spawn_roomy(None, &[("ACCOUNTS_REGISTRATIONS_PER_HOUR", "0")]).await;
     for _ in 0..25 {
         unlimited.register_user().await;
     }
@@ -277,7 +250,7 @@ async fn registrations_per_client_are_limited_even_in_parallel() {
 
 #[tokio::test]
 async fn mail_requests_are_limited_per_client_across_addresses() {
-    let app = spawn_roomy(&[]).await;
+    let app = spawn_roomy(None, &[]).await;
     for trial in 0..TRIALS {
         let from = client(Some(loopback(150 + trial)));
         // Five chains of five, half resends and half resets, each for a different address.
@@ -302,7 +275,7 @@ async fn mail_requests_are_limited_per_client_across_addresses() {
             }
         });
         let statuses: Vec<StatusCode> = join_all(chains).await.into_iter().flatten().collect();
-        let counts = count(&statuses);
+        let counts = status_counts(&statuses);
         assert_eq!(counts.get(&202), Some(&20), "trial {trial}: {counts:?}");
         assert_eq!(counts.get(&429), Some(&5), "trial {trial}: {counts:?}");
     }
