@@ -18,7 +18,7 @@ use crate::{
     signin::{
         self, access_token,
         mfa::{
-            self, recovery_codes,
+            self, Notify, recovery_codes,
             totp::{self, Confirmation},
         },
         step_up::{self, Offered},
@@ -206,7 +206,7 @@ pub async fn confirm_totp(
                 Confirmation::Confirmed => {}
                 Confirmation::NothingPending => return Ok(Confirmed::NothingPending),
                 Confirmation::WrongCode => {
-                    mfa::failed(conn, &user, &attempt, "totp").await?;
+                    mfa::failed(conn, &user, &attempt, "totp", Notify::Nobody).await?;
                     return Ok(Confirmed::WrongCode);
                 }
             }

@@ -25,17 +25,26 @@ pub struct UserEnvelope<T> {
     unknown: Option<String>,
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for UserEnvelope<T> {
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for UserEnvelope<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
         #[derive(Deserialize)]
-        struct Raw<T> {
-            user: Option<T>,
+        struct Raw {
+            user: Option<serde_json::Value>,
             #[serde(flatten)]
             others: BTreeMap<String, serde::de::IgnoredAny>,
         }
         let raw = Raw::deserialize(deserializer)?;
+        // `user` is an object: serde would also read `T` from an array of its field values.
+        let user = match raw.user {
+            None | Some(serde_json::Value::Null) => None,
+            Some(object @ serde_json::Value::Object(_)) => {
+                Some(T::deserialize(object).map_err(D::Error::custom)?)
+            }
+            Some(_) => return Err(D::Error::custom("invalid type, expected an object")),
+        };
         Ok(Self {
-            user: raw.user,
+            user,
             unknown: raw.others.into_keys().next(),
         })
     }

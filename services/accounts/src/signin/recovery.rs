@@ -56,7 +56,10 @@ pub async fn take_back(
     // codes the intruder generated would let them back in (with `None`, as for a revert, every
     // one goes: the owner enrols again).
     let removed_totp = mfa::totp::remove_enabled_since(conn, user.id, since).await?;
-    mfa::recovery_codes::remove_issued_since(conn, user.id, since).await?;
+    // Every recovery code: a set regenerated with a stolen session before the rejected sign-in
+    // (no mail tells of it) would let the intruder back in after the reset. The owner, signed in
+    // again with the authenticator, makes a new set.
+    mfa::recovery_codes::remove_all(conn, user.id).await?;
     if removed_totp {
         mfa::after_removal(conn, &user, request_id).await?;
     }

@@ -203,3 +203,31 @@ async fn an_array_of_field_values_is_not_a_body() {
     let refreshed = app.refresh(&refresh).await;
     assert_eq!(refreshed.status(), StatusCode::OK);
 }
+
+/// The same inside the `{"user": ...}` envelope: `{"user": [email, null, password]}` signed in, and
+/// a profile update as an array cleared every field its nulls stood for.
+#[tokio::test]
+async fn an_envelope_whose_user_is_an_array_is_not_a_body() {
+    let app = spawn_app().await;
+    let (email, registered) = app.register_user().await;
+    let token = registered["user"]["token"].as_str().unwrap().to_string();
+    let login = app
+        .post(
+            "/api/users/login",
+            &json!({ "user": [email, null, "tutad1234"] }),
+        )
+        .await;
+    assert_eq!(login.status(), StatusCode::BAD_REQUEST);
+    assert!(errors(login).await["body"][0].is_string());
+    let register = app
+        .post(
+            "/api/users",
+            &json!({ "user": ["b@example.com", "tutad1234"] }),
+        )
+        .await;
+    assert_eq!(register.status(), StatusCode::BAD_REQUEST);
+    let update = app.update_user(&token, json!([null, null, "a bio"])).await;
+    assert_eq!(update.status(), StatusCode::BAD_REQUEST);
+    let me: Value = app.current_user(&token).await.json().await.unwrap();
+    assert_eq!(me["user"]["email"], email.as_str(), "nothing changed");
+}

@@ -1573,3 +1573,72 @@ async fn an_operator_cannot_reset_its_own_second_factor_through_the_admin_api() 
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     assert_eq!(status(&app, &owner.access).await["mfa"]["totp"], true);
 }
+
+/// N1 (second attack): a set of recovery codes regenerated with a stolen session before the
+/// rejected sign-in (no mail tells of it) survived the reject and signed the intruder in after the
+/// owner's reset. A reject takes every recovery code.
+#[tokio::test]
+async fn a_reject_takes_even_recovery_codes_regenerated_before_the_rejected_sign_in() {
+    let app = spawn_behind_proxy().await;
+    let owner = mfa_owner_from(&app, "203.0.113.10", FIREFOX).await;
+    // A copy of the owner's fresh aal2 token regenerates the set: the owner's is dead, unknowingly.
+    let stolen = app
+        .send_authed(
+            Method::POST,
+            RECOVERY_CODES,
+            &owner.access,
+            Some(&json!({})),
+        )
+        .await;
+    let thiefs_codes = body_of(stolen).await["recovery_codes"].clone();
+    // With the password too, the thief signs in from elsewhere with one of them.
+    let challenge = challenge_from(
+        &app,
+        Some("198.51.100.7"),
+        "curl/8.5.0",
+        &owner.email,
+        PASSWORD,
+    )
+    .await;
+    let body = json!({ "challenge": challenge, "recovery_code": thiefs_codes[0] });
+    let signed_in = second_factor_from(&app, Some("198.51.100.7"), "curl/8.5.0", &body).await;
+    assert_signed_in_with_two_factors(signed_in).await;
+    let reject = app.link_token("new-sign-in", "reject_url").await;
+    let rejected = app
+        .post("/api/users/sign-in/reject", &json!({ "token": reject }))
+        .await;
+    assert_eq!(rejected.status(), StatusCode::NO_CONTENT);
+    let left = count(
+        &app,
+        &format!(
+            "SELECT count(*) AS n FROM recovery_codes WHERE user_id = '{}'",
+            owner.id
+        ),
+    )
+    .await;
+    assert_eq!(left, 0, "none of {thiefs_codes} is left");
+}
+
+/// N3 (second attack): typos while setting up an authenticator are counted, but they are not
+/// news that someone knows the password.
+#[tokio::test]
+async fn typos_while_setting_up_an_authenticator_mail_no_alarm() {
+    let app = spawn_app().await;
+    let (email, registered) = app.register_user().await;
+    app.verify_address(&email).await;
+    let (access, _) = token_pair(&registered);
+    assert_eq!(
+        enrol(&app, &access, &json!({})).await.status(),
+        StatusCode::OK
+    );
+    for _ in 0..4 {
+        let typo = confirm(&app, &access, "000000").await;
+        assert_eq!(typo.status(), StatusCode::BAD_REQUEST);
+    }
+    assert!(app.outbox_events("mfa-failures").await.is_empty());
+    assert_eq!(
+        count(&app, "SELECT count(*) AS n FROM mfa_failures").await,
+        4,
+        "counted all the same"
+    );
+}

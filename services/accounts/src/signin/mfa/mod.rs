@@ -134,7 +134,7 @@ pub async fn verify(
         Proof::Totp(_) => "totp",
         Proof::RecoveryCode(_) => "recovery_code",
     };
-    failed(conn, user, attempt, method).await?;
+    failed(conn, user, attempt, method, Notify::Owner).await?;
     Ok(Verdict::Rejected)
 }
 
@@ -149,13 +149,25 @@ pub async fn refusal(
     guessing::refusal(conn, user.id, &attempt.client, known, Utc::now()).await
 }
 
-/// Records a wrong code (`method`: `totp`, `recovery_code`): counted, audited, and from the
-/// third in a day mailed to the user (once a day). Lock the user first.
+/// Whether a wrong code is news for the owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notify {
+    /// After a correct password (a login, a step-up): someone knows it; from the third failure
+    /// in a day, the owner is mailed (once a day).
+    Owner,
+    /// During the setup of an authenticator, in the owner's own session: typos, counted but no
+    /// alarm.
+    Nobody,
+}
+
+/// Records a wrong code (`method`: `totp`, `recovery_code`): counted and audited, and mailed as
+/// `notify` says. Lock the user first.
 pub async fn failed(
     conn: &mut AsyncPgConnection,
     user: &User,
     attempt: &Attempt<'_>,
     method: &str,
+    notify: Notify,
 ) -> QueryResult<()> {
     let now = Utc::now();
     let origin = attempt.origin.clone().by(user.id);
@@ -167,7 +179,8 @@ pub async fn failed(
         json!({ "method": method }),
     )
     .await?;
-    if let Some(failures) = guessing::record_failure(conn, user.id, &attempt.client, now).await? {
+    let mail = guessing::record_failure(conn, user.id, &attempt.client, now).await?;
+    if let Some(failures) = mail.filter(|_| notify == Notify::Owner) {
         let event = Event::MfaFailures(MfaFailures {
             user_id: user.id,
             email: user.email.clone(),

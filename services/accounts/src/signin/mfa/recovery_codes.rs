@@ -105,22 +105,6 @@ pub async fn left(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<i6
         .await
 }
 
-/// Removes the codes issued at or after `since` (every code for `None`): a set an intruder
-/// generated must not outlive the takeover.
-pub async fn remove_issued_since(
-    conn: &mut AsyncPgConnection,
-    user_id: Uuid,
-    since: Option<chrono::DateTime<Utc>>,
-) -> QueryResult<usize> {
-    let mut query = diesel::delete(recovery_codes::table)
-        .filter(recovery_codes::user_id.eq(user_id))
-        .into_boxed();
-    if let Some(since) = since {
-        query = query.filter(recovery_codes::created_at.ge(since));
-    }
-    query.execute(conn).await
-}
-
 pub async fn remove_all(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<()> {
     diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id)))
         .execute(conn)
