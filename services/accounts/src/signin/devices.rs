@@ -81,12 +81,20 @@ pub async fn remember(
         .is_none_or(|seen| seen < Utc::now() - FORGOTTEN_AFTER))
 }
 
-/// Whether `user_id` signed in from `device` within the last [`FORGOTTEN_AFTER`].
-pub async fn known(conn: &mut AsyncPgConnection, user_id: Uuid, device: &str) -> QueryResult<bool> {
+/// Whether `user_id` signed in from `device` within the last [`FORGOTTEN_AFTER`], and not before
+/// `since` when given.
+pub async fn known(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    device: &str,
+    since: Option<DateTime<Utc>>,
+) -> QueryResult<bool> {
+    let window = Utc::now() - FORGOTTEN_AFTER;
+    let since = since.map_or(window, |since| since.max(window));
     diesel::select(diesel::dsl::exists(
         known_devices::table
             .find((user_id, device))
-            .filter(known_devices::last_seen_at.ge(Utc::now() - FORGOTTEN_AFTER)),
+            .filter(known_devices::last_seen_at.ge(since)),
     ))
     .get_result(conn)
     .await

@@ -1642,3 +1642,47 @@ async fn typos_while_setting_up_an_authenticator_mail_no_alarm() {
         "counted all the same"
     );
 }
+
+/// Residual risk of the second attack: a network where the intruder once signed in with the
+/// password alone, before the second factor turned on, passed as the owner's device and was
+/// exempt from the per-user delay for 90 days. Only devices seen since the factor turned on (so
+/// with it) are exempt now.
+#[tokio::test]
+async fn a_device_seen_only_before_the_second_factor_is_not_exempt_from_the_delay() {
+    let app = spawn_behind_proxy().await;
+    let email = unique_email();
+    let registered = post_as(&app, "/api/users", Some("203.0.113.10"), FIREFOX)
+        .json(&registration(&email, PASSWORD))
+        .send()
+        .await
+        .expect("request");
+    let tokens = token_pair(&body_of(registered).await);
+    app.verify_address(&email).await;
+    // The intruder, with the password, signs in before the owner turns MFA on.
+    let early = login_from(&app, Some("198.51.100.7"), "curl/8.5.0", &email, PASSWORD).await;
+    assert_eq!(early.status(), StatusCode::OK);
+    let owner = enable_totp(&app, &email, tokens, &json!({})).await;
+    // Ten failures from two other networks (5 each) start the per-user delay.
+    for network in ["198.18.1.7", "198.18.2.7"] {
+        for _ in 0..5 {
+            let challenge =
+                challenge_from(&app, Some(network), "curl/8.5.0", &email, PASSWORD).await;
+            let body = json!({ "challenge": challenge, "code": owner.wrong_code() });
+            let wrong = second_factor_from(&app, Some(network), "curl/8.5.0", &body).await;
+            assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{network}");
+        }
+    }
+    // The intruder's old network is delayed like any stranger's.
+    let challenge =
+        challenge_from(&app, Some("198.51.100.7"), "curl/8.5.0", &email, PASSWORD).await;
+    let body = json!({ "challenge": challenge, "code": owner.wrong_code() });
+    assert_throttled(second_factor_from(&app, Some("198.51.100.7"), "curl/8.5.0", &body).await)
+        .await;
+    // The device that turned the factor on is exempt: the owner signs in at once.
+    let challenge = challenge_from(&app, Some("203.0.113.10"), FIREFOX, &email, PASSWORD).await;
+    let body = json!({ "challenge": challenge, "code": owner.code(0) });
+    assert_signed_in_with_two_factors(
+        second_factor_from(&app, Some("203.0.113.10"), FIREFOX, &body).await,
+    )
+    .await;
+}

@@ -145,7 +145,11 @@ pub async fn refusal(
     user: &User,
     attempt: &Attempt<'_>,
 ) -> QueryResult<Option<Duration>> {
-    let known = devices::known(conn, user.id, &attempt.device).await?;
+    // A device is exempt from the per-user delay only if it signed in since the second factor
+    // turned on, so with both factors: an intruder who signed in with the password alone before
+    // cannot keep guessing from there.
+    let since = totp::enabled_at(conn, user.id).await?;
+    let known = devices::known(conn, user.id, &attempt.device, since).await?;
     guessing::refusal(conn, user.id, &attempt.client, known, Utc::now()).await
 }
 
@@ -230,6 +234,13 @@ pub async fn turned_on(
 ) -> QueryResult<(Vec<String>, Option<Session>)> {
     let codes = recovery_codes::replace(conn, &state.sealing, user.id).await?;
     sessions::end_others(conn, user.id, session.id).await?;
+    // The device that turned the factor on is the first that is known with it.
+    devices::remember(
+        conn,
+        user.id,
+        &devices::key(&session.user_agent, &session.ip),
+    )
+    .await?;
     let assurance = Assurance::of(session).with_second_factor("otp");
     let raised = sessions::raise(conn, session.id, &assurance).await?;
     let reject = links::sign_in_reject(state, user, session.id);

@@ -144,7 +144,10 @@ pub async fn confirm(
             totp_authenticators::secret.eq(Some(pending)),
             totp_authenticators::pending_secret.eq(None::<Vec<u8>>),
             totp_authenticators::pending_session.eq(None::<Uuid>),
-            totp_authenticators::enabled_at.eq(Some(now)),
+            // The database's clock, as every device sighting in this transaction uses it.
+            totp_authenticators::enabled_at.eq(diesel::dsl::sql::<
+                diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+            >("now()")),
             totp_authenticators::last_step.eq(step),
             totp_authenticators::updated_at.eq(now),
         ))
@@ -186,6 +189,20 @@ pub async fn verify(
     .execute(conn)
     .await?;
     Ok(advanced == 1)
+}
+
+/// When the user's TOTP was turned on, if it is.
+pub async fn enabled_at(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+) -> QueryResult<Option<chrono::DateTime<Utc>>> {
+    totp_authenticators::table
+        .find(user_id)
+        .select(totp_authenticators::enabled_at)
+        .first(conn)
+        .await
+        .optional()
+        .map(Option::flatten)
 }
 
 /// Whether the user has a confirmed TOTP.
