@@ -43,6 +43,7 @@ pub enum Event {
     MfaDisabled(MfaDisabled),
     RecoveryCodeUsed(RecoveryCodeUsed),
     MfaFailures(MfaFailures),
+    RecoveryCodesReplaced(RecoveryCodesReplaced),
 }
 
 /// The language of the mail when a payload carries none (messages written before `locale` existed).
@@ -211,9 +212,23 @@ pub struct MfaFailures {
     pub locale: String,
 }
 
+/// The account's recovery codes were replaced by a new set: the old ones stopped working. A
+/// security notice (someone with a session of the account could have done it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryCodesReplaced {
+    pub user_id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    pub replaced_at: DateTime<Utc>,
+    /// The client address it was done from.
+    pub ip: String,
+    #[serde(default = "default_locale")]
+    pub locale: String,
+}
+
 impl Event {
     /// Every routing key, for consumers that bind to all of them.
-    pub const TYPES: [&'static str; 11] = [
+    pub const TYPES: [&'static str; 12] = [
         "user-registered",
         "email-confirmation-requested",
         "password-reset-requested",
@@ -225,6 +240,7 @@ impl Event {
         "mfa-disabled",
         "recovery-code-used",
         "mfa-failures",
+        "recovery-codes-replaced",
     ];
 
     /// The event type, which is also the routing key.
@@ -241,6 +257,7 @@ impl Event {
             Event::MfaDisabled(_) => Self::TYPES[8],
             Event::RecoveryCodeUsed(_) => Self::TYPES[9],
             Event::MfaFailures(_) => Self::TYPES[10],
+            Event::RecoveryCodesReplaced(_) => Self::TYPES[11],
         }
     }
 
@@ -258,6 +275,7 @@ impl Event {
             Event::MfaDisabled(e) => &e.email,
             Event::RecoveryCodeUsed(e) => &e.email,
             Event::MfaFailures(e) => &e.email,
+            Event::RecoveryCodesReplaced(e) => &e.email,
         }
     }
 
@@ -275,6 +293,7 @@ impl Event {
             Event::MfaDisabled(e) => &e.locale,
             Event::RecoveryCodeUsed(e) => &e.locale,
             Event::MfaFailures(e) => &e.locale,
+            Event::RecoveryCodesReplaced(e) => &e.locale,
         }
     }
 }
@@ -442,6 +461,14 @@ mod tests {
                 ip: "192.0.2.3".into(),
                 failed_at: now,
                 locale: "en".into(),
+            }),
+            Event::RecoveryCodesReplaced(RecoveryCodesReplaced {
+                user_id,
+                email: "k@example.com".into(),
+                username: None,
+                replaced_at: now,
+                ip: "192.0.2.4".into(),
+                locale: "fr".into(),
             }),
         ];
         for (event, kind) in events.into_iter().zip(Event::TYPES) {

@@ -41,6 +41,8 @@ macro_rules! embed_locale {
             "recovery-code-used/subject.txt", "recovery-code-used/body.txt",
             "recovery-code-used/body.html",
             "mfa-failures/subject.txt", "mfa-failures/body.txt", "mfa-failures/body.html",
+            "recovery-codes-replaced/subject.txt", "recovery-codes-replaced/body.txt",
+            "recovery-codes-replaced/body.html",
         )
     };
     (@files $locale:literal; $($file:literal),* $(,)?) => {

@@ -18,7 +18,7 @@ use crate::{
     signin::{
         self, access_token,
         mfa::{
-            self, Notify, recovery_codes,
+            self, Notify,
             totp::{self, Confirmation},
         },
         step_up::{self, Offered},
@@ -344,15 +344,8 @@ pub async fn regenerate_recovery_codes(
             if !mfa::enabled(conn, user.id).await? {
                 return Ok(Err(ApiError::field("mfa", NO_SECOND_FACTOR)));
             }
-            let codes = recovery_codes::replace(conn, &state.sealing, user.id).await?;
-            crate::audit::record(
-                conn,
-                &origin,
-                "mfa.recovery_codes_replaced",
-                Some(user.id),
-                serde_json::json!({}),
-            )
-            .await?;
+            let codes =
+                mfa::replace_recovery_codes(conn, &state, &user, &origin, &request_id).await?;
             Ok(Ok(codes))
         })
         .await

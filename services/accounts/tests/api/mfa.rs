@@ -1364,6 +1364,15 @@ async fn a_new_set_of_recovery_codes_voids_the_old_one() {
         .collect();
     assert_eq!(new_codes.len(), 10);
     assert!(new_codes.iter().all(|c| !owner.recovery_codes.contains(c)));
+    // The owner is told: whoever holds a session could have done it, and the old set is dead.
+    let notices = app.outbox_events("recovery-codes-replaced").await;
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["email"], owner.email.as_str());
+    let text = notices[0].to_string();
+    assert!(
+        new_codes.iter().all(|c| !text.contains(c.as_str())),
+        "the notice carries no code"
+    );
 
     let challenge = challenge(&app, &owner.email).await;
     let old = second_factor_from(

@@ -90,6 +90,11 @@ pub(super) fn for_event(
             ip: one_line(&e.ip),
             failed_at: time(e.failed_at),
         }),
+        Event::RecoveryCodesReplaced(e) => tera_context(&RecoveryCodesReplacedContext {
+            username: display_name(e.username.as_deref(), &e.email),
+            replaced_at: time(e.replaced_at),
+            ip: one_line(&e.ip),
+        }),
     }
     .map_err(|e| TemplateError::render(template, &e))
 }
@@ -240,6 +245,14 @@ struct MfaFailuresContext<'a> {
     failures: u32,
     ip: String,
     failed_at: String,
+}
+
+/// `ip` is the address the new set was generated from; the old codes stopped working then.
+#[derive(Serialize)]
+struct RecoveryCodesReplacedContext<'a> {
+    username: &'a str,
+    replaced_at: String,
+    ip: String,
 }
 
 fn tera_context(value: &impl Serialize) -> tera::Result<tera::Context> {

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use events::{
     EmailChanged, EmailConfirmationRequested, Event, MfaDisabled, MfaEnabled, MfaFailures,
-    NewSignIn, PasswordChanged, PasswordResetRequested, RecoveryCodeUsed, RoleChanged,
-    UserRegistered,
+    NewSignIn, PasswordChanged, PasswordResetRequested, RecoveryCodeUsed, RecoveryCodesReplaced,
+    RoleChanged, UserRegistered,
 };
 
 /// The instant every sample mail uses, so that two renders of one template compare equal.
@@ -122,6 +122,14 @@ pub fn sample_event(kind: &str, locale: &str) -> Option<Event> {
             failures: 5,
             ip: "203.0.113.7".to_string(),
             failed_at: now,
+            locale,
+        }),
+        "recovery-codes-replaced" => Event::RecoveryCodesReplaced(RecoveryCodesReplaced {
+            user_id,
+            email,
+            username,
+            replaced_at: now,
+            ip: "203.0.113.7".to_string(),
             locale,
         }),
         _ => return None,

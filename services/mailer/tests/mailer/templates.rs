@@ -247,6 +247,10 @@ fn a_french_payload_gets_french_subjects() {
             "mfa-failures",
             "Quelqu’un connaît le mot de passe de votre compte Accounts",
         ),
+        (
+            "recovery-codes-replaced",
+            "Les codes de secours de votre compte Accounts ont été remplacés",
+        ),
     ];
     assert_eq!(expected.len(), Event::TYPES.len());
     for (kind, subject) in expected {
@@ -687,6 +691,55 @@ fn mfa_failures_says_how_often_from_where_and_that_the_password_is_known() {
         "{}",
         forged.text
     );
+}
+
+#[test]
+fn recovery_codes_replaced_says_when_from_where_and_what_to_do_if_it_was_not_you() {
+    let mail = render("recovery-codes-replaced", "en");
+    assert_eq!(mail.subject, "Your Accounts recovery codes were replaced");
+    for expected in [
+        "replaced by a new set on November 23, 2026 at 14:05 UTC, from IP address 203.0.113.7.",
+        "The old codes no longer work.",
+        "someone has access to your account: sign out every session, change your password, then generate a new set",
+        "contact support",
+    ] {
+        assert!(mail.text.contains(expected), "{expected}: {}", mail.text);
+        assert!(mail.html.contains(expected), "{expected}: {}", mail.html);
+    }
+    let fr = render("recovery-codes-replaced", "fr");
+    for expected in [
+        "le 23 novembre 2026 à 14:05 UTC, depuis l’adresse IP 203.0.113.7.",
+        "Les anciens codes ne fonctionnent plus.",
+        "fermez toutes les sessions, changez votre mot de passe",
+    ] {
+        assert!(fr.text.contains(expected), "{expected}: {}", fr.text);
+        assert!(fr.html.contains(expected), "{expected}: {}", fr.html);
+    }
+    // An address is the client's to claim: it cannot add lines to the mail.
+    for (locale, expected) in [
+        (
+            "en",
+            "from IP address 203.0.113.7 URGENT: call +1 555 0100. The old codes",
+        ),
+        (
+            "fr",
+            "depuis l’adresse IP 203.0.113.7 URGENT: call +1 555 0100. Les anciens codes",
+        ),
+    ] {
+        let forged = Templates::embedded()
+            .render(&event_with(
+                "recovery-codes-replaced",
+                locale,
+                json!({"ip": "203.0.113.7\r\n\nURGENT: call +1 555 0100"}),
+            ))
+            .unwrap();
+        assert!(forged.text.contains(expected), "{locale}: {}", forged.text);
+        assert!(
+            !forged.text.contains("\nURGENT"),
+            "{locale}: {}",
+            forged.text
+        );
+    }
 }
 
 #[test]

@@ -11,7 +11,9 @@ use std::time::Duration;
 use chrono::Utc;
 use diesel::QueryResult;
 use diesel_async::AsyncPgConnection;
-use events::{Event, MfaDisabled, MfaEnabled, MfaFailures, RecoveryCodeUsed};
+use events::{
+    Event, MfaDisabled, MfaEnabled, MfaFailures, RecoveryCodeUsed, RecoveryCodesReplaced,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -258,6 +260,37 @@ pub async fn turned_on(
     let details = json!({ "method": method });
     audit::record(conn, origin, "mfa.enabled", Some(user.id), details).await?;
     Ok((codes, raised))
+}
+
+/// A new set of recovery codes for `user` (the old set stops working), audited, and mailed as a
+/// security notice: whoever holds a session could do it, and the owner's own set dies with it.
+/// Lock the user first.
+pub async fn replace_recovery_codes(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    user: &User,
+    origin: &Origin,
+    request_id: &RequestId,
+) -> QueryResult<Vec<String>> {
+    let codes = recovery_codes::replace(conn, &state.sealing, user.id).await?;
+    audit::record(
+        conn,
+        origin,
+        "mfa.recovery_codes_replaced",
+        Some(user.id),
+        json!({}),
+    )
+    .await?;
+    let event = Event::RecoveryCodesReplaced(RecoveryCodesReplaced {
+        user_id: user.id,
+        email: user.email.clone(),
+        username: user.username.clone(),
+        replaced_at: Utc::now(),
+        ip: origin.client_ip.clone(),
+        locale: user.locale.clone(),
+    });
+    outbox::enqueue(conn, event, request_id).await?;
+    Ok(codes)
 }
 
 /// After a second factor went: when none remains, the recovery codes go too and the user is told.
