@@ -22,10 +22,15 @@ impl actix_web::FromRequest for RequestId {
     type Future = std::future::Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(Ok(Self::of(req)))
+    }
+}
+
+impl RequestId {
+    /// The id `observe` gave `req` (a fresh one outside it).
+    pub fn of(req: &actix_web::HttpRequest) -> Self {
         let id = req.extensions().get::<RequestId>().cloned();
-        std::future::ready(Ok(
-            id.unwrap_or_else(|| RequestId(Uuid::new_v4().to_string()))
-        ))
+        id.unwrap_or_else(|| RequestId(Uuid::new_v4().to_string()))
     }
 }
 

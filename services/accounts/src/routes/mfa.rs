@@ -1,6 +1,6 @@
 //! The caller's second factors: TOTP, recovery codes, and what the account has.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use diesel_async::AsyncConnection;
 use serde::{Deserialize, Serialize};
 
@@ -10,10 +10,8 @@ use crate::{
     auth::Authenticated,
     auth::authz,
     db,
-    http::client::ClientAddr,
     http::error::{ApiError, BAD_CODE, TOO_MANY_CODES},
     http::json::JsonObject,
-    http::telemetry::RequestId,
     sessions,
     signin::{
         self, access_token,
@@ -96,19 +94,6 @@ pub struct TotpEnrolment {
     uri: String,
 }
 
-/// Where a request comes from, for the sign-in workflow.
-fn client<'a>(
-    addr: &'a ClientAddr,
-    device: &'a sessions::Device,
-    request_id: &'a RequestId,
-) -> signin::Client<'a> {
-    signin::Client {
-        addr,
-        device,
-        request_id,
-    }
-}
-
 #[utoipa::path(post, path = "/api/user/mfa/totp", tag = "mfa", security(("token" = [])), request_body = StepUp,
     responses((status = 200, description = "A new pending secret; nothing changes until it is confirmed. A second call replaces it", body = TotpEnrolmentResponse),
         (status = 400, description = "Malformed body, wrong current_password or code, or a code missing on an account with a second factor", body = ErrorBody),
@@ -118,22 +103,13 @@ fn client<'a>(
 pub async fn enrol_totp(
     auth: Authenticated,
     state: web::Data<AppState>,
-    req: HttpRequest,
-    request_id: RequestId,
-    addr: ClientAddr,
+    from: signin::Client,
     body: JsonObject<StepUp>,
 ) -> Result<HttpResponse, ApiError> {
     if !auth.user.verified {
         return Err(ApiError::Forbidden(UNVERIFIED_ADDRESS));
     }
-    let device = sessions::Device::of(&req);
-    step_up::require(
-        &state,
-        &auth,
-        body.offered(),
-        &client(&addr, &device, &request_id),
-    )
-    .await?;
+    step_up::require(&state, &auth, body.offered(), &from).await?;
     let mut conn = state.pool.get().await?;
     let enrolment = totp::enrol(
         &mut conn,
@@ -176,8 +152,7 @@ pub struct RecoveryCodesResponse {
 pub async fn confirm_totp(
     auth: Authenticated,
     state: web::Data<AppState>,
-    req: HttpRequest,
-    request_id: RequestId,
+    from: signin::Client,
     origin: Origin,
     body: JsonObject<TotpConfirmation>,
 ) -> Result<HttpResponse, ApiError> {
@@ -185,8 +160,7 @@ pub async fn confirm_totp(
         return Err(ApiError::Forbidden(UNVERIFIED_ADDRESS));
     }
     let code = body.into_inner().code.unwrap_or_default();
-    let device = sessions::Device::of(&req);
-    let attempt = mfa::Attempt::new(&device, &origin, &request_id);
+    let attempt = mfa::Attempt::new(&from.device, &origin, &from.request_id);
     let origin = origin.clone().by(auth.user.id);
     let mut conn = state.pool.get().await?;
     let confirmed = db::retrying(async || {
@@ -215,8 +189,16 @@ pub async fn confirm_totp(
                 .into_iter()
                 .find(|s| s.id == auth.session_id)
                 .ok_or(diesel::result::Error::RollbackTransaction)?;
-            let (codes, raised) =
-                mfa::turned_on(conn, &state, &user, &session, "totp", &origin, &request_id).await?;
+            let (codes, raised) = mfa::turned_on(
+                conn,
+                &state,
+                &user,
+                &session,
+                "totp",
+                &origin,
+                &from.request_id,
+            )
+            .await?;
             let user = users::find(conn, user.id)
                 .await?
                 .ok_or(diesel::result::Error::NotFound)?;
@@ -265,23 +247,14 @@ enum Confirmed {
 pub async fn remove_totp(
     auth: Authenticated,
     state: web::Data<AppState>,
-    req: HttpRequest,
-    request_id: RequestId,
-    addr: ClientAddr,
+    from: signin::Client,
     origin: Origin,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     // A DELETE may come without a body (a fresh session has nothing to prove); one that is there
     // must parse, or a typo would pass as "nothing offered".
     let body: StepUp = super::optional_body(&body)?;
-    let device = sessions::Device::of(&req);
-    step_up::require(
-        &state,
-        &auth,
-        body.offered(),
-        &client(&addr, &device, &request_id),
-    )
-    .await?;
+    step_up::require(&state, &auth, body.offered(), &from).await?;
     let origin = origin.by(auth.user.id);
     let mut conn = state.pool.get().await?;
     let removed = db::retrying(async || {
@@ -295,7 +268,7 @@ pub async fn remove_totp(
             if totp::remove(conn, user.id).await? {
                 let details = serde_json::json!({ "method": "totp" });
                 crate::audit::record(conn, &origin, "mfa.removed", Some(user.id), details).await?;
-                mfa::after_removal(conn, &user, &request_id).await?;
+                mfa::after_removal(conn, &user, &from.request_id).await?;
             }
             Ok(true)
         })
@@ -317,20 +290,11 @@ pub async fn remove_totp(
 pub async fn regenerate_recovery_codes(
     auth: Authenticated,
     state: web::Data<AppState>,
-    req: HttpRequest,
-    request_id: RequestId,
-    addr: ClientAddr,
+    from: signin::Client,
     origin: Origin,
     body: JsonObject<StepUp>,
 ) -> Result<HttpResponse, ApiError> {
-    let device = sessions::Device::of(&req);
-    step_up::require(
-        &state,
-        &auth,
-        body.offered(),
-        &client(&addr, &device, &request_id),
-    )
-    .await?;
+    step_up::require(&state, &auth, body.offered(), &from).await?;
     let origin = origin.by(auth.user.id);
     let mut conn = state.pool.get().await?;
     let codes = db::retrying(async || {
@@ -345,7 +309,7 @@ pub async fn regenerate_recovery_codes(
                 return Ok(Err(ApiError::field("mfa", NO_SECOND_FACTOR)));
             }
             let codes =
-                mfa::replace_recovery_codes(conn, &state, &user, &origin, &request_id).await?;
+                mfa::replace_recovery_codes(conn, &state, &user, &origin, &from.request_id).await?;
             Ok(Ok(codes))
         })
         .await

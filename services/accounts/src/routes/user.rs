@@ -1,6 +1,6 @@
 //! The current user: read and update.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use chrono::Utc;
 use diesel::QueryResult;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
@@ -15,10 +15,9 @@ use crate::{
     auth::authz,
     db,
     domain::{self, EmailAddress, FieldErrors, REQUIRED, locale, profile, push_error},
-    http::client::ClientAddr,
     http::error::{ApiError, CODE_NEEDED, REAUTHENTICATE, WRONG_CURRENT_PASSWORD},
     http::telemetry::RequestId,
-    outbox, sessions,
+    outbox,
     signin::{self, Notice, recovery, step_up},
     state::AppState,
     throttle,
@@ -106,10 +105,8 @@ pub struct ProfileUpdate {
 pub async fn update(
     auth: Authenticated,
     state: web::Data<AppState>,
-    req: HttpRequest,
-    request_id: RequestId,
     origin: Origin,
-    client: ClientAddr,
+    from: signin::Client,
     body: web::Json<UserEnvelope<ProfileUpdate>>,
 ) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner().into_inner()?;
@@ -226,16 +223,10 @@ pub async fn update(
     // mistyping it spends nothing.
     let mail_limits = new_email
         .as_ref()
-        .map(|_| throttle::mail_limits("email-change:account", user.id.to_string(), &client, 2));
+        .map(|_| throttle::mail_limits("email-change:account", user.id.to_string(), &from.addr, 2));
     if let Some(limits) = &mail_limits {
         throttle::already_spent(&mut conn, limits, Utc::now()).await?;
     }
-    let device = sessions::Device::of(&req);
-    let from = signin::Client {
-        addr: &client,
-        device: &device,
-        request_id: &request_id,
-    };
     if let Some(current) = &current_password {
         // A wrong current password is a failed login: the same throttle counts it, before bcrypt.
         // No connection is held while waiting for bcrypt.
@@ -292,7 +283,7 @@ pub async fn update(
             let updated = users::update(conn, user.id, &changes).await?;
             let origin = origin.clone().by(user.id);
             if new_email.is_some() {
-                mail_email_change(conn, &state, &before, &updated, &request_id).await?;
+                mail_email_change(conn, &state, &before, &updated, &from.request_id).await?;
                 audit::record(conn, &origin, "email.changed", Some(user.id), json!({})).await?;
             }
             if new_password.is_none() {
@@ -300,8 +291,14 @@ pub async fn update(
             }
             // A new password ends every session; this client gets a new one, fresh, as strong
             // as the one it had.
-            recovery::password_replaced(conn, &updated, "password.changed", &origin, &request_id)
-                .await?;
+            recovery::password_replaced(
+                conn,
+                &updated,
+                "password.changed",
+                &origin,
+                &from.request_id,
+            )
+            .await?;
             let refreshed = users::find(conn, updated.id)
                 .await?
                 .ok_or(diesel::result::Error::NotFound)?;

@@ -15,10 +15,8 @@ use crate::{
     auth::{Authenticated, DEACTIVATED},
     db,
     domain::{self, EmailAddress, FieldErrors, REQUIRED, locale, profile, push_error},
-    http::client::ClientAddr,
     http::error::ApiError,
     http::json::JsonObject,
-    http::telemetry::RequestId,
     outbox,
     sessions::{self, Assurance, Ending},
     signin::devices,
@@ -82,13 +80,12 @@ pub struct Registration {
 pub async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
-    request_id: RequestId,
-    client: ClientAddr,
+    from: signin::Client,
     body: web::Json<UserEnvelope<Registration>>,
 ) -> Result<HttpResponse, ApiError> {
     if state.settings.registrations_per_hour > 0 {
         // A flood is refused before any database work; 0 turns registration limits off.
-        state.client_rate.admit(Route::Registration, &client)?;
+        state.client_rate.admit(Route::Registration, &from.addr)?;
     }
     let input = body.into_inner().into_inner()?;
     let mut errors = FieldErrors::new();
@@ -142,7 +139,7 @@ pub async fn register(
         // whether an address has an account.
         let limit = HourlyLimit {
             bucket: "register:client",
-            key: client.throttle_key(),
+            key: from.addr.throttle_key(),
             per_hour: state.settings.registrations_per_hour,
             cost: 1,
             message: TOO_MANY_REGISTRATIONS,
@@ -178,12 +175,6 @@ pub async fn register(
         locale: &locale,
     };
     let issue_tokens = !state.settings.require_verified_email;
-    let device = sessions::Device::of(&req);
-    let from = signin::Client {
-        addr: &client,
-        device: &device,
-        request_id: &request_id,
-    };
     let result = conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
             // An address that an email change freed stays its account's while the change's
@@ -203,7 +194,7 @@ pub async fn register(
                 confirmation_expires_at: confirmation.expires_at,
                 locale: user.locale.clone(),
             });
-            outbox::enqueue(conn, event, &request_id).await?;
+            outbox::enqueue(conn, event, &from.request_id).await?;
             // Registration counts as the first device; the password was entered just now.
             let session = match issue_tokens {
                 true => Some(
@@ -219,7 +210,7 @@ pub async fn register(
                     .await?,
                 ),
                 false => {
-                    let key = devices::key(&device.user_agent, &device.ip);
+                    let key = devices::key(&from.device.user_agent, &from.device.ip);
                     devices::remember(conn, user.id, &key).await?;
                     None
                 }
@@ -281,12 +272,10 @@ pub struct Credentials {
         (status = 429, description = "Throttled before any password check: this account and client locked after 5 failures, this account delayed after 20 failures in 15 minutes (1 s doubling to 15 min), this client locked after 50 failures, more than 60 logins at once from this client (then one a second), or hashing saturated; see Retry-After", body = ErrorBody)))]
 pub async fn login(
     state: web::Data<AppState>,
-    req: HttpRequest,
-    request_id: RequestId,
-    client: ClientAddr,
+    from: signin::Client,
     body: web::Json<UserEnvelope<Credentials>>,
 ) -> Result<HttpResponse, ApiError> {
-    state.client_rate.admit(Route::Login, &client)?;
+    state.client_rate.admit(Route::Login, &from.addr)?;
     let input = body.into_inner().into_inner()?;
     let mut errors = FieldErrors::new();
     let given = input.email.as_deref().unwrap_or_default();
@@ -307,12 +296,6 @@ pub async fn login(
     let identifier = match username {
         Some(typed) => Identifier::Username(typed),
         None => Identifier::Email(given.trim()),
-    };
-    let device = sessions::Device::of(&req);
-    let from = signin::Client {
-        addr: &client,
-        device: &device,
-        request_id: &request_id,
     };
     let outcome =
         signin::with_password(&state, identifier, SecretString::from(password), &from).await?;
@@ -384,12 +367,10 @@ pub const ONE_FACTOR: &str = "Give either a code or a recovery code.";
         (status = 429, description = "Too many wrong codes: 5 in 15 minutes from this client, or, from a device that has not signed in lately, more than 10 in a day (then a doubling delay); see Retry-After", body = ErrorBody)))]
 pub async fn login_second_factor(
     state: web::Data<AppState>,
-    req: HttpRequest,
-    request_id: RequestId,
-    client: ClientAddr,
+    from: signin::Client,
     body: JsonObject<SecondFactorLogin>,
 ) -> Result<HttpResponse, ApiError> {
-    state.client_rate.admit(Route::Login, &client)?;
+    state.client_rate.admit(Route::Login, &from.addr)?;
     let input = body.into_inner();
     let mut errors = FieldErrors::new();
     let challenge = input.challenge.unwrap_or_default();
@@ -412,12 +393,6 @@ pub async fn login_second_factor(
     };
     let Some(proof) = proof.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
-    };
-    let device = sessions::Device::of(&req);
-    let from = signin::Client {
-        addr: &client,
-        device: &device,
-        request_id: &request_id,
     };
     let body = signin::with_second_factor(&state, &challenge, proof, &from).await?;
     Ok(HttpResponse::Ok().json(UserResponse { user: body }))

@@ -33,16 +33,30 @@ use password::Identifier;
 
 pub const UNVERIFIED: &str = "Confirm your email address before logging in.";
 
-/// Where a sign-in comes from.
-pub struct Client<'a> {
-    pub addr: &'a ClientAddr,
-    pub device: &'a Device,
-    pub request_id: &'a RequestId,
+/// Where a sign-in (or a step-up) comes from: the client's address, its device and the request.
+/// An extractor, so routes take it whole.
+pub struct Client {
+    pub addr: ClientAddr,
+    pub device: Device,
+    pub request_id: RequestId,
 }
 
-impl Client<'_> {
+impl Client {
     fn origin(&self) -> Origin {
-        Origin::new(None, &self.addr.to_string(), self.request_id)
+        Origin::new(None, &self.addr.to_string(), &self.request_id)
+    }
+}
+
+impl actix_web::FromRequest for Client {
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(Ok(Self {
+            addr: ClientAddr::of(req),
+            device: Device::of(req),
+            request_id: RequestId::of(req),
+        }))
     }
 }
 
@@ -68,11 +82,11 @@ pub async fn with_password(
     state: &AppState,
     identifier: Identifier<'_>,
     password: SecretString,
-    client: &Client<'_>,
+    client: &Client,
 ) -> Result<PasswordOutcome, ApiError> {
     // Turned away before any database work, so a flood's 429s stay fast.
     state.hasher.check_capacity()?;
-    let identified = password::identify(state, identifier, client.addr, Utc::now()).await?;
+    let identified = password::identify(state, identifier, &client.addr, Utc::now()).await?;
     let origin = client.origin();
     let bad_login = ApiError::Unauthorized {
         field: "credentials",
@@ -82,7 +96,7 @@ pub async fn with_password(
     let matched = password::check(
         state,
         &identified.account,
-        client.addr,
+        &client.addr,
         &origin,
         user,
         password,
@@ -153,10 +167,10 @@ pub async fn with_second_factor(
     state: &AppState,
     challenge: &str,
     proof: Proof<'_>,
-    client: &Client<'_>,
+    client: &Client,
 ) -> Result<UserBody, ApiError> {
     let origin = client.origin();
-    let attempt = mfa::Attempt::new(client.device, &origin, client.request_id);
+    let attempt = mfa::Attempt::new(&client.device, &origin, &client.request_id);
     let mut conn = state.pool.get().await?;
     let finished = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
@@ -250,7 +264,7 @@ pub async fn complete(
     state: &AppState,
     user: &User,
     assurance: &Assurance,
-    client: &Client<'_>,
+    client: &Client,
 ) -> QueryResult<SignedIn> {
     let user = users::record_login(conn, user.id)
         .await?

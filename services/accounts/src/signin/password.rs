@@ -40,7 +40,7 @@ pub async fn identify(
     client: &ClientAddr,
     now: DateTime<Utc>,
 ) -> Result<Identified, ApiError> {
-    let identified = match identifier {
+    match identifier {
         Identifier::Username(typed) => {
             refuse_remembered(state, &unknown_username(typed), client, now)?;
             // A name registration would refuse (a NUL byte, 10,000 characters) has no account.
@@ -55,11 +55,13 @@ pub async fn identify(
             let account = user
                 .as_ref()
                 .map_or_else(|| unknown_username(typed), |u| u.email.clone());
-            Identified {
+            // The name's account, now known, may be locked for this client.
+            refuse_remembered(state, &account, client, now)?;
+            Ok(Identified {
                 account,
                 user,
                 bad_login: BAD_USERNAME_LOGIN,
-            }
+            })
         }
         Identifier::Email(typed) => {
             let address = EmailAddress::parse(typed).ok();
@@ -74,15 +76,13 @@ pub async fn identify(
                 }
                 None => None,
             };
-            Identified {
+            Ok(Identified {
                 account,
                 user,
                 bad_login: BAD_LOGIN,
-            }
+            })
         }
-    };
-    refuse_remembered(state, &identified.account, client, now)?;
-    Ok(identified)
+    }
 }
 
 /// Whether `password` is `user`'s and the account may sign in, counted by the login throttle

@@ -64,12 +64,12 @@ pub async fn begin(
     conn: &mut AsyncPgConnection,
     state: &AppState,
     user: &User,
-    client: &Client<'_>,
+    client: &Client,
     auth_time: DateTime<Utc>,
     assurance: &Assurance,
     notice: Notice,
 ) -> QueryResult<Started> {
-    let (device, request_id) = (client.device, client.request_id);
+    let (device, request_id) = (&client.device, &client.request_id);
     let started = sessions::start(conn, user.id, device, auth_time, assurance).await?;
     let new_device =
         devices::remember(conn, user.id, &devices::key(&device.user_agent, &device.ip)).await?;

@@ -42,7 +42,7 @@ pub async fn require(
     state: &AppState,
     auth: &Authenticated,
     offered: Offered<'_>,
-    client: &Client<'_>,
+    client: &Client,
 ) -> Result<(), ApiError> {
     let mut conn = state.pool.get().await?;
     let has_second_factor = mfa::enabled(&mut conn, auth.user.id).await?;
@@ -70,13 +70,13 @@ pub async fn check_password(
     state: &AppState,
     auth: &Authenticated,
     current_password: &str,
-    client: &Client<'_>,
+    client: &Client,
 ) -> Result<(), ApiError> {
     let origin = client.origin().by(auth.user.id);
     let matched = password::check(
         state,
         &auth.user.email,
-        client.addr,
+        &client.addr,
         &origin,
         Some(&auth.user),
         SecretString::from(current_password),
@@ -95,10 +95,10 @@ pub async fn second_factor(
     state: &AppState,
     auth: &Authenticated,
     code: &str,
-    client: &Client<'_>,
+    client: &Client,
 ) -> Result<(), ApiError> {
     let origin = client.origin().by(auth.user.id);
-    let attempt = mfa::Attempt::new(client.device, &origin, client.request_id);
+    let attempt = mfa::Attempt::new(&client.device, &origin, &client.request_id);
     let mut conn = state.pool.get().await?;
     let verdict = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {

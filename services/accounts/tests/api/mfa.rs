@@ -1695,3 +1695,44 @@ async fn a_device_seen_only_before_the_second_factor_is_not_exempt_from_the_dela
     )
     .await;
 }
+
+/// Confirming a setup turns the factor on once: 8 parallel confirmations with the right code
+/// (over 3 trials) give one 200, one set of recovery codes and one `mfa-enabled` mail; the
+/// others find nothing pending or the step spent.
+#[tokio::test]
+async fn parallel_confirmations_turn_the_factor_on_once() {
+    let app = spawn_app().await;
+    for trial in 0..3 {
+        let (email, registered) = app.register_user().await;
+        app.verify_address(&email).await;
+        let (access, _) = token_pair(&registered);
+        let enrolled = body_of(enrol(&app, &access, &json!({})).await).await;
+        let secret = enrolled["totp"]["secret"].as_str().unwrap().to_string();
+        let code = totp_code_at_step(&secret, step_with_room().await);
+        let confirmations = (0..8).map(|_| confirm(&app, &access, &code));
+        let statuses: Vec<StatusCode> = join_all(confirmations)
+            .await
+            .iter()
+            .map(Response::status)
+            .collect();
+        let counts = status_counts(&statuses);
+        assert_eq!(counts.get(&200), Some(&1), "trial {trial}: {counts:?}");
+        // The winner's confirmation moved the token version: the others fail on the token (401)
+        // or find the setup gone or the step spent (400).
+        let refused = counts.get(&400).unwrap_or(&0) + counts.get(&401).unwrap_or(&0);
+        assert_eq!(refused, 7, "trial {trial}: {counts:?}");
+        let id = claims_of(&access)["sub"].as_str().unwrap().to_string();
+        let codes = count(
+            &app,
+            &format!("SELECT count(*) AS n FROM recovery_codes WHERE user_id = '{id}'"),
+        )
+        .await;
+        assert_eq!(codes, 10, "trial {trial}: one set");
+        let mails = app.outbox_events("mfa-enabled").await;
+        let mine = mails
+            .iter()
+            .filter(|m| m["email"] == email.as_str())
+            .count();
+        assert_eq!(mine, 1, "trial {trial}: one mail");
+    }
+}
