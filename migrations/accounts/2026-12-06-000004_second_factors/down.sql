@@ -4,4 +4,4 @@ DROP TABLE mfa_failures;
 DROP TABLE mfa_challenges;
 DROP TABLE recovery_codes;
 DROP TABLE totp_authenticators;
-ALTER TABLE sessions DROP COLUMN aal, DROP COLUMN amr;
+ALTER TABLE sessions DROP COLUMN amr;

@@ -1,7 +1,6 @@
--- How each session began (RFC 8176 `amr` values and the assurance level), kept by refresh.
-ALTER TABLE sessions
-    ADD COLUMN amr TEXT[] NOT NULL DEFAULT '{pwd}',
-    ADD COLUMN aal TEXT NOT NULL DEFAULT 'aal1' CHECK (aal IN ('aal1', 'aal2'));
+-- How each session began (RFC 8176 `amr` values, kept by refresh); its assurance level follows:
+-- aal2 exactly when `mfa` is among them.
+ALTER TABLE sessions ADD COLUMN amr TEXT[] NOT NULL DEFAULT '{pwd}';
 
 -- A TOTP authenticator. `secret` is the confirmed one, `pending_secret` one being enrolled (both
 -- AES-256-GCM sealed under ACCOUNTS_ENCRYPTION_KEY_FILE, bound to the user) by the session

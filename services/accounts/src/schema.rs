@@ -104,7 +104,6 @@ diesel::table! {
         user_agent -> Text,
         ip -> Text,
         amr -> Array<Text>,
-        aal -> Text,
     }
 }
 

@@ -61,10 +61,6 @@ impl Authenticated {
         }
         Assurance {
             amr: self.claims.amr.clone(),
-            aal: match self.claims.aal.as_deref() {
-                Some("aal2") => "aal2",
-                _ => "aal1",
-            },
         }
     }
 

@@ -54,8 +54,8 @@ impl SessionBody {
             last_used_at: session.last_used_at,
             user_agent: session.user_agent,
             ip: session.ip,
+            aal: sessions::aal(&session.amr).into(),
             amr: session.amr,
-            aal: session.aal,
         }
     }
 }

@@ -42,11 +42,11 @@ pub struct Device {
     pub ip: String,
 }
 
-/// How a session began: the methods used (RFC 8176 `amr`) and the assurance level they reach.
+/// How a session began: the methods used (RFC 8176 `amr`). The assurance level follows from them:
+/// `aal2` exactly when `mfa` is among them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assurance {
     pub amr: Vec<String>,
-    pub aal: &'static str,
 }
 
 impl Assurance {
@@ -54,18 +54,16 @@ impl Assurance {
     pub fn password() -> Self {
         Self {
             amr: vec!["pwd".into()],
-            aal: "aal1",
         }
     }
 
-    /// `self` plus a second factor (`method`: `otp` for TOTP and recovery codes): `mfa`, `aal2`.
+    /// `self` plus a second factor (`method`: `otp` for TOTP and recovery codes), so `mfa`.
     pub fn with_second_factor(mut self, method: &str) -> Self {
         for value in [method, "mfa"] {
             if !self.amr.iter().any(|m| m == value) {
                 self.amr.push(value.into());
             }
         }
-        self.aal = "aal2";
         self
     }
 
@@ -73,12 +71,21 @@ impl Assurance {
     pub fn of(session: &Session) -> Self {
         Self {
             amr: session.amr.clone(),
-            aal: if session.aal == "aal2" {
-                "aal2"
-            } else {
-                "aal1"
-            },
         }
+    }
+
+    /// `aal2` after two factors, else `aal1`.
+    pub fn aal(&self) -> &'static str {
+        aal(&self.amr)
+    }
+}
+
+/// The assurance level of a session that began with `amr`.
+pub fn aal(amr: &[String]) -> &'static str {
+    if amr.iter().any(|m| m == "mfa") {
+        "aal2"
+    } else {
+        "aal1"
     }
 }
 
@@ -116,8 +123,6 @@ pub struct Session {
     pub ip: String,
     /// How it began: RFC 8176 `amr` values (`pwd`, `otp`, `mfa`, ...).
     pub amr: Vec<String>,
-    /// `aal1`, or `aal2` after two factors.
-    pub aal: String,
 }
 
 /// A new session and its first refresh token.
@@ -168,7 +173,6 @@ pub async fn start(
             sessions::user_agent.eq(device.user_agent()),
             sessions::ip.eq(&device.ip),
             sessions::amr.eq(&assurance.amr),
-            sessions::aal.eq(assurance.aal),
         ))
         .returning(Session::as_returning())
         .get_result(conn)
@@ -412,10 +416,7 @@ pub async fn raise(
             .find(session_id)
             .filter(sessions::ended_at.is_null()),
     )
-    .set((
-        sessions::amr.eq(&assurance.amr),
-        sessions::aal.eq(assurance.aal),
-    ))
+    .set(sessions::amr.eq(&assurance.amr))
     .returning(Session::as_returning())
     .get_result(conn)
     .await

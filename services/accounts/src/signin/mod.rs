@@ -192,7 +192,6 @@ pub async fn with_second_factor(
                     }
                     let assurance = Assurance {
                         amr: pending.amr.clone(),
-                        aal: "aal1",
                     }
                     .with_second_factor("otp");
                     let signed_in = complete(conn, state, &user, &assurance, client).await?;

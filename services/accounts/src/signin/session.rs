@@ -26,7 +26,7 @@ pub fn access_token(state: &AppState, user: &User, session: &Session, grants: &G
     claims.sid = Some(session.id);
     claims.auth_time = Some(session.auth_time.timestamp());
     claims.amr = session.amr.clone();
-    claims.aal = Some(session.aal.clone());
+    claims.aal = Some(sessions::aal(&session.amr).into());
     claims.roles = grants.roles.clone();
     claims.permissions = grants.permissions.iter().cloned().collect();
     state.tokens.sign(&claims).token

@@ -776,7 +776,7 @@ async fn a_recent_aal1_session_of_an_mfa_account_must_still_step_up() {
     sql(
         &app,
         &format!(
-            "UPDATE sessions SET aal = 'aal1', amr = ARRAY['pwd'] WHERE user_id = '{}'",
+            "UPDATE sessions SET amr = ARRAY['pwd'] WHERE user_id = '{}'",
             owner.id
         ),
     )
