@@ -44,6 +44,8 @@ pub enum Event {
     RecoveryCodeUsed(RecoveryCodeUsed),
     MfaFailures(MfaFailures),
     RecoveryCodesReplaced(RecoveryCodesReplaced),
+    IdentityLinked(IdentityLinked),
+    IdentityUnlinked(IdentityUnlinked),
 }
 
 /// The language of the mail when a payload carries none (messages written before `locale` existed).
@@ -51,14 +53,18 @@ pub fn default_locale() -> String {
     "en".into()
 }
 
-/// A new account exists; the mail welcomes the user and carries the confirmation link.
+/// A new account exists; the mail welcomes the user and, when the address still needs confirming,
+/// carries the confirmation link. An account made by a social sign-in starts with an address the
+/// provider vouched for, and its event has no link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserRegistered {
     pub user_id: Uuid,
     pub email: String,
     pub username: Option<String>,
-    pub confirmation_url: String,
-    pub confirmation_expires_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation_expires_at: Option<DateTime<Utc>>,
     /// The user's language (BCP 47), for the mail.
     #[serde(default = "default_locale")]
     pub locale: String,
@@ -226,9 +232,45 @@ pub struct RecoveryCodesReplaced {
     pub locale: String,
 }
 
+/// A social account (an OpenID Connect or GitHub identity) was linked to the account. The link
+/// undoes it with the effects of a sign-in reject (every session ends, the identity goes, a
+/// password reset is mailed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentityLinked {
+    pub user_id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    /// The provider's display name, e.g. "Google", "GitHub", or the configured name.
+    pub provider: String,
+    /// The provider account's address, when it has one.
+    pub provider_email: Option<String>,
+    pub linked_at: DateTime<Utc>,
+    /// The client address it was done from.
+    pub ip: String,
+    pub reject_url: String,
+    pub reject_expires_at: DateTime<Utc>,
+    #[serde(default = "default_locale")]
+    pub locale: String,
+}
+
+/// A social account was unlinked from the account; a security notice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentityUnlinked {
+    pub user_id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    /// The provider's display name, as in [`IdentityLinked::provider`].
+    pub provider: String,
+    pub unlinked_at: DateTime<Utc>,
+    /// The client address it was done from.
+    pub ip: String,
+    #[serde(default = "default_locale")]
+    pub locale: String,
+}
+
 impl Event {
     /// Every routing key, for consumers that bind to all of them.
-    pub const TYPES: [&'static str; 12] = [
+    pub const TYPES: [&'static str; 14] = [
         "user-registered",
         "email-confirmation-requested",
         "password-reset-requested",
@@ -241,6 +283,8 @@ impl Event {
         "recovery-code-used",
         "mfa-failures",
         "recovery-codes-replaced",
+        "identity-linked",
+        "identity-unlinked",
     ];
 
     /// The event type, which is also the routing key.
@@ -258,6 +302,8 @@ impl Event {
             Event::RecoveryCodeUsed(_) => Self::TYPES[9],
             Event::MfaFailures(_) => Self::TYPES[10],
             Event::RecoveryCodesReplaced(_) => Self::TYPES[11],
+            Event::IdentityLinked(_) => Self::TYPES[12],
+            Event::IdentityUnlinked(_) => Self::TYPES[13],
         }
     }
 
@@ -276,6 +322,8 @@ impl Event {
             Event::RecoveryCodeUsed(e) => &e.email,
             Event::MfaFailures(e) => &e.email,
             Event::RecoveryCodesReplaced(e) => &e.email,
+            Event::IdentityLinked(e) => &e.email,
+            Event::IdentityUnlinked(e) => &e.email,
         }
     }
 
@@ -294,6 +342,8 @@ impl Event {
             Event::RecoveryCodeUsed(e) => &e.locale,
             Event::MfaFailures(e) => &e.locale,
             Event::RecoveryCodesReplaced(e) => &e.locale,
+            Event::IdentityLinked(e) => &e.locale,
+            Event::IdentityUnlinked(e) => &e.locale,
         }
     }
 }
@@ -340,8 +390,8 @@ mod tests {
             user_id: Uuid::new_v4(),
             email: "ada@example.com".into(),
             username: Some("ada".into()),
-            confirmation_url: "http://localhost:8080/api/users/confirm?token=t".into(),
-            confirmation_expires_at: Utc::now(),
+            confirmation_url: Some("http://localhost:8080/api/users/confirm?token=t".into()),
+            confirmation_expires_at: Some(Utc::now()),
             locale: "en".into(),
         }))
     }
@@ -470,13 +520,116 @@ mod tests {
                 ip: "192.0.2.4".into(),
                 locale: "fr".into(),
             }),
+            Event::IdentityLinked(IdentityLinked {
+                user_id,
+                email: "l@example.com".into(),
+                username: None,
+                provider: "GitHub".into(),
+                provider_email: Some("l@users.noreply.github.com".into()),
+                linked_at: now,
+                ip: "192.0.2.5".into(),
+                reject_url: "w".into(),
+                reject_expires_at: now,
+                locale: "en".into(),
+            }),
+            Event::IdentityUnlinked(IdentityUnlinked {
+                user_id,
+                email: "m@example.com".into(),
+                username: Some("m".into()),
+                provider: "Google".into(),
+                unlinked_at: now,
+                ip: "192.0.2.6".into(),
+                locale: "fr".into(),
+            }),
         ];
+        assert_eq!(events.len(), Event::TYPES.len());
         for (event, kind) in events.into_iter().zip(Event::TYPES) {
             let envelope = Envelope::new(event);
             assert_eq!(envelope.kind(), kind);
             let back = Envelope::from_json(&envelope.to_json()).unwrap();
             assert_eq!(back, envelope);
         }
+    }
+
+    /// A social sign-in's welcome: the address is already confirmed, so there is no link.
+    fn registered_without_a_link() -> Envelope {
+        let mut envelope = registered();
+        if let Event::UserRegistered(e) = &mut envelope.event {
+            e.confirmation_url = None;
+            e.confirmation_expires_at = None;
+        }
+        envelope
+    }
+
+    #[test]
+    fn a_welcome_without_a_confirmation_link_leaves_the_link_fields_out() {
+        let envelope = registered_without_a_link();
+        let value: serde_json::Value = serde_json::from_slice(&envelope.to_json()).unwrap();
+        let data = value["data"].as_object().unwrap();
+        assert!(!data.contains_key("confirmation_url"), "{data:?}");
+        assert!(!data.contains_key("confirmation_expires_at"), "{data:?}");
+        assert_eq!(Envelope::from_json(&envelope.to_json()).unwrap(), envelope);
+
+        // Written with explicit nulls (another producer's serializer) it reads the same.
+        let mut value = value;
+        value["data"]["confirmation_url"] = json!(null);
+        value["data"]["confirmation_expires_at"] = json!(null);
+        let back = Envelope::from_json(value.to_string().as_bytes()).unwrap();
+        assert_eq!(back, envelope);
+    }
+
+    #[test]
+    fn a_welcome_written_before_the_link_was_optional_still_parses() {
+        let id = Uuid::new_v4();
+        let user_id = Uuid::new_v4();
+        // The exact shape accounts wrote while `confirmation_url` was required.
+        let old = format!(
+            r#"{{"id":"{id}","type":"user-registered","data":{{"user_id":"{user_id}","email":"ada@example.com","username":"ada","confirmation_url":"http://localhost:8080/api/users/confirm?token=t","confirmation_expires_at":"2026-11-23T15:05:00Z","locale":"fr"}},"version":1,"occurred_at":"2026-11-23T14:05:00Z"}}"#
+        );
+        let envelope = Envelope::from_json(old.as_bytes()).unwrap();
+        let Event::UserRegistered(e) = &envelope.event else {
+            panic!("not a welcome: {envelope:?}");
+        };
+        assert_eq!(
+            e.confirmation_url.as_deref(),
+            Some("http://localhost:8080/api/users/confirm?token=t")
+        );
+        assert_eq!(
+            e.confirmation_expires_at,
+            Some("2026-11-23T15:05:00Z".parse().unwrap())
+        );
+        assert_eq!(envelope.event.locale(), "fr");
+        // Written again, the link fields keep their old names and shapes.
+        let value: serde_json::Value = serde_json::from_slice(&envelope.to_json()).unwrap();
+        assert_eq!(
+            value["data"]["confirmation_url"],
+            "http://localhost:8080/api/users/confirm?token=t"
+        );
+        assert_eq!(
+            value["data"]["confirmation_expires_at"],
+            "2026-11-23T15:05:00Z"
+        );
+    }
+
+    #[test]
+    fn a_linked_identity_without_a_provider_address_round_trips() {
+        let envelope = Envelope::new(Event::IdentityLinked(IdentityLinked {
+            user_id: Uuid::new_v4(),
+            email: "n@example.com".into(),
+            username: None,
+            provider: "Corporate SSO".into(),
+            provider_email: None,
+            linked_at: Utc::now(),
+            ip: "192.0.2.7".into(),
+            reject_url: "http://localhost:8080/account/reject-sign-in?token=t".into(),
+            reject_expires_at: Utc::now(),
+            locale: "en".into(),
+        }));
+        let value: serde_json::Value = serde_json::from_slice(&envelope.to_json()).unwrap();
+        assert_eq!(value["type"], "identity-linked");
+        assert!(value["data"]["provider_email"].is_null());
+        assert_eq!(Envelope::from_json(&envelope.to_json()).unwrap(), envelope);
+        assert_eq!(envelope.event.recipient(), "n@example.com");
     }
 
     #[test]

@@ -120,11 +120,11 @@ fn envelope(n: usize) -> Envelope {
         user_id: Uuid::new_v4(),
         email: format!("bench-{n}@example.com"),
         username: Some(format!("user{n}")),
-        confirmation_url: format!(
+        confirmation_url: Some(format!(
             "http://localhost:8080/api/users/confirm?token={}",
             Uuid::new_v4().simple()
-        ),
-        confirmation_expires_at: Utc::now(),
+        )),
+        confirmation_expires_at: Some(Utc::now()),
         locale: "en".to_string(),
     }))
 }

@@ -43,6 +43,9 @@ macro_rules! embed_locale {
             "mfa-failures/subject.txt", "mfa-failures/body.txt", "mfa-failures/body.html",
             "recovery-codes-replaced/subject.txt", "recovery-codes-replaced/body.txt",
             "recovery-codes-replaced/body.html",
+            "identity-linked/subject.txt", "identity-linked/body.txt", "identity-linked/body.html",
+            "identity-unlinked/subject.txt", "identity-unlinked/body.txt",
+            "identity-unlinked/body.html",
         )
     };
     (@files $locale:literal; $($file:literal),* $(,)?) => {

@@ -190,8 +190,8 @@ pub async fn register(
                 user_id: user.id,
                 email: user.email.clone(),
                 username: user.username.clone(),
-                confirmation_url: confirmation.url,
-                confirmation_expires_at: confirmation.expires_at,
+                confirmation_url: Some(confirmation.url),
+                confirmation_expires_at: Some(confirmation.expires_at),
                 locale: user.locale.clone(),
             });
             outbox::enqueue(conn, event, &from.request_id).await?;

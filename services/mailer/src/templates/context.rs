@@ -15,11 +15,21 @@ pub(super) fn for_event(
     let template = event.kind();
     let time = |at: DateTime<Utc>| locale.format_time(at);
     match event {
-        Event::UserRegistered(e) => tera_context(&ConfirmationContext {
-            username: display_name(e.username.as_deref(), &e.email),
-            confirmation: Link::parse(template, &e.confirmation_url)?,
-            expires_at: time(e.confirmation_expires_at),
-        }),
+        Event::UserRegistered(e) => {
+            let confirmation = e
+                .confirmation_url
+                .as_deref()
+                .map(|url| Link::parse(template, url))
+                .transpose()?;
+            tera_context(&WelcomeContext {
+                username: display_name(e.username.as_deref(), &e.email),
+                expires_at: confirmation
+                    .as_ref()
+                    .and(e.confirmation_expires_at)
+                    .map(time),
+                confirmation,
+            })
+        }
         Event::EmailConfirmationRequested(e) => tera_context(&ConfirmationContext {
             username: display_name(e.username.as_deref(), &e.email),
             confirmation: Link::parse(template, &e.confirmation_url)?,
@@ -95,6 +105,25 @@ pub(super) fn for_event(
             replaced_at: time(e.replaced_at),
             ip: one_line(&e.ip),
         }),
+        Event::IdentityLinked(e) => tera_context(&IdentityLinkedContext {
+            username: display_name(e.username.as_deref(), &e.email),
+            provider: one_line(&e.provider),
+            provider_email: e
+                .provider_email
+                .as_deref()
+                .map(one_line)
+                .filter(|address| !address.is_empty()),
+            linked_at: time(e.linked_at),
+            ip: one_line(&e.ip),
+            reject: Link::parse(template, &e.reject_url)?,
+            expires_at: time(e.reject_expires_at),
+        }),
+        Event::IdentityUnlinked(e) => tera_context(&IdentityUnlinkedContext {
+            username: display_name(e.username.as_deref(), &e.email),
+            provider: one_line(&e.provider),
+            unlinked_at: time(e.unlinked_at),
+            ip: one_line(&e.ip),
+        }),
     }
     .map_err(|e| TemplateError::render(template, &e))
 }
@@ -133,7 +162,17 @@ impl Link {
     }
 }
 
-/// Context of `user-registered` and `email-confirmation-requested`.
+/// Context of `user-registered`. `confirmation` is absent when the address needs no confirming (an
+/// account made by a social sign-in); `expires_at` is the link's, and absent with it or when the
+/// payload gives none.
+#[derive(Serialize)]
+struct WelcomeContext<'a> {
+    username: &'a str,
+    confirmation: Option<Link>,
+    expires_at: Option<String>,
+}
+
+/// Context of `email-confirmation-requested`.
 #[derive(Serialize)]
 struct ConfirmationContext<'a> {
     username: &'a str,
@@ -252,6 +291,29 @@ struct MfaFailuresContext<'a> {
 struct RecoveryCodesReplacedContext<'a> {
     username: &'a str,
     replaced_at: String,
+    ip: String,
+}
+
+/// `provider` is its display name ("Google", "GitHub", a configured name); `provider_email`, the
+/// provider account's address when it has one, is shown whole: the mail goes to the account's own
+/// address, and its owner must recognise (or not) the account that now signs in as them. `reject`
+/// undoes the link with the effects of a sign-in reject.
+#[derive(Serialize)]
+struct IdentityLinkedContext<'a> {
+    username: &'a str,
+    provider: String,
+    provider_email: Option<String>,
+    linked_at: String,
+    ip: String,
+    reject: Link,
+    expires_at: String,
+}
+
+#[derive(Serialize)]
+struct IdentityUnlinkedContext<'a> {
+    username: &'a str,
+    provider: String,
+    unlinked_at: String,
     ip: String,
 }
 

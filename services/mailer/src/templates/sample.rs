@@ -2,9 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use events::{
-    EmailChanged, EmailConfirmationRequested, Event, MfaDisabled, MfaEnabled, MfaFailures,
-    NewSignIn, PasswordChanged, PasswordResetRequested, RecoveryCodeUsed, RecoveryCodesReplaced,
-    RoleChanged, UserRegistered,
+    EmailChanged, EmailConfirmationRequested, Event, IdentityLinked, IdentityUnlinked, MfaDisabled,
+    MfaEnabled, MfaFailures, NewSignIn, PasswordChanged, PasswordResetRequested, RecoveryCodeUsed,
+    RecoveryCodesReplaced, RoleChanged, UserRegistered,
 };
 
 /// The instant every sample mail uses, so that two renders of one template compare equal.
@@ -21,12 +21,13 @@ pub fn sample_event(kind: &str, locale: &str) -> Option<Event> {
     let locale = locale.to_string();
     let link = |path: &str| format!("https://accounts.example.com{path}?token=sample-token");
     let event = match kind {
+        // A password sign-up's welcome, with the link; a social sign-in's has none.
         "user-registered" => Event::UserRegistered(UserRegistered {
             user_id,
             email,
             username,
-            confirmation_url: link("/api/users/confirm"),
-            confirmation_expires_at: now + chrono::Duration::hours(1),
+            confirmation_url: Some(link("/api/users/confirm")),
+            confirmation_expires_at: Some(now + chrono::Duration::hours(1)),
             locale,
         }),
         "email-confirmation-requested" => {
@@ -129,6 +130,27 @@ pub fn sample_event(kind: &str, locale: &str) -> Option<Event> {
             email,
             username,
             replaced_at: now,
+            ip: "203.0.113.7".to_string(),
+            locale,
+        }),
+        "identity-linked" => Event::IdentityLinked(IdentityLinked {
+            user_id,
+            email,
+            username,
+            provider: "GitHub".to_string(),
+            provider_email: Some("ada.lovelace@example.org".to_string()),
+            linked_at: now,
+            ip: "203.0.113.7".to_string(),
+            reject_url: link("/account/reject-sign-in"),
+            reject_expires_at: now + chrono::Duration::days(7),
+            locale,
+        }),
+        "identity-unlinked" => Event::IdentityUnlinked(IdentityUnlinked {
+            user_id,
+            email,
+            username,
+            provider: "GitHub".to_string(),
+            unlinked_at: now,
             ip: "203.0.113.7".to_string(),
             locale,
         }),

@@ -85,8 +85,14 @@ fn every_mail(templates: &Templates) -> Vec<(String, RenderedMail)> {
 
 /// The second wording of templates that have two, beside the sample's: its snapshot name, its
 /// event type and what changes in the sample payload.
-fn variants() -> [(&'static str, &'static str, serde_json::Value); 2] {
+fn variants() -> [(&'static str, &'static str, serde_json::Value); 4] {
     [
+        // A social sign-in's welcome: the provider vouched for the address, so there is no link.
+        (
+            "user-registered-without-link",
+            "user-registered",
+            json!({"confirmation_url": null, "confirmation_expires_at": null}),
+        ),
         (
             "role-changed-revoked",
             "role-changed",
@@ -96,6 +102,11 @@ fn variants() -> [(&'static str, &'static str, serde_json::Value); 2] {
             "mfa-disabled-by-user",
             "mfa-disabled",
             json!({"by_operator": false, "reset_url": null, "reset_expires_at": null}),
+        ),
+        (
+            "identity-linked-without-provider-address",
+            "identity-linked",
+            json!({"provider_email": null}),
         ),
     ]
 }
@@ -136,6 +147,8 @@ fn a_hostile_username_device_role_or_product_never_reaches_html_unescaped() {
         "role": "<script>alert(3)</script>",
         "new_email": "<script>@evil.example",
         "method": "<script>alert(4)</script>",
+        "provider": "<img src=x onerror=alert(5)>",
+        "provider_email": "<script>alert(6)</script>@evil.example",
     });
     for locale in locale_codes() {
         for kind in Event::TYPES {
@@ -166,8 +179,8 @@ fn the_escaped_welcome_mail_is_stable() {
             user_id: user_id(),
             email: "mallory@example.com".into(),
             username: Some("<script>alert(1)</script>".into()),
-            confirmation_url: "http://localhost:8080/api/users/confirm?token=abc&x=1".into(),
-            confirmation_expires_at: at(),
+            confirmation_url: Some("http://localhost:8080/api/users/confirm?token=abc&x=1".into()),
+            confirmation_expires_at: Some(at()),
             locale: "en".into(),
         }))
         .unwrap();
@@ -203,6 +216,7 @@ fn a_javascript_link_in_a_payload_is_refused_not_rendered() {
         ("new-sign-in", "reject_url"),
         ("mfa-enabled", "reject_url"),
         ("mfa-disabled", "reset_url"),
+        ("identity-linked", "reject_url"),
     ] {
         for bad in ["javascript:alert(1)", "data:text/html,hi", "/relative"] {
             let event = event_with(kind, "fr", json!({ field: bad }));
@@ -250,6 +264,14 @@ fn a_french_payload_gets_french_subjects() {
         (
             "recovery-codes-replaced",
             "Les codes de secours de votre compte Accounts ont été remplacés",
+        ),
+        (
+            "identity-linked",
+            "Un compte GitHub a été associé à votre compte Accounts",
+        ),
+        (
+            "identity-unlinked",
+            "Un compte GitHub a été dissocié de votre compte Accounts",
         ),
     ];
     assert_eq!(expected.len(), Event::TYPES.len());
@@ -743,14 +765,239 @@ fn recovery_codes_replaced_says_when_from_where_and_what_to_do_if_it_was_not_you
 }
 
 #[test]
+fn a_welcome_without_a_confirmation_link_says_the_address_is_already_confirmed() {
+    let no_link = json!({"confirmation_url": null, "confirmation_expires_at": null});
+    for (locale, confirmed, with_link_only) in [
+        (
+            "en",
+            "Your email address is already confirmed, so your account is ready: there is nothing more to do.",
+            "Please follow this link to confirm your mail",
+        ),
+        (
+            "fr",
+            "Votre adresse e-mail est déjà confirmée\u{a0}: votre compte est prêt, vous n’avez rien d’autre à faire.",
+            "confirmer votre adresse e-mail en suivant ce lien",
+        ),
+    ] {
+        let with_link = render("user-registered", locale);
+        let welcome = Templates::embedded()
+            .render(&event_with("user-registered", locale, no_link.clone()))
+            .unwrap();
+        assert_eq!(welcome.subject, with_link.subject, "{locale}");
+        for part in [&welcome.text, &welcome.html] {
+            assert!(part.contains(confirmed), "{locale}: {part}");
+            assert!(!part.contains(with_link_only), "{locale}: {part}");
+            assert!(!part.contains("sample-token"), "{locale}: {part}");
+        }
+        assert!(!welcome.html.contains("href"), "{locale}: {}", welcome.html);
+        // The password sign-up's welcome still asks for the confirmation, and says nothing of it
+        // being done.
+        for part in [&with_link.text, &with_link.html] {
+            assert!(part.contains(with_link_only), "{locale}: {part}");
+            assert!(!part.contains(confirmed), "{locale}: {part}");
+        }
+    }
+    // An expiry without a link has nothing to qualify: it is not shown.
+    let expiry_only = Templates::embedded()
+        .render(&event_with(
+            "user-registered",
+            "en",
+            json!({"confirmation_url": null}),
+        ))
+        .unwrap();
+    assert!(
+        !expiry_only.text.contains("works until"),
+        "{}",
+        expiry_only.text
+    );
+    // A link whose payload gives no expiry is still mailed, without the sentence about it.
+    let link_only = Templates::embedded()
+        .render(&event_with(
+            "user-registered",
+            "en",
+            json!({"confirmation_expires_at": null}),
+        ))
+        .unwrap();
+    assert!(
+        link_only.text.contains(
+            "Confirm Account: https://accounts.example.com/api/users/confirm?token=sample-token"
+        ),
+        "{}",
+        link_only.text
+    );
+    assert!(
+        link_only
+            .text
+            .contains("\n\nIf you did not create this account, ignore this mail."),
+        "{}",
+        link_only.text
+    );
+    assert!(
+        !link_only.text.contains("works until"),
+        "{}",
+        link_only.text
+    );
+}
+
+#[test]
+fn identity_linked_names_the_provider_its_address_the_time_the_place_and_the_way_out() {
+    let link = "https://accounts.example.com/account/reject-sign-in?token=sample-token";
+    let mail = render("identity-linked", "en");
+    assert_eq!(mail.subject, "GitHub was linked to your Accounts account");
+    for expected in [
+        "The GitHub account below was linked to your Accounts account: from now on, it can sign you in.",
+        "Provider: GitHub",
+        "GitHub account: ada.lovelace@example.org",
+        "Time: November 23, 2026 at 14:05 UTC",
+        "Location (approximate): IP address 203.0.113.7",
+        "removes the GitHub account that was linked",
+        "The link works once, until November 30, 2026 at 14:05 UTC.",
+    ] {
+        assert!(mail.text.contains(expected), "{expected}: {}", mail.text);
+        assert!(mail.html.contains(expected), "{expected}: {}", mail.html);
+    }
+    assert!(
+        mail.text.contains(&format!("This wasn't me: {link}")),
+        "{}",
+        mail.text
+    );
+    assert!(
+        mail.html
+            .contains(&format!("<a href=\"{link}\">This wasn't me</a>")),
+        "{}",
+        mail.html
+    );
+    let fr = render("identity-linked", "fr");
+    for expected in [
+        "Fournisseur\u{a0}: GitHub",
+        "Compte GitHub\u{a0}: ada.lovelace@example.org",
+        "Date\u{a0}: 23 novembre 2026 à 14:05 UTC",
+        "adresse IP 203.0.113.7",
+        "retire le compte GitHub associé",
+        &format!("Ce n’était pas moi\u{a0}: {link}"),
+        "reste valable jusqu’au 30 novembre 2026 à 14:05 UTC.",
+    ] {
+        assert!(fr.text.contains(expected), "{expected}: {}", fr.text);
+    }
+    assert!(
+        fr.html
+            .contains(&format!("<a href=\"{link}\">Ce n’était pas moi</a>")),
+        "{}",
+        fr.html
+    );
+}
+
+#[test]
+fn identity_linked_without_a_provider_address_leaves_that_line_out() {
+    for (locale, line) in [("en", "GitHub account:"), ("fr", "Compte GitHub\u{a0}:")] {
+        for provider_email in [json!(null), json!(""), json!(" \r\n ")] {
+            let mail = Templates::embedded()
+                .render(&event_with(
+                    "identity-linked",
+                    locale,
+                    json!({ "provider_email": provider_email }),
+                ))
+                .unwrap();
+            for part in [&mail.text, &mail.html] {
+                assert!(!part.contains(line), "{locale} {provider_email}: {part}");
+                assert!(part.contains("GitHub"), "{locale}: {part}");
+            }
+            assert!(
+                mail.text.contains("sample-token"),
+                "{locale}: the way out is still there: {}",
+                mail.text
+            );
+        }
+    }
+}
+
+#[test]
+fn identity_linked_text_from_the_provider_or_the_client_cannot_add_lines() {
+    // A configured name, a provider account's address and a client address are not ours to trust
+    // with the shape of the mail: each stays on its line.
+    let forged = Templates::embedded()
+        .render(&event_with(
+            "identity-linked",
+            "en",
+            json!({
+                "provider": "Acme\nSSO",
+                "provider_email": "eve@example.org\r\n\nURGENT: call +1 555 0100",
+                "ip": "203.0.113.7\n\nAll is well",
+            }),
+        ))
+        .unwrap();
+    for expected in [
+        "Provider: Acme SSO\n",
+        "Acme SSO account: eve@example.org URGENT: call +1 555 0100\n",
+        "IP address 203.0.113.7 All is well\n",
+    ] {
+        assert!(
+            forged.text.contains(expected),
+            "{expected}: {}",
+            forged.text
+        );
+    }
+    assert_eq!(
+        forged.subject,
+        "Acme SSO was linked to your Accounts account"
+    );
+    for line in ["\nURGENT", "\nAll is well", "\nSSO"] {
+        assert!(!forged.text.contains(line), "{line}: {}", forged.text);
+    }
+}
+
+#[test]
+fn identity_unlinked_is_a_notice_with_the_provider_the_time_and_the_place_and_no_link() {
+    let mail = render("identity-unlinked", "en");
+    assert_eq!(
+        mail.subject,
+        "GitHub was unlinked from your Accounts account"
+    );
+    for expected in [
+        "The GitHub account linked to your Accounts account was unlinked on November 23, 2026 at 14:05 UTC, from IP address 203.0.113.7. It no longer signs you in.",
+        "someone has access to your account: sign out every session and change your password",
+        "contact support",
+    ] {
+        assert!(mail.text.contains(expected), "{expected}: {}", mail.text);
+        assert!(mail.html.contains(expected), "{expected}: {}", mail.html);
+    }
+    let fr = render("identity-unlinked", "fr");
+    for expected in [
+        "en a été dissocié le 23 novembre 2026 à 14:05 UTC, depuis l’adresse IP 203.0.113.7. Il ne permet plus de vous connecter.",
+        "fermez toutes les sessions et changez votre mot de passe",
+    ] {
+        assert!(fr.text.contains(expected), "{expected}: {}", fr.text);
+        assert!(fr.html.contains(expected), "{expected}: {}", fr.html);
+    }
+    for mail in [&mail, &fr] {
+        assert!(!mail.html.contains("href"), "{}", mail.html);
+        assert!(!mail.text.contains("://"), "{}", mail.text);
+    }
+    let forged = Templates::embedded()
+        .render(&event_with(
+            "identity-unlinked",
+            "en",
+            json!({"ip": "203.0.113.7\r\n\nURGENT: call +1 555 0100"}),
+        ))
+        .unwrap();
+    assert!(
+        forged
+            .text
+            .contains("from IP address 203.0.113.7 URGENT: call +1 555 0100. It no longer"),
+        "{}",
+        forged.text
+    );
+}
+
+#[test]
 fn without_a_username_the_mail_greets_the_local_part() {
     let mail = Templates::embedded()
         .render(&Event::UserRegistered(UserRegistered {
             user_id: user_id(),
             email: "grace.hopper@example.com".into(),
             username: None,
-            confirmation_url: "http://localhost:8080/api/users/confirm?token=abc".into(),
-            confirmation_expires_at: at(),
+            confirmation_url: Some("http://localhost:8080/api/users/confirm?token=abc".into()),
+            confirmation_expires_at: Some(at()),
             locale: "en".into(),
         }))
         .unwrap();
@@ -890,6 +1137,50 @@ fn mailer_render_prints_every_part_through_the_configured_overrides() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("\nAccounts Welcome Mail\n"), "{stdout}");
+}
+
+#[test]
+fn mailer_render_shows_the_social_account_notices() {
+    for (kind, locale, expected) in [
+        (
+            "identity-linked",
+            "en",
+            "GitHub was linked to your Accounts account",
+        ),
+        (
+            "identity-linked",
+            "fr",
+            "Un compte GitHub a été associé à votre compte Accounts",
+        ),
+        (
+            "identity-unlinked",
+            "en",
+            "GitHub was unlinked from your Accounts account",
+        ),
+        (
+            "identity-unlinked",
+            "fr",
+            "Un compte GitHub a été dissocié de votre compte Accounts",
+        ),
+    ] {
+        let output = mailer(&["render", kind, "--locale", locale], &[]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{kind} {locale}: {stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains(&format!(
+                "----- subject ({locale}/{kind}/subject.txt: embedded) -----\n{expected}\n"
+            )),
+            "{kind} {locale}: {stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("----- html ({locale}/{kind}/body.html: embedded")),
+            "{kind} {locale}: {stdout}"
+        );
+    }
 }
 
 #[test]
