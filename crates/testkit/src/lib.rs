@@ -4,10 +4,18 @@
 //! The servers come from `TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432`) and
 //! `TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672`). Vhosts are managed with
 //! `rabbitmqctl`, which must be on the PATH and allowed to talk to the broker.
+//!
+//! Identity providers for social login (an OpenID Connect provider, a GitHub stand-in) are node
+//! child processes on loopback, one per fixture: see [`OidcProvider`] and [`GithubStandIn`].
 
+mod oidc;
 mod proxy;
 mod smtp;
 
+pub use oidc::{
+    ConsentAnswer, GithubStandIn, OidcClient, OidcProvider, ProviderBrowser, ProviderVisit,
+    deny_at_provider, sign_in_at_provider,
+};
 pub use proxy::StallingProxy;
 pub use smtp::{ReceivedMail, SmtpServer};
 
