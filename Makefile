@@ -6,6 +6,8 @@ run: ## Start Postgres/RabbitMQ if needed, a mail catcher, accounts and mailer
 
 test: services ## The whole suite: Rust tests on real Postgres/RabbitMQ/SMTP, deploy/ validation, the OpenAPI contract under schemathesis, the make-run smoke test in Chromium
 	command -v oathtool >/dev/null || scripts/install-packages.sh oathtool
+	command -v npm >/dev/null || scripts/install-packages.sh nodejs npm
+	[ tests/oidc/node_modules/.package-lock.json -nt tests/oidc/package-lock.json ] || npm ci --prefix tests/oidc --no-audit --no-fund
 	cargo test --workspace --locked
 	scripts/validate-deploy.sh
 	scripts/schemathesis.sh
