@@ -9,6 +9,8 @@ use secrecy::SecretString;
 use settings::Env;
 use url::Url;
 
+pub mod social;
+
 pub const DEFAULT_JWT_KEY_FILE: &str = "var/dev-jwt-key.pem";
 pub const DEFAULT_ENCRYPTION_KEY_FILE: &str = "var/dev-encryption-key";
 
@@ -59,6 +61,8 @@ pub struct Settings {
     /// The product's name (`MAILER_PRODUCT_NAME`, shared with the mailer): the issuer an
     /// authenticator app shows beside a TOTP code.
     pub product_name: String,
+    /// Social login providers and the app URLs a flow may answer to.
+    pub social: social::Social,
 }
 
 impl Settings {
@@ -141,7 +145,6 @@ impl Settings {
             database_url: SecretString::from(database_url.to_string()),
             amqp_url: SecretString::from(amqp_url.to_string()),
             addr,
-            public_url,
             bcrypt_cost,
             hash_concurrency,
             hash_queue,
@@ -173,6 +176,8 @@ impl Settings {
             ),
             outbox_retention: seconds("ACCOUNTS_OUTBOX_RETENTION_SECONDS", "604800")?,
             product_name: env.var("MAILER_PRODUCT_NAME", "Accounts"),
+            social: social::from_env(&env, &public_url)?,
+            public_url,
         })
     }
 

@@ -223,6 +223,65 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    identities (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        provider -> Text,
+        issuer -> Text,
+        subject -> Text,
+        email -> Nullable<Text>,
+        created_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    social_link_tickets (digest) {
+        digest -> Bytea,
+        user_id -> Uuid,
+        session_id -> Uuid,
+        provider -> Text,
+        token_version -> Int4,
+        email_epoch -> Int4,
+        redirect_to -> Text,
+        app_state -> Nullable<Text>,
+        code_challenge -> Text,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    social_states (digest) {
+        digest -> Bytea,
+        provider -> Text,
+        browser -> Bytea,
+        nonce -> Text,
+        pkce_verifier -> Text,
+        redirect_to -> Text,
+        app_state -> Nullable<Text>,
+        code_challenge -> Text,
+        link_user_id -> Nullable<Uuid>,
+        link_session_id -> Nullable<Uuid>,
+        token_version -> Nullable<Int4>,
+        email_epoch -> Nullable<Int4>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    social_codes (digest) {
+        digest -> Bytea,
+        user_id -> Uuid,
+        provider -> Text,
+        code_challenge -> Text,
+        token_version -> Int4,
+        email_epoch -> Int4,
+        expires_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::joinable!(email_changes -> users (user_id));
 diesel::joinable!(user_roles -> users (user_id));
@@ -235,6 +294,7 @@ diesel::joinable!(totp_authenticators -> users (user_id));
 diesel::joinable!(recovery_codes -> users (user_id));
 diesel::joinable!(mfa_challenges -> users (user_id));
 diesel::joinable!(mfa_failures -> users (user_id));
+diesel::joinable!(identities -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     refresh_tokens,
@@ -248,5 +308,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     totp_authenticators,
     recovery_codes,
     mfa_challenges,
-    mfa_failures
+    mfa_failures,
+    identities
 );

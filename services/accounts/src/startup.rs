@@ -27,6 +27,7 @@ use crate::{
     outbox::relay::{self, OutboxRelay},
     routes,
     routes::openapi,
+    signin::social::providers::{self, Providers},
     state::AppState,
     throttle::{ClientRate, LoginGuard},
     tokens::{KeyError, SealingKey, SealingKeyError, TokenIssuer},
@@ -128,6 +129,8 @@ impl Application {
         let next_pool = Arc::new(AtomicUsize::new(0));
         let tokens = Arc::new(TokenIssuer::load(&settings)?);
         let pages = Arc::new(Pages::new());
+        let social = Arc::new(Providers::new(&settings.social, &settings.public_url));
+        tokio::spawn(social.clone().keep_discovered(shutdown.clone()));
         let metrics = telemetry::metrics_handle();
         let login_guard = Arc::new(LoginGuard::new(settings.lockout));
         let client_rate = Arc::new(ClientRate::default());
@@ -146,6 +149,8 @@ impl Application {
                 tokens: tokens.clone(),
                 sealing: sealing.clone(),
                 pages: pages.clone(),
+                social: social.clone(),
+                http: providers::http_client(),
                 metrics: metrics.clone(),
             });
             App::new()

@@ -7,6 +7,7 @@ use crate::{
     db::Pool,
     hashing::PasswordHasher,
     http::pages::Pages,
+    signin::social::providers::Providers,
     throttle::{ClientRate, LoginGuard},
     tokens::{SealingKey, TokenIssuer},
 };
@@ -26,5 +27,9 @@ pub struct AppState {
     /// Seals what is kept to be read back: a family's current refresh token, for its grace window.
     pub sealing: Arc<SealingKey>,
     pub pages: Arc<Pages>,
+    /// The social login providers, discovered in the background.
+    pub social: Arc<Providers>,
+    /// This worker's client for talking to providers (no redirects followed).
+    pub http: reqwest::Client,
     pub metrics: PrometheusHandle,
 }

@@ -25,6 +25,10 @@ impl Pages {
                 include_str!("../../templates/reset_password.html"),
             ),
             ("action.html", include_str!("../../templates/action.html")),
+            (
+                "signed_in.html",
+                include_str!("../../templates/signed_in.html"),
+            ),
         ])
         .expect("the embedded page templates parse");
         tera.autoescape_on(vec![".html"]);
@@ -60,6 +64,10 @@ pub fn asset(name: &str) -> Option<(&'static str, &'static str)> {
         "action.js" => Some((
             "text/javascript; charset=utf-8",
             include_str!("../../assets/action.js"),
+        )),
+        "signed-in.js" => Some((
+            "text/javascript; charset=utf-8",
+            include_str!("../../assets/signed-in.js"),
         )),
         _ => None,
     }

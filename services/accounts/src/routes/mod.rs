@@ -11,6 +11,7 @@ pub(crate) mod mfa;
 pub(crate) mod password;
 pub mod schemas;
 pub(crate) mod sessions;
+pub(crate) mod social;
 pub(crate) mod user;
 pub(crate) mod users;
 
@@ -50,6 +51,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .delete(mfa::remove_totp),
         Endpoint::at("/api/user/mfa/totp/confirm").post(mfa::confirm_totp),
         Endpoint::at("/api/user/mfa/recovery-codes").post(mfa::regenerate_recovery_codes),
+        Endpoint::at("/api/auth/token").post(social::token),
+        Endpoint::at("/api/user/identities").get(social::list),
+        Endpoint::at("/api/user/identities/{provider}")
+            .post(social::link)
+            .delete(social::unlink),
+        Endpoint::at("/api/auth/{provider}/authorize").get(social::authorize),
+        Endpoint::at("/api/auth/{provider}/callback").get(social::callback),
         Endpoint::at("/api/admin/users").get(admin::list_users),
         Endpoint::at("/api/admin/users/{id}").get(admin::show_user),
         Endpoint::at("/api/admin/users/{id}/deactivate").post(admin::deactivate),
@@ -65,6 +73,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         Endpoint::at("/account/reset-password").get(password::reset_page),
         Endpoint::at("/account/revert-email").get(email::revert_page),
         Endpoint::at("/account/reject-sign-in").get(sessions::reject_sign_in_page),
+        Endpoint::at("/account/signed-in").get(social::signed_in_page),
         Endpoint::at("/account/assets/{name}").get(assets::asset),
         Endpoint::at("/.well-known/jwks.json").get(health::jwks),
         Endpoint::at("/healthz").get(health::healthz),

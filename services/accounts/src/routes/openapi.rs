@@ -13,8 +13,8 @@ use utoipa::{
 };
 
 use crate::routes::{
-    Endpoint, admin, confirm, email, health, mfa, password, schemas::ErrorBody, sessions, user,
-    users,
+    Endpoint, admin, confirm, email, health, mfa, password, schemas::ErrorBody, sessions, social,
+    user, users,
 };
 
 struct TokenAuth;
@@ -94,6 +94,8 @@ impl Modify for CommonResponses {
         users::register, users::login, users::login_second_factor, users::refresh, users::logout,
         mfa::status, mfa::enrol_totp, mfa::confirm_totp, mfa::remove_totp,
         mfa::regenerate_recovery_codes,
+        social::authorize, social::callback, social::token, social::list, social::link,
+        social::unlink, social::signed_in_page,
         user::current, user::update,
         confirm::confirm, confirm::resend, confirm::success_page, confirm::request_page,
         password::forgot, password::reset, password::reset_page,

@@ -20,7 +20,7 @@ use crate::{
     outbox,
     sessions::{self, Assurance, Ending},
     signin::devices,
-    signin::{self, Notice, PasswordOutcome, SecondFactorNeeded, mfa::Proof, password::Identifier},
+    signin::{self, Notice, Outcome, SecondFactorNeeded, mfa::Proof, password::Identifier},
     state::AppState,
     throttle::{self, HourlyLimit, Route},
     users::email_changes,
@@ -299,12 +299,16 @@ pub async fn login(
     };
     let outcome =
         signin::with_password(&state, identifier, SecretString::from(password), &from).await?;
-    Ok(HttpResponse::Ok().json(match outcome {
-        PasswordOutcome::SignedIn(body) => {
-            LoginResponse::User(Box::new(UserResponse { user: *body }))
-        }
-        PasswordOutcome::SecondFactor(needed) => LoginResponse::Mfa(needed.into()),
-    }))
+    Ok(login_answer(outcome))
+}
+
+/// What a login answers (a password's or a social one's): the user with its tokens, or the `mfa`
+/// challenge.
+pub fn login_answer(outcome: Outcome) -> HttpResponse {
+    HttpResponse::Ok().json(match outcome {
+        Outcome::SignedIn(body) => LoginResponse::User(Box::new(UserResponse { user: *body })),
+        Outcome::SecondFactor(needed) => LoginResponse::Mfa(needed.into()),
+    })
 }
 
 /// What a login answers: the user with tokens, or the second-factor challenge.

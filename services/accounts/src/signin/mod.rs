@@ -7,6 +7,7 @@ pub mod mfa;
 pub mod password;
 pub mod recovery;
 mod session;
+pub mod social;
 pub mod step_up;
 
 use chrono::Utc;
@@ -60,12 +61,64 @@ impl actix_web::FromRequest for Client {
     }
 }
 
-/// What a correct password leads to.
-pub enum PasswordOutcome {
+/// What a correct first factor (a password, a social sign-in) leads to.
+pub enum Outcome {
     /// Signed in: the user with its tokens.
     SignedIn(Box<UserBody>),
     /// The account has a second factor: finish with `POST /api/users/login/mfa`.
     SecondFactor(SecondFactorNeeded),
+}
+
+/// What [`begin_or_challenge`] did, before the tokens are signed (outside the transaction).
+pub enum Began {
+    SignedIn(Box<SignedIn>),
+    SecondFactor(SecondFactorNeeded),
+}
+
+impl Began {
+    /// The answer, counted.
+    pub fn answer(self, state: &AppState) -> Outcome {
+        match self {
+            Began::SecondFactor(needed) => Outcome::SecondFactor(needed),
+            Began::SignedIn(signed_in) => {
+                metrics::counter!("accounts_logins_total", "outcome" => "ok").increment(1);
+                Outcome::SignedIn(Box::new(signed_in.into_body(state)))
+            }
+        }
+    }
+}
+
+/// After a first factor (`first`) of `user` (locked, checked active): the `mfa` challenge when
+/// the account has a second factor, else the session. `via` joins the audit details (a social
+/// sign-in's provider).
+pub async fn begin_or_challenge(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    user: &User,
+    first: &Assurance,
+    client: &Client,
+    via: serde_json::Value,
+) -> QueryResult<Began> {
+    if mfa::enabled(conn, user.id).await? {
+        let challenge = challenge::issue(conn, user, &first.amr).await?;
+        let mut details = json!({ "methods": ["totp", "recovery_code"], "amr": first.amr });
+        merge(&mut details, via);
+        let origin = client.origin().by(user.id);
+        audit::record(conn, &origin, "login.second_factor", Some(user.id), details).await?;
+        return Ok(Began::SecondFactor(SecondFactorNeeded {
+            challenge,
+            methods: vec!["totp", "recovery_code"],
+            expires_in: challenge::LIFETIME.num_seconds(),
+        }));
+    }
+    let signed_in = complete(conn, state, user, first, client, via).await?;
+    Ok(Began::SignedIn(Box::new(signed_in)))
+}
+
+fn merge(details: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(details), serde_json::Value::Object(extra)) = (details.as_object_mut(), extra) {
+        details.extend(extra);
+    }
 }
 
 /// The `mfa` answer of a password login.
@@ -83,7 +136,7 @@ pub async fn with_password(
     identifier: Identifier<'_>,
     password: SecretString,
     client: &Client,
-) -> Result<PasswordOutcome, ApiError> {
+) -> Result<Outcome, ApiError> {
     // Turned away before any database work, so a flood's 429s stay fast.
     state.hasher.check_capacity()?;
     let identified = password::identify(state, identifier, &client.addr, Utc::now()).await?;
@@ -132,19 +185,8 @@ pub async fn with_password(
                 return Ok(None);
             }
             let first = Assurance::password();
-            if mfa::enabled(conn, user.id).await? {
-                let challenge = challenge::issue(conn, &user, &first.amr).await?;
-                let details = json!({ "methods": ["totp", "recovery_code"] });
-                let origin = origin.clone().by(user.id);
-                audit::record(conn, &origin, "login.second_factor", Some(user.id), details).await?;
-                return Ok(Some(Err(SecondFactorNeeded {
-                    challenge,
-                    methods: vec!["totp", "recovery_code"],
-                    expires_in: challenge::LIFETIME.num_seconds(),
-                })));
-            }
             Ok(Some(
-                Ok(complete(conn, state, &user, &first, client).await?),
+                begin_or_challenge(conn, state, &user, &first, client, json!({})).await?,
             ))
         })
         .await
@@ -152,13 +194,7 @@ pub async fn with_password(
     .await?;
     match outcome {
         None => Err(bad_login),
-        Some(Err(needed)) => Ok(PasswordOutcome::SecondFactor(needed)),
-        Some(Ok(signed_in)) => {
-            metrics::counter!("accounts_logins_total", "outcome" => "ok").increment(1);
-            Ok(PasswordOutcome::SignedIn(Box::new(
-                signed_in.into_body(state),
-            )))
-        }
+        Some(began) => Ok(began.answer(state)),
     }
 }
 
@@ -194,7 +230,8 @@ pub async fn with_second_factor(
                         amr: pending.amr.clone(),
                     }
                     .with_second_factor("otp");
-                    let signed_in = complete(conn, state, &user, &assurance, client).await?;
+                    let signed_in =
+                        complete(conn, state, &user, &assurance, client, json!({})).await?;
                     Ok(Finish::SignedIn(Box::new(signed_in)))
                 }
             }
@@ -264,6 +301,7 @@ pub async fn complete(
     user: &User,
     assurance: &Assurance,
     client: &Client,
+    via: serde_json::Value,
 ) -> QueryResult<SignedIn> {
     let user = users::record_login(conn, user.id)
         .await?
@@ -279,7 +317,8 @@ pub async fn complete(
     )
     .await?;
     let grants = authz::grants(conn, &user).await?;
-    let details = json!({ "session": started.session.id, "amr": assurance.amr });
+    let mut details = json!({ "session": started.session.id, "amr": assurance.amr });
+    merge(&mut details, via);
     let origin = client.origin().by(user.id);
     audit::record(conn, &origin, "login.succeeded", Some(user.id), details).await?;
     Ok(SignedIn {

@@ -12,7 +12,7 @@ use crate::{
     audit::{self, Origin},
     http::telemetry::RequestId,
     outbox, sessions,
-    signin::{devices, mfa},
+    signin::{devices, mfa, social},
     state::AppState,
     users::links,
     users::{self, User},
@@ -60,6 +60,8 @@ pub async fn take_back(
     // (no mail tells of it) would let the intruder back in after the reset. The owner, signed in
     // again with the authenticator, makes a new set.
     mfa::recovery_codes::remove_all(conn, user.id).await?;
+    // A provider account the intruder linked would sign them straight back in.
+    social::identities::unlink_since(conn, user.id, since).await?;
     if removed_totp {
         mfa::after_removal(conn, &user, request_id).await?;
     }

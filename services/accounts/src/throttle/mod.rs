@@ -15,7 +15,7 @@ mod login;
 mod memory;
 mod rate;
 
-pub use hourly::{HourlyLimit, already_spent, hourly, mail_limits};
+pub use hourly::{HourlyLimit, TOO_MANY_FROM_CLIENT, already_spent, hourly, mail_limits};
 pub use login::LoginGuard;
 pub use rate::{ClientRate, Route};
 

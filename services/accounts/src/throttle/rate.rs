@@ -28,6 +28,8 @@ pub enum Route {
     Registration,
     /// Password resets and confirmation resends.
     MailRequest,
+    /// Social sign-ins started (each keeps a flow).
+    SocialSignIn,
 }
 
 pub struct ClientRate {

@@ -91,6 +91,9 @@ pub struct UserBody {
     pub phone_number: String,
     pub address: String,
     pub verified: bool,
+    /// Whether a password signs in to the account (a social-only account sets one through the
+    /// reset flow).
+    pub has_password: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -118,6 +121,7 @@ impl From<User> for UserBody {
             phone_number: user.phone_number,
             address: user.address,
             verified: user.verified,
+            has_password: user.password_hash.is_some(),
             created_at: user.created_at,
             updated_at: user.updated_at,
             token: None,

@@ -23,4 +23,5 @@ mod refusals;
 mod register;
 mod revocation;
 mod sessions;
+mod social;
 mod throttle;

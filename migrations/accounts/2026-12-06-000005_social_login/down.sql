@@ -1,0 +1,4 @@
+DROP TABLE social_codes;
+DROP TABLE social_states;
+DROP TABLE social_link_tickets;
+DROP TABLE identities;

@@ -1,0 +1,679 @@
+//! Social login: a provider vouches for who signed in there, and the sign-in ends in the same
+//! session start as a password's (or in the same `mfa` challenge).
+//!
+//! 1. [`start`]: the app's request (or a signed-in user's link ticket) becomes a flow kept
+//!    server-side, bound to the browser by a cookie, and the browser goes to the provider.
+//! 2. [`callback`]: the provider's answer is checked against the flow (this provider, this
+//!    browser, its PKCE verifier and nonce), the provider account resolved to a user by the four
+//!    rules below, and the browser goes back to the app with our one-time code.
+//! 3. [`redeem`]: the app trades the code and its verifier for what a password login answers.
+//!
+//! Whom a provider account signs in: a known `(issuer, subject)`, its user; otherwise, without an
+//! address the provider vouches for, nobody (`email_unverified`); otherwise, when an account has
+//! that address, nobody (`account_exists`: a provider's "verified" is historical, so linking needs
+//! the owner, signed in, to link); otherwise a new account.
+
+pub mod identities;
+pub mod providers;
+pub mod store;
+
+use actix_web::http::header::HeaderValue;
+use chrono::Utc;
+use diesel::QueryResult;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use events::{Event, IdentityLinked, IdentityUnlinked, UserRegistered};
+use serde_json::json;
+use url::Url;
+use uuid::Uuid;
+
+use super::{Client, Outcome, begin_or_challenge};
+use crate::{
+    audit::{self, Origin},
+    auth::Authenticated,
+    db,
+    domain::{EmailAddress, FieldErrors, profile},
+    http::error::ApiError,
+    outbox,
+    sessions::Assurance,
+    state::AppState,
+    throttle::{self, HourlyLimit, Route},
+    users::{self, NewUser, User, email_changes, links},
+};
+use providers::{Provider, ProviderAccount, ProviderError};
+use store::{AppRequest, Flow, Linking};
+
+pub const UNKNOWN_FLOW: &str =
+    "This sign-in is unknown, used, expired or was started in another browser. Start again.";
+pub const BAD_SOCIAL_CODE: &str = "The code is invalid or expired.";
+pub const BAD_VERIFIER: &str = "The code_verifier does not match the code_challenge.";
+pub const REDIRECT_NOT_ALLOWED: &str = "This redirect_to is not in ACCOUNTS_SOCIAL_REDIRECTS.";
+pub const CHALLENGE_NEEDED: &str =
+    "Send the S256 code_challenge of a code_verifier (43 base64url characters).";
+pub const BAD_TICKET: &str = "This link request is invalid or expired. Start it again.";
+pub const LAST_WAY_IN: &str = "This is the last way to sign in to this account. Set a password or link another account first.";
+pub const NOT_LINKED: &str = "No account of this provider is linked.";
+pub const PROVIDER_UNAVAILABLE: &str = "The sign-in provider cannot be reached. Try again shortly.";
+/// Social flows one client may start in an hour (each writes a row).
+const FLOWS_PER_CLIENT_HOUR: u32 = 120;
+/// The longest `state` an app may have echoed back.
+const MAX_APP_STATE: usize = 512;
+
+/// The browser-binding cookie's name: `__Host-` where the public URL is HTTPS.
+pub fn cookie_name(state: &AppState) -> &'static str {
+    if state.settings.public_url.scheme() == "https" {
+        "__Host-accounts-social"
+    } else {
+        "accounts-social"
+    }
+}
+
+/// The `Set-Cookie` value binding a flow to this browser (HttpOnly, SameSite=Lax).
+pub fn binding_cookie(state: &AppState, value: &str) -> HeaderValue {
+    let secure = if state.settings.public_url.scheme() == "https" {
+        "; Secure"
+    } else {
+        ""
+    };
+    let max_age = store::STATE_LIFETIME.num_seconds();
+    HeaderValue::from_str(&format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+        cookie_name(state)
+    ))
+    .expect("a base64url value is a valid header")
+}
+
+/// How a flow begins: an app's sign-in, or a signed-in user's link ticket.
+pub enum Start {
+    App(AppRequest),
+    Link(String),
+}
+
+/// Where to send the browser, and the cookie value to set when the browser had none.
+pub struct Started {
+    pub location: Url,
+    pub new_browser: Option<String>,
+}
+
+fn provider<'a>(state: &'a AppState, name: &str) -> Result<&'a Provider, ApiError> {
+    state
+        .social
+        .get(name)
+        .map(AsRef::as_ref)
+        .ok_or(ApiError::NotFound)
+}
+
+/// Checks what an app asks for: a listed `redirect_to`, an S256 `code_challenge`, a bounded state.
+pub fn app_request(
+    state: &AppState,
+    redirect_to: Option<String>,
+    code_challenge: Option<String>,
+    app_state: Option<String>,
+) -> Result<AppRequest, ApiError> {
+    let mut errors = FieldErrors::new();
+    let redirect_to = redirect_to.unwrap_or_default();
+    if !state.settings.social.redirects.contains(&redirect_to) {
+        crate::domain::push_error(&mut errors, "redirect_to", REDIRECT_NOT_ALLOWED);
+    }
+    let code_challenge = code_challenge.unwrap_or_default();
+    if !store::is_s256_challenge(&code_challenge) {
+        crate::domain::push_error(&mut errors, "code_challenge", CHALLENGE_NEEDED);
+    }
+    if app_state.as_ref().is_some_and(|s| s.len() > MAX_APP_STATE) {
+        crate::domain::push_error(
+            &mut errors,
+            "state",
+            format!("Ensure this field has no more than {MAX_APP_STATE} characters."),
+        );
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    Ok(AppRequest {
+        redirect_to,
+        app_state,
+        code_challenge,
+    })
+}
+
+/// `GET /api/auth/{provider}/authorize`: keeps the flow and says where the browser goes.
+/// Anonymous, so limited per client before anything is written.
+pub async fn start(
+    state: &AppState,
+    provider_name: &str,
+    start: Start,
+    browser: Option<&str>,
+    client: &Client,
+) -> Result<Started, ApiError> {
+    let provider = provider(state, provider_name)?;
+    state.client_rate.admit(Route::SocialSignIn, &client.addr)?;
+    let mut conn = state.pool.get().await?;
+    let limit = HourlyLimit {
+        bucket: "social:client",
+        key: client.addr.throttle_key(),
+        per_hour: FLOWS_PER_CLIENT_HOUR,
+        cost: 1,
+        message: throttle::TOO_MANY_FROM_CLIENT,
+    };
+    throttle::hourly(&mut conn, vec![limit], Utc::now()).await?;
+    let (app, linking) = match start {
+        Start::App(app) => (app, None),
+        Start::Link(ticket) => {
+            let (linking, app) = store::take_ticket(&mut conn, &ticket, provider.name())
+                .await?
+                .ok_or_else(|| ApiError::field("link", BAD_TICKET))?;
+            (app, Some(linking))
+        }
+    };
+    let flow = Flow {
+        nonce: store::random(32),
+        pkce_verifier: store::random(32),
+        app,
+        linking,
+        created_at: Utc::now(),
+    };
+    let new_browser = browser
+        .filter(|b| b.len() == 43)
+        .is_none()
+        .then(|| store::random(32));
+    let browser = new_browser.as_deref().or(browser).unwrap_or_default();
+    let our_state = store::begin_flow(&mut conn, provider.name(), browser, &flow).await?;
+    let location = provider
+        .authorize_url(&our_state, &flow.nonce, &flow.pkce_verifier)
+        .map_err(|_| ApiError::Unavailable(anyhow::anyhow!(PROVIDER_UNAVAILABLE)))?;
+    Ok(Started {
+        location,
+        new_browser,
+    })
+}
+
+/// What a provider sent back to our callback.
+#[derive(Debug, Default)]
+pub struct Returned {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub iss: Option<String>,
+    pub error: Option<String>,
+}
+
+/// `GET /api/auth/{provider}/callback`: where the browser goes next (the app's `redirect_to`
+/// with our code, or with an error). A callback whose flow is unknown, spent, expired, another
+/// provider's or another browser's is 400: there is no trusted place to send it.
+pub async fn callback(
+    state: &AppState,
+    provider_name: &str,
+    returned: Returned,
+    browser: Option<&str>,
+    client: &Client,
+    locale: String,
+) -> Result<Url, ApiError> {
+    let provider = provider(state, provider_name)?;
+    let unknown = || ApiError::field("state", UNKNOWN_FLOW);
+    let (Some(our_state), Some(browser)) = (returned.state.as_deref(), browser) else {
+        return Err(unknown());
+    };
+    let mut conn = state.pool.get().await?;
+    let Some(flow) = store::take_flow(&mut conn, our_state, provider.name(), browser).await? else {
+        if store::flow_exists(&mut conn, our_state).await? {
+            let details = json!({ "provider": provider.name() });
+            audit::record(&mut conn, &client.origin(), "social.refused", None, details).await?;
+        }
+        return Err(unknown());
+    };
+    drop(conn);
+    let app = flow.app.clone();
+    let answer = match returned.error.as_deref() {
+        Some("access_denied") => Err(Refusal::new(
+            "access_denied",
+            "The sign-in was cancelled at the provider.",
+        )),
+        Some(_) => Err(Refusal::new(
+            "server_error",
+            "The provider could not sign you in.",
+        )),
+        None => signed_in_at_provider(state, provider, &flow, returned, client, locale).await,
+    };
+    let mut location = Url::parse(&app.redirect_to).expect("listed redirects are absolute URLs");
+    {
+        let mut query = location.query_pairs_mut();
+        match &answer {
+            Ok(code) => {
+                query.append_pair("code", code);
+            }
+            Err(refusal) => {
+                query.append_pair("error", refusal.error);
+                query.append_pair("error_description", refusal.description);
+            }
+        }
+        if let Some(app_state) = &app.app_state {
+            query.append_pair("state", app_state);
+        }
+    }
+    Ok(location)
+}
+
+/// Why a callback sends the browser back without a code.
+struct Refusal {
+    error: &'static str,
+    description: &'static str,
+}
+
+impl Refusal {
+    fn new(error: &'static str, description: &'static str) -> Self {
+        Self { error, description }
+    }
+}
+
+impl From<diesel::result::Error> for Refusal {
+    fn from(error: diesel::result::Error) -> Self {
+        tracing::error!(%error, "a social sign-in failed on the database");
+        Refusal::new("server_error", "Something went wrong. Try again.")
+    }
+}
+
+impl From<ProviderError> for Refusal {
+    fn from(error: ProviderError) -> Self {
+        match error {
+            ProviderError::Unavailable => Refusal::new("server_error", PROVIDER_UNAVAILABLE),
+            ProviderError::Rejected(_) => Refusal::new(
+                "invalid_request",
+                "The provider's answer failed a check. Start again.",
+            ),
+        }
+    }
+}
+
+/// The provider's code redeemed and resolved to a user: our code for the app.
+async fn signed_in_at_provider(
+    state: &AppState,
+    provider: &Provider,
+    flow: &Flow,
+    returned: Returned,
+    client: &Client,
+    locale: String,
+) -> Result<String, Refusal> {
+    if let (Some(iss), Some(issuer)) = (returned.iss.as_deref(), provider.issuer()) {
+        // RFC 9207: an answer naming another issuer is a mix-up.
+        if iss != issuer {
+            return Err(Refusal::new(
+                "invalid_request",
+                "The answer came from another issuer.",
+            ));
+        }
+    }
+    let code = returned.code.ok_or(Refusal::new(
+        "invalid_request",
+        "The provider sent no code.",
+    ))?;
+    let account = provider
+        .account(&state.http, &code, &flow.pkce_verifier, &flow.nonce)
+        .await?;
+    let mut conn = state.pool.get().await.map_err(|e| {
+        tracing::error!(error = %e, "no database connection for a social sign-in");
+        Refusal::new("server_error", "Something went wrong. Try again.")
+    })?;
+    let origin = client.origin();
+    // Two first sign-ins of one provider account race on the unique indexes; the loser finds
+    // the winner's account on its second pass.
+    for _ in 0..2 {
+        let resolved = db::retrying(async || {
+            conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+                resolve(
+                    conn, state, provider, flow, &account, &origin, client, &locale,
+                )
+                .await
+            })
+            .await
+        })
+        .await;
+        match resolved {
+            Ok(answer) => return answer,
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            )) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Refusal::new(
+        "server_error",
+        "Something went wrong. Try again.",
+    ))
+}
+
+/// Whom `account` signs in (or links, for a link flow), and our code for them. In a
+/// transaction; the user's row is locked before anything is linked or created for it.
+#[allow(clippy::too_many_arguments)]
+async fn resolve(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    provider: &Provider,
+    flow: &Flow,
+    account: &ProviderAccount,
+    origin: &Origin,
+    client: &Client,
+    locale: &str,
+) -> QueryResult<Result<String, Refusal>> {
+    let known = identities::find(conn, account).await?;
+    let user = if let Some(linking) = flow.linking {
+        let Some(user) = users::lock(conn, linking.user_id).await? else {
+            return Ok(Err(Refusal::new("access_denied", "The account is gone.")));
+        };
+        if !linking.still_holds_for(&user) {
+            return Ok(Err(Refusal::new(
+                "invalid_request",
+                "The account changed since the link began (a password reset or a recovery). Start again.",
+            )));
+        }
+        match known {
+            Some(identity) if identity.user_id != user.id => {
+                return Ok(Err(Refusal::new(
+                    "identity_taken",
+                    "This provider account is linked to another account.",
+                )));
+            }
+            Some(identity) => {
+                identities::used(conn, identity.id, account.email.as_deref()).await?;
+            }
+            None => {
+                if let Err(refusal) = link(
+                    conn, state, provider, &user, linking, account, origin, client,
+                )
+                .await?
+                {
+                    return Ok(Err(refusal));
+                }
+            }
+        }
+        user
+    } else if let Some(identity) = known {
+        let Some(user) = users::lock(conn, identity.user_id).await? else {
+            return Ok(Err(Refusal::new("access_denied", "The account is gone.")));
+        };
+        identities::used(conn, identity.id, account.email.as_deref()).await?;
+        user
+    } else {
+        let vouched = account
+            .email
+            .as_deref()
+            .filter(|_| account.email_verified && provider.settings.trust_email)
+            .and_then(|email| EmailAddress::parse(email).ok());
+        let Some(email) = vouched else {
+            return Ok(Err(Refusal::new(
+                "email_unverified",
+                "The provider does not vouch for an email address of this account.",
+            )));
+        };
+        email_changes::lock_address(conn, email.as_str()).await?;
+        if users::find_by_email(conn, email.as_str()).await?.is_some()
+            || email_changes::reserved_for_another(conn, email.as_str(), None).await?
+        {
+            let details = json!({ "provider": provider.name() });
+            audit::record(conn, origin, "social.account_exists", None, details).await?;
+            return Ok(Err(Refusal::new(
+                "account_exists",
+                "An account with this email address exists. Sign in to it and link this provider from the account.",
+            )));
+        }
+        create_account(conn, provider, &email, account, origin, client, locale).await?
+    };
+    if !user.active {
+        return Ok(Err(Refusal::new(
+            "access_denied",
+            "This account is deactivated.",
+        )));
+    }
+    let code = store::issue_code(conn, &user, provider.name(), &flow.app.code_challenge).await?;
+    Ok(Ok(code))
+}
+
+/// Links `account` to `user` (locked), audited and mailed with a "this wasn't me" link that
+/// rejects the session that asked for the link.
+#[allow(clippy::too_many_arguments)]
+async fn link(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    provider: &Provider,
+    user: &User,
+    linking: Linking,
+    account: &ProviderAccount,
+    origin: &Origin,
+    client: &Client,
+) -> QueryResult<Result<(), Refusal>> {
+    let Some(identity) = identities::link(conn, user.id, provider.name(), account).await? else {
+        return Ok(Err(Refusal::new(
+            "invalid_request",
+            "An account of this provider is already linked. Unlink it first.",
+        )));
+    };
+    let origin = origin.clone().by(user.id);
+    let details = json!({ "provider": provider.name(), "identity": identity.id });
+    audit::record(conn, &origin, "identity.linked", Some(user.id), details).await?;
+    let reject = links::sign_in_reject(state, user, linking.session_id);
+    let event = Event::IdentityLinked(IdentityLinked {
+        user_id: user.id,
+        email: user.email.clone(),
+        username: user.username.clone(),
+        provider: provider.settings.display_name(),
+        provider_email: account.email.clone(),
+        linked_at: Utc::now(),
+        ip: origin.client_ip.clone(),
+        reject_url: reject.url,
+        reject_expires_at: reject.expires_at,
+        locale: user.locale.clone(),
+    });
+    outbox::enqueue(conn, event, &client.request_id).await?;
+    Ok(Ok(()))
+}
+
+/// A new account for a provider account nobody here has: its vouched-for address (verified),
+/// a free username from the provider's, names and picture from the claims, no password.
+#[allow(clippy::too_many_arguments)]
+async fn create_account(
+    conn: &mut AsyncPgConnection,
+    provider: &Provider,
+    email: &EmailAddress,
+    account: &ProviderAccount,
+    origin: &Origin,
+    client: &Client,
+    locale: &str,
+) -> QueryResult<User> {
+    let mut ignored = FieldErrors::new();
+    let mut username = account
+        .username
+        .as_deref()
+        .and_then(|u| profile::username(&mut ignored, u))
+        .filter(|_| ignored.is_empty());
+    if let Some(candidate) = &username
+        && users::find_by_username(conn, candidate).await?.is_some()
+    {
+        username = None;
+    }
+    let text = |field: &str, value: &Option<String>| {
+        let mut errors = FieldErrors::new();
+        let value = profile::text(&mut errors, field, value.as_deref().unwrap_or_default());
+        if errors.is_empty() {
+            value
+        } else {
+            String::new()
+        }
+    };
+    let first_name = text("first_name", &account.given_name);
+    let last_name = text("last_name", &account.family_name);
+    let image = account.picture.as_deref().and_then(|p| {
+        let mut errors = FieldErrors::new();
+        profile::image(&mut errors, p).filter(|_| errors.is_empty())
+    });
+    let new_user = NewUser {
+        id: Uuid::now_v7(),
+        email: email.as_str(),
+        username: username.as_deref(),
+        password_hash: None,
+        first_name: &first_name,
+        last_name: &last_name,
+        phone_number: "",
+        address: "",
+        terms_accepted_at: None,
+        locale,
+    };
+    let user = users::insert(conn, &new_user).await?;
+    let user = users::mark_verified(conn, user.id, &user.email, user.email_epoch)
+        .await?
+        .ok_or(diesel::result::Error::NotFound)?;
+    let user = match image {
+        Some(image) => {
+            let changes = users::UserChanges {
+                image: Some(Some(image)),
+                ..Default::default()
+            };
+            users::update(conn, user.id, &changes).await?
+        }
+        None => user,
+    };
+    let identity = identities::link(conn, user.id, provider.name(), account)
+        .await?
+        .ok_or_else(|| {
+            diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                Box::new("the provider account was linked meanwhile".to_string()),
+            )
+        })?;
+    let event = Event::UserRegistered(UserRegistered {
+        user_id: user.id,
+        email: user.email.clone(),
+        username: user.username.clone(),
+        confirmation_url: None,
+        confirmation_expires_at: None,
+        locale: user.locale.clone(),
+    });
+    outbox::enqueue(conn, event, &client.request_id).await?;
+    let origin = origin.clone().by(user.id);
+    let details = json!({ "provider": provider.name(), "identity": identity.id });
+    audit::record(conn, &origin, "user.registered", Some(user.id), details).await?;
+    Ok(user)
+}
+
+/// `POST /api/auth/token`: our code and the app's verifier → what a password login answers.
+/// The code is spent first, whatever follows.
+pub async fn redeem(
+    state: &AppState,
+    code: &str,
+    verifier: &str,
+    client: &Client,
+) -> Result<Outcome, ApiError> {
+    let mut conn = state.pool.get().await?;
+    let Some(redeemed) = store::spend_code(&mut conn, code).await? else {
+        return Err(ApiError::field("code", BAD_SOCIAL_CODE));
+    };
+    if !store::verifier_matches(verifier, &redeemed.code_challenge) {
+        return Err(ApiError::field("code_verifier", BAD_VERIFIER));
+    }
+    let first = Assurance {
+        amr: vec!["oauth".into()],
+    };
+    let began = db::retrying(async || {
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            let Some(user) = users::lock(conn, redeemed.user_id).await? else {
+                return Ok(None);
+            };
+            let holds = user.active
+                && user.token_version == redeemed.token_version
+                && user.email_epoch == redeemed.email_epoch;
+            if !holds {
+                return Ok(None);
+            }
+            let via = json!({ "provider": redeemed.provider });
+            Ok(Some(
+                begin_or_challenge(conn, state, &user, &first, client, via).await?,
+            ))
+        })
+        .await
+    })
+    .await?;
+    let began = began.ok_or_else(|| ApiError::field("code", BAD_SOCIAL_CODE))?;
+    Ok(began.answer(state))
+}
+
+/// `POST /api/user/identities/{provider}`: a one-time ticket (60 s) for the caller, already
+/// stepped up, and the absolute authorize URL that carries it.
+pub async fn begin_link(
+    state: &AppState,
+    auth: &Authenticated,
+    provider_name: &str,
+    app: AppRequest,
+) -> Result<Url, ApiError> {
+    let provider = provider(state, provider_name)?;
+    let mut conn = state.pool.get().await?;
+    let ticket = db::retrying(async || {
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            let Some(user) = users::lock(conn, auth.user.id).await? else {
+                return Ok(None);
+            };
+            if !auth.holds(conn, &user).await? {
+                return Ok(None);
+            }
+            let linking = Linking::of(&user, auth.session_id);
+            Ok(Some(
+                store::issue_ticket(conn, provider.name(), linking, &app).await?,
+            ))
+        })
+        .await
+    })
+    .await?
+    .ok_or_else(ApiError::bad_token)?;
+    let mut url = state
+        .settings
+        .public_link(&format!("api/auth/{}/authorize", provider.name()));
+    url.query_pairs_mut().append_pair("link", &ticket);
+    Ok(url)
+}
+
+/// `DELETE /api/user/identities/{provider}` for the caller, already stepped up: never the last
+/// way in. Audited and mailed.
+pub async fn unlink(
+    state: &AppState,
+    auth: &Authenticated,
+    provider_name: &str,
+    origin: &Origin,
+    client: &Client,
+) -> Result<(), ApiError> {
+    let display = state
+        .social
+        .get(provider_name)
+        .map(|p| p.settings.display_name())
+        .unwrap_or_else(|| provider_name.to_string());
+    let mut conn = state.pool.get().await?;
+    db::retrying(async || {
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            let Some(user) = users::lock(conn, auth.user.id).await? else {
+                return Ok(Err(ApiError::bad_token()));
+            };
+            if !auth.holds(conn, &user).await? {
+                return Ok(Err(ApiError::bad_token()));
+            }
+            let linked = identities::of_user(conn, user.id).await?;
+            if !linked.iter().any(|i| i.provider == provider_name) {
+                return Ok(Err(ApiError::field("provider", NOT_LINKED)));
+            }
+            if user.password_hash.is_none() && linked.len() == 1 {
+                return Ok(Err(ApiError::field("provider", LAST_WAY_IN)));
+            }
+            identities::unlink(conn, user.id, provider_name).await?;
+            let origin = origin.clone().by(user.id);
+            let details = json!({ "provider": provider_name });
+            audit::record(conn, &origin, "identity.unlinked", Some(user.id), details).await?;
+            let event = Event::IdentityUnlinked(IdentityUnlinked {
+                user_id: user.id,
+                email: user.email.clone(),
+                username: user.username.clone(),
+                provider: display.clone(),
+                unlinked_at: Utc::now(),
+                ip: origin.client_ip.clone(),
+                locale: user.locale.clone(),
+            });
+            outbox::enqueue(conn, event, &client.request_id).await?;
+            Ok(Ok(()))
+        })
+        .await
+    })
+    .await?
+}
