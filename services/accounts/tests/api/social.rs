@@ -891,3 +891,147 @@ async fn the_signed_in_page_starts_a_flow_and_serves_its_script_under_the_pages_
         .unwrap();
     assert_eq!(script.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn parallel_first_sign_ins_of_one_provider_account_make_one_account() {
+    let w = world().await;
+    for trial in 0..3 {
+        let login = new_login();
+        let email = format!("{login}@example.org");
+        w.put_account(&login, &email, true).await;
+        let mut flows = Vec::new();
+        for _ in 0..6 {
+            let with = App::new();
+            let mut browser = Browser::default();
+            let callback = w
+                .to_provider_and_back("dev", &with, &mut browser, &login)
+                .await;
+            flows.push((with, browser, callback));
+        }
+        let backs = futures_util::future::join_all(
+            flows
+                .iter()
+                .map(|(_, browser, callback)| w.callback(callback, browser)),
+        )
+        .await;
+        let mut users = std::collections::BTreeSet::new();
+        for ((with, _, _), back) in flows.iter().zip(backs) {
+            let back = location(&back);
+            let code = param(&back, "code").unwrap_or_else(|| panic!("trial {trial}: {back}"));
+            let answer: Value = w.redeem(&code, &with.verifier).await.json().await.unwrap();
+            users.insert(answer["user"]["id"].as_str().unwrap().to_string());
+        }
+        assert_eq!(users.len(), 1, "trial {trial}: {users:?}");
+        let same = format!("SELECT count(*) AS n FROM users WHERE email = '{email}'");
+        assert_eq!(count(&w.app, &same).await, 1);
+    }
+}
+
+#[tokio::test]
+async fn one_code_redeemed_twenty_times_at_once_signs_in_once() {
+    let w = world().await;
+    let login = new_login();
+    w.put_account(&login, &format!("{login}@example.org"), true)
+        .await;
+    for trial in 0..3 {
+        let with = App::new();
+        let code = param(&w.sign_in("dev", &with, &login).await, "code").unwrap();
+        let answers =
+            futures_util::future::join_all((0..20).map(|_| w.redeem(&code, &with.verifier))).await;
+        let statuses: Vec<StatusCode> = answers.iter().map(|a| a.status()).collect();
+        let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+        let refused = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::BAD_REQUEST)
+            .count();
+        assert_eq!((ok, refused), (1, 19), "trial {trial}: {statuses:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_starting_too_many_sign_ins_is_refused_without_a_write() {
+    let w = world().await;
+    let flooder = crate::helpers::client(Some("127.0.0.77".parse().unwrap()));
+    let with = App::new();
+    let mut url = Url::parse(&w.app.url("/api/auth/dev/authorize")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("redirect_to", APP)
+        .append_pair("code_challenge", &with.challenge());
+    let states = "SELECT count(*) AS n FROM social_states";
+    let before = count(&w.app, states).await;
+    let mut started = 0;
+    let mut refused = 0;
+    for _ in 0..150 {
+        match flooder.get(url.as_str()).send().await.unwrap().status() {
+            StatusCode::FOUND => started += 1,
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            other => panic!("answered {other}"),
+        }
+    }
+    assert!(refused > 0, "never refused after {started}");
+    assert!(started <= 120, "{started} flows started in under an hour");
+    assert_eq!(count(&w.app, states).await - before, started);
+}
+
+#[tokio::test]
+async fn hostile_input_on_the_social_routes_gets_a_400_never_a_500() {
+    let w = world().await;
+    let with = App::new();
+    let long = "x".repeat(600);
+    let authorize = |pairs: &[(&str, &str)]| {
+        let mut url = Url::parse(&w.app.url("/api/auth/dev/authorize")).unwrap();
+        url.query_pairs_mut().extend_pairs(pairs);
+        url.to_string()
+    };
+    let challenge = with.challenge();
+    let urls = [
+        authorize(&[
+            ("redirect_to", APP),
+            ("code_challenge", &challenge),
+            ("state", &long),
+        ]),
+        authorize(&[
+            ("redirect_to", "https://app.example.com/signed-in\0"),
+            ("code_challenge", &challenge),
+        ]),
+        authorize(&[("redirect_to", APP), ("code_challenge", "\u{0}\u{202e}")]),
+        authorize(&[("link", "not-a-ticket")]),
+        format!(
+            "{}&redirect_to=%FF%FE",
+            authorize(&[("code_challenge", &challenge)])
+        ),
+        w.app.url("/api/auth/dev/callback"),
+        w.app
+            .url(&format!("/api/auth/dev/callback?state={long}&code=x")),
+        w.app.url("/api/auth/dev/callback?state=%00&code=%00"),
+        w.app.url("/api/auth/dev/callback?state=%FF"),
+    ];
+    for url in urls {
+        let answer = get_with_cookie(&w.app, &url, Some("garbage")).await;
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{url}");
+        assert!(errors(answer).await.is_object());
+    }
+    let bodies = [
+        json!([]),
+        json!({ "code": 5, "code_verifier": with.verifier }),
+        json!({ "code": "x".repeat(10_000), "code_verifier": with.verifier }),
+        json!({ "code": "\u{0}", "code_verifier": "\u{0}" }),
+        json!({ "code": "abc", "code_verifier": with.verifier, "extra": true }),
+        json!({}),
+    ];
+    for body in bodies {
+        let answer = w.app.post("/api/auth/token", &body).await;
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert!(errors(answer).await.is_object());
+    }
+    let raw = w
+        .app
+        .client
+        .post(w.app.url("/api/auth/token"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(b"{\"code\": \"\xff\xfe\"}".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
+}

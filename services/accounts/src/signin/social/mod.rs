@@ -386,10 +386,9 @@ async fn resolve(
         }
         user
     } else if let Some(identity) = known {
-        let Some(user) = users::lock(conn, identity.user_id).await? else {
+        let Some(user) = signs_in(conn, &identity, account).await? else {
             return Ok(Err(Refusal::new("access_denied", "The account is gone.")));
         };
-        identities::used(conn, identity.id, account.email.as_deref()).await?;
         user
     } else {
         let vouched = account
@@ -404,6 +403,14 @@ async fn resolve(
             )));
         };
         email_changes::lock_address(conn, email.as_str()).await?;
+        // A parallel first sign-in of this provider account may have made its account while
+        // this one waited for the address: that account is this provider account's.
+        if let Some(identity) = identities::find(conn, account).await? {
+            let Some(user) = signs_in(conn, &identity, account).await? else {
+                return Ok(Err(Refusal::new("access_denied", "The account is gone.")));
+            };
+            return finish(conn, provider, flow, user).await;
+        }
         if users::find_by_email(conn, email.as_str()).await?.is_some()
             || email_changes::reserved_for_another(conn, email.as_str(), None).await?
         {
@@ -416,6 +423,29 @@ async fn resolve(
         }
         create_account(conn, provider, &email, account, origin, client, locale).await?
     };
+    finish(conn, provider, flow, user).await
+}
+
+/// The user of a known identity, locked, its use recorded.
+async fn signs_in(
+    conn: &mut AsyncPgConnection,
+    identity: &identities::Identity,
+    account: &ProviderAccount,
+) -> QueryResult<Option<User>> {
+    let user = users::lock(conn, identity.user_id).await?;
+    if user.is_some() {
+        identities::used(conn, identity.id, account.email.as_deref()).await?;
+    }
+    Ok(user)
+}
+
+/// Our code for `user` (locked), unless the account is deactivated.
+async fn finish(
+    conn: &mut AsyncPgConnection,
+    provider: &Provider,
+    flow: &Flow,
+    user: User,
+) -> QueryResult<Result<String, Refusal>> {
     if !user.active {
         return Ok(Err(Refusal::new(
             "access_denied",
