@@ -147,20 +147,20 @@ pub async fn callback(
 /// Our one-time code and the app's PKCE verifier.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TokenRequest {
+pub struct CodeRedemption {
     #[schema(required = true, nullable = false, min_length = 1, max_length = 128)]
     code: Option<String>,
     #[schema(required = true, nullable = false, min_length = 43, max_length = 128)]
     code_verifier: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/auth/token", tag = "social", request_body = TokenRequest,
+#[utoipa::path(post, path = "/api/auth/token", tag = "social", request_body = CodeRedemption,
     responses((status = 200, description = "Exactly a password login's answer: the user with tokens, or `mfa` with a challenge", body = super::users::LoginResponse),
         (status = 400, description = "The code is unknown, spent or expired, or the verifier does not match (the code is spent either way)", body = ErrorBody)))]
 pub async fn token(
     state: web::Data<AppState>,
     from: signin::Client,
-    body: JsonObject<TokenRequest>,
+    body: JsonObject<CodeRedemption>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let code = body.code.unwrap_or_default();
@@ -264,9 +264,10 @@ pub struct UnlinkRequest {
     params(("provider" = String, Path)),
     request_body(content = Option<UnlinkRequest>, description = "Optional: `current_password` and `code` when the session is not fresh"),
     responses((status = 204, description = "Unlinked; an identity-unlinked mail goes out"),
-        (status = 400, description = "Not linked, the last way in, or a wrong current_password or code", body = ErrorBody),
+        (status = 400, description = "The last way in, or a wrong current_password or code", body = ErrorBody),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 403, description = "Deactivated, or reauthentication needed", body = ErrorBody),
+        (status = 404, description = "No account of this provider is linked", body = ErrorBody),
         (status = 429, description = "Too many wrong passwords or codes; see Retry-After", body = ErrorBody)))]
 pub async fn unlink(
     auth: Authenticated,

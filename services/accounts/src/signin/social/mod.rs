@@ -51,7 +51,6 @@ pub const CHALLENGE_NEEDED: &str =
     "Send the S256 code_challenge of a code_verifier (43 base64url characters).";
 pub const BAD_TICKET: &str = "This link request is invalid or expired. Start it again.";
 pub const LAST_WAY_IN: &str = "This is the last way to sign in to this account. Set a password or link another account first.";
-pub const NOT_LINKED: &str = "No account of this provider is linked.";
 pub const PROVIDER_UNAVAILABLE: &str = "The sign-in provider cannot be reached. Try again shortly.";
 /// Social flows one client may start in an hour (each writes a row).
 const FLOWS_PER_CLIENT_HOUR: u32 = 120;
@@ -682,7 +681,7 @@ pub async fn unlink(
             }
             let linked = identities::of_user(conn, user.id).await?;
             if !linked.iter().any(|i| i.provider == provider_name) {
-                return Ok(Err(ApiError::field("provider", NOT_LINKED)));
+                return Ok(Err(ApiError::NotFound));
             }
             if user.password_hash.is_none() && linked.len() == 1 {
                 return Ok(Err(ApiError::field("provider", LAST_WAY_IN)));
