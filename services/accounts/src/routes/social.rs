@@ -297,7 +297,8 @@ pub struct SignedInQuery {
 /// The default `redirect_to`: starts a sign-in (PKCE in the browser), exchanges the returning code
 /// and shows who signed in, so the flow can be seen without an app.
 #[utoipa::path(get, path = "/account/signed-in", tag = "pages", params(SignedInQuery),
-    responses((status = 200, description = "HTML page", content_type = "text/html")))]
+    responses((status = 200, description = "HTML page", content_type = "text/html"),
+        (status = 400, description = "A malformed query string", body = ErrorBody)))]
 pub async fn signed_in_page(
     state: web::Data<AppState>,
     query: web::Query<SignedInQuery>,
