@@ -42,6 +42,9 @@ CREATE TABLE social_states (
     redirect_to TEXT NOT NULL,
     app_state TEXT,
     code_challenge TEXT NOT NULL,
+    -- The app asked for a fresh sign-in at the provider (prompt=login, max_age=0): the ID token's
+    -- auth_time must be no older than the flow.
+    reauth BOOLEAN NOT NULL DEFAULT false,
     link_user_id UUID REFERENCES users (id) ON DELETE CASCADE,
     link_session_id UUID,
     token_version INT,
@@ -52,8 +55,10 @@ CREATE TABLE social_states (
 CREATE INDEX social_states_expiry ON social_states (expires_at);
 
 -- Our one-time code for the app (`POST /api/auth/token`): its SHA-256, the app's S256 challenge,
--- and the account as it was (a reset, a revert or a reject in between voids it). 60 seconds; spent
--- by its first redemption, right or wrong.
+-- the account as it was (a reset, a revert or a reject in between voids it), when the user signed
+-- in at the provider, and for a link the provider account to link: a link is made only when the
+-- app that asked for it redeems the code with its verifier. 60 seconds; spent by its first
+-- redemption, right or wrong.
 CREATE TABLE social_codes (
     digest BYTEA PRIMARY KEY,
     user_id UUID NOT NULL REFERENCES users (id) ON DELETE CASCADE,
@@ -61,6 +66,11 @@ CREATE TABLE social_codes (
     code_challenge TEXT NOT NULL,
     token_version INT NOT NULL,
     email_epoch INT NOT NULL,
+    auth_time TIMESTAMPTZ NOT NULL,
+    link_session_id UUID,
+    link_issuer TEXT,
+    link_subject TEXT,
+    link_email TEXT,
     expires_at TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX social_codes_expiry ON social_codes (expires_at);

@@ -68,8 +68,9 @@ async function finish(params) {
   const kept = JSON.parse(sessionStorage.getItem(STORE) || "null");
   sessionStorage.removeItem(STORE);
   history.replaceState(null, "", window.location.pathname);
-  if (params.get("error")) return fail(params.get("error_description") || params.get("error"));
+  // Nothing from the query is shown unless this tab started the sign-in it answers.
   if (!kept || kept.state !== params.get("state")) return fail("This sign-in was not started in this tab. Start again.");
+  if (params.get("error")) return fail(params.get("error_description") || params.get("error"));
   const { ok, answer } = await post("api/auth/token", { code: params.get("code"), code_verifier: kept.verifier });
   if (ok && answer.user) return show(answer.user);
   if (ok && answer.mfa) return secondFactor(answer.mfa.challenge);

@@ -261,6 +261,7 @@ diesel::table! {
         redirect_to -> Text,
         app_state -> Nullable<Text>,
         code_challenge -> Text,
+        reauth -> Bool,
         link_user_id -> Nullable<Uuid>,
         link_session_id -> Nullable<Uuid>,
         token_version -> Nullable<Int4>,
@@ -278,6 +279,11 @@ diesel::table! {
         code_challenge -> Text,
         token_version -> Int4,
         email_epoch -> Int4,
+        auth_time -> Timestamptz,
+        link_session_id -> Nullable<Uuid>,
+        link_issuer -> Nullable<Text>,
+        link_subject -> Nullable<Text>,
+        link_email -> Nullable<Text>,
         expires_at -> Timestamptz,
     }
 }

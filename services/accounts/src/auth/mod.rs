@@ -43,15 +43,7 @@ impl Authenticated {
         if locked.token_version != self.user.token_version || !locked.active {
             return Ok(false);
         }
-        diesel::select(diesel::dsl::exists(
-            sessions::table
-                .find(self.session_id)
-                .filter(sessions::user_id.eq(locked.id))
-                .filter(sessions::ended_at.is_null())
-                .filter(sessions::expires_at.gt(diesel::dsl::now)),
-        ))
-        .get_result(conn)
-        .await
+        crate::sessions::is_live(conn, self.session_id, locked.id).await
     }
 
     /// How the caller's session began, as its token says.

@@ -34,6 +34,10 @@ pub struct AuthorizeQuery {
     code_challenge_method: Option<String>,
     /// The app's own state, echoed back.
     state: Option<String>,
+    /// `login` asks the provider for a fresh sign-in (`prompt=login`, `max_age=0`; OpenID Connect
+    /// providers only), checked through the ID token's `auth_time`: how an account without a
+    /// password steps up.
+    prompt: Option<String>,
     /// A one-time link ticket from `POST /api/user/identities/{provider}` (instead of the above).
     link: Option<String>,
 }
@@ -73,6 +77,7 @@ pub async fn authorize(
                 query.redirect_to,
                 query.code_challenge,
                 query.state,
+                query.prompt,
             )?)
         }
     };
@@ -243,6 +248,7 @@ pub async fn link(
         body.redirect_to.clone(),
         body.code_challenge.clone(),
         body.state.clone(),
+        None,
     )?;
     step_up::require(&state, &auth, offered, &from).await?;
     let url = social::begin_link(&state, &auth, &provider, app).await?;

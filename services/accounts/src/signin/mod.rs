@@ -10,7 +10,7 @@ mod session;
 pub mod social;
 pub mod step_up;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use diesel::QueryResult;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use secrecy::SecretString;
@@ -98,6 +98,7 @@ pub async fn begin_or_challenge(
     first: &Assurance,
     client: &Client,
     via: serde_json::Value,
+    presented_at: DateTime<Utc>,
 ) -> QueryResult<Began> {
     if mfa::enabled(conn, user.id).await? {
         let challenge = challenge::issue(conn, user, &first.amr).await?;
@@ -111,7 +112,7 @@ pub async fn begin_or_challenge(
             expires_in: challenge::LIFETIME.num_seconds(),
         }));
     }
-    let signed_in = complete(conn, state, user, first, client, via).await?;
+    let signed_in = complete(conn, state, user, first, client, via, presented_at).await?;
     Ok(Began::SignedIn(Box::new(signed_in)))
 }
 
@@ -186,7 +187,8 @@ pub async fn with_password(
             }
             let first = Assurance::password();
             Ok(Some(
-                begin_or_challenge(conn, state, &user, &first, client, json!({})).await?,
+                begin_or_challenge(conn, state, &user, &first, client, json!({}), Utc::now())
+                    .await?,
             ))
         })
         .await
@@ -230,8 +232,16 @@ pub async fn with_second_factor(
                         amr: pending.amr.clone(),
                     }
                     .with_second_factor("otp");
-                    let signed_in =
-                        complete(conn, state, &user, &assurance, client, json!({})).await?;
+                    let signed_in = complete(
+                        conn,
+                        state,
+                        &user,
+                        &assurance,
+                        client,
+                        json!({}),
+                        Utc::now(),
+                    )
+                    .await?;
                     Ok(Finish::SignedIn(Box::new(signed_in)))
                 }
             }
@@ -302,6 +312,7 @@ pub async fn complete(
     assurance: &Assurance,
     client: &Client,
     via: serde_json::Value,
+    presented_at: DateTime<Utc>,
 ) -> QueryResult<SignedIn> {
     let user = users::record_login(conn, user.id)
         .await?
@@ -311,7 +322,7 @@ pub async fn complete(
         state,
         &user,
         client,
-        Utc::now(),
+        presented_at,
         assurance,
         Notice::NewDevice,
     )

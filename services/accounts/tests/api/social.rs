@@ -597,7 +597,13 @@ impl World {
             browser.cookie = Some(cookie);
         }
         let callback = self.at_provider(location(&started).as_str(), login).await;
-        location(&self.callback(&callback, browser).await)
+        let back = location(&self.callback(&callback, browser).await);
+        // The app that asked for the link redeems the code: that is when the link is made.
+        if let Some(code) = param(&back, "code") {
+            let redeemed = self.redeem(&code, &with.verifier).await;
+            assert_eq!(redeemed.status(), StatusCode::OK);
+        }
+        back
     }
 }
 
@@ -1034,4 +1040,203 @@ async fn hostile_input_on_the_social_routes_gets_a_400_never_a_500() {
         .await
         .unwrap();
     assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_link_ticket_completed_in_the_victims_browser_links_nothing_without_the_apps_verifier() {
+    let w = world().await;
+    let (_, intruder) = password_account(&w).await;
+    let with = App::new();
+    let ticket: Value = w
+        .app
+        .post_authed(
+            "/api/user/identities/dev",
+            &intruder,
+            &json!({ "redirect_to": APP, "code_challenge": with.challenge() }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let authorize = ticket["authorize_url"].as_str().unwrap();
+    // The victim, lured to the URL, goes through it in the victim's own browser.
+    let victim_login = new_login();
+    w.put_account(&victim_login, &unique_email(), true).await;
+    let started = get_with_cookie(&w.app, &w.app.url(&authorize[PUBLIC.len()..]), None).await;
+    let victim = Browser {
+        cookie: set_cookie(&started),
+    };
+    let callback = w
+        .at_provider(location(&started).as_str(), &victim_login)
+        .await;
+    let back = location(&w.callback(&callback, &victim).await);
+    let code = param(&back, "code").expect("a code in the victim's browser");
+    assert_eq!(
+        count(&w.app, "SELECT count(*) AS n FROM identities").await,
+        0
+    );
+    // The victim's app cannot redeem it (another verifier); nothing is linked, ever.
+    let redeemed = w.redeem(&code, &App::new().verifier).await;
+    assert_eq!(redeemed.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        count(&w.app, "SELECT count(*) AS n FROM identities").await,
+        0
+    );
+    assert!(w.app.outbox_events("identity-linked").await.is_empty());
+}
+
+#[tokio::test]
+async fn an_unverified_address_cannot_link_a_provider() {
+    let w = world().await;
+    let (_, body) = w.app.register_user().await;
+    let (access, _) = token_pair(&body);
+    let answer = w
+        .app
+        .post_authed(
+            "/api/user/identities/dev",
+            &access,
+            &json!({ "redirect_to": APP, "code_challenge": App::new().challenge() }),
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    assert!(errors(answer).await["email"].is_array());
+    assert_eq!(
+        count(&w.app, "SELECT count(*) AS n FROM social_link_tickets").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_link_dies_with_the_session_that_asked_for_it() {
+    let w = world().await;
+    let (_, access) = password_account(&w).await;
+    let with = App::new();
+    let ticket: Value = w
+        .app
+        .post_authed(
+            "/api/user/identities/dev",
+            &access,
+            &json!({ "redirect_to": APP, "code_challenge": with.challenge() }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let authorize = ticket["authorize_url"].as_str().unwrap();
+    let started = get_with_cookie(&w.app, &w.app.url(&authorize[PUBLIC.len()..]), None).await;
+    let browser = Browser {
+        cookie: set_cookie(&started),
+    };
+    let login = new_login();
+    w.put_account(&login, &unique_email(), true).await;
+    let callback = w.at_provider(location(&started).as_str(), &login).await;
+    let logout = w
+        .app
+        .post_authed("/api/users/logout", &access, &json!({}))
+        .await;
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let back = location(&w.callback(&callback, &browser).await);
+    assert_eq!(param(&back, "error").as_deref(), Some("invalid_request"));
+    assert_eq!(
+        count(&w.app, "SELECT count(*) AS n FROM identities").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_refused_callback_writes_nothing() {
+    let w = world().await;
+    let login = new_login();
+    w.put_account(&login, &format!("{login}@example.org"), true)
+        .await;
+    let mut browser = Browser::default();
+    let callback = w
+        .to_provider_and_back("dev", &App::new(), &mut browser, &login)
+        .await;
+    let audit = "SELECT count(*) AS n FROM audit_log";
+    let before = count(&w.app, audit).await;
+    let stranger = Browser {
+        cookie: Some("B".repeat(43)),
+    };
+    let mixed = Url::parse(&callback.as_str().replace("/auth/dev/", "/auth/corp/")).unwrap();
+    for _ in 0..10 {
+        assert_eq!(
+            w.callback(&callback, &stranger).await.status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            w.callback(&mixed, &browser).await.status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+    assert_eq!(count(&w.app, audit).await, before);
+}
+
+#[tokio::test]
+async fn a_providers_old_session_is_not_a_fresh_sign_in_until_it_asks_again() {
+    let w = world_with(&[("ACCOUNTS_REAUTH_SECONDS", "2")]).await;
+    let login = new_login();
+    w.put_account(&login, &format!("{login}@example.org"), true)
+        .await;
+    let browser_at_provider = testkit::ProviderBrowser::new().unwrap();
+    let sign_in = async |prompt: Option<&str>| {
+        let with = App::new();
+        let mut url = Url::parse(&w.app.url("/api/auth/dev/authorize")).unwrap();
+        url.query_pairs_mut()
+            .append_pair("redirect_to", APP)
+            .append_pair("code_challenge", &with.challenge())
+            .append_pair("state", &with.state);
+        if let Some(prompt) = prompt {
+            url.query_pairs_mut().append_pair("prompt", prompt);
+        }
+        let started = get_with_cookie(&w.app, url.as_str(), None).await;
+        let browser = Browser {
+            cookie: set_cookie(&started),
+        };
+        let visit = browser_at_provider
+            .visit(
+                location(&started).as_str(),
+                &login,
+                testkit::ConsentAnswer::Allow,
+            )
+            .await
+            .unwrap();
+        let back = location(&w.callback(&visit.callback, &browser).await);
+        let code = param(&back, "code").unwrap_or_else(|| panic!("{back}"));
+        let answer: Value = w.redeem(&code, &with.verifier).await.json().await.unwrap();
+        (token_pair(&answer).0, visit.login_form_shown)
+    };
+    let (_, first_login_shown) = sign_in(None).await;
+    assert!(first_login_shown);
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    // Single sign-on from the provider's session of 3 s ago: signed in, but not fresh.
+    let (stale, shown) = sign_in(None).await;
+    assert!(!shown, "the provider asked again without prompt=login");
+    let unlink = |token: String| {
+        w.app
+            .client
+            .delete(w.app.url("/api/user/identities/dev"))
+            .bearer_auth(token)
+            .send()
+    };
+    let refused = unlink(stale).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(errors(refused).await["reauthentication"].is_array());
+    // prompt=login: the provider asks again; that session is fresh (the unlink then meets the
+    // last-way-in rule, not the step-up).
+    let (fresh, shown) = sign_in(Some("login")).await;
+    assert!(shown, "prompt=login did not ask again");
+    let last = unlink(fresh).await.unwrap();
+    assert_eq!(last.status(), StatusCode::BAD_REQUEST);
+    assert!(errors(last).await["provider"].is_array());
+    // GitHub cannot be asked again.
+    let mut url = Url::parse(&w.app.url("/api/auth/github/authorize")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("redirect_to", APP)
+        .append_pair("code_challenge", &App::new().challenge())
+        .append_pair("prompt", "login");
+    assert_eq!(
+        get_with_cookie(&w.app, url.as_str(), None).await.status(),
+        StatusCode::BAD_REQUEST
+    );
 }

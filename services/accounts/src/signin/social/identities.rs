@@ -7,7 +7,6 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::providers::ProviderAccount;
 use crate::schema::identities;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -42,10 +41,18 @@ impl From<Identity> for IdentityBody {
     }
 }
 
+/// A provider account by its name here, with its address as the provider gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub issuer: String,
+    pub subject: String,
+    pub email: Option<String>,
+}
+
 /// The identity `account` names, whoever it belongs to.
 pub async fn find(
     conn: &mut AsyncPgConnection,
-    account: &ProviderAccount,
+    account: &Subject,
 ) -> QueryResult<Option<Identity>> {
     identities::table
         .filter(identities::issuer.eq(&account.issuer))
@@ -72,7 +79,7 @@ pub async fn link(
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
     provider: &str,
-    account: &ProviderAccount,
+    account: &Subject,
 ) -> QueryResult<Option<Identity>> {
     diesel::insert_into(identities::table)
         .values((

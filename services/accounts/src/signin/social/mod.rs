@@ -7,6 +7,12 @@
 //!    browser, its PKCE verifier and nonce), the provider account resolved to a user by the four
 //!    rules below, and the browser goes back to the app with our one-time code.
 //! 3. [`redeem`]: the app trades the code and its verifier for what a password login answers.
+//!    A link is made only here: a link ticket opened in someone else's browser yields a code only
+//!    that browser holds, and only the app that asked for the link holds the verifier.
+//!
+//! A session's `auth_time` is when its user signed in at the provider (the ID token's
+//! `auth_time`, asked for with `max_age`); `prompt=login` asks the provider for a fresh sign-in,
+//! which is how an account without a password steps up.
 //!
 //! Whom a provider account signs in: a known `(issuer, subject)`, its user; otherwise, without an
 //! address the provider vouches for, nobody (`email_unverified`); otherwise, when an account has
@@ -34,7 +40,7 @@ use crate::{
     domain::{EmailAddress, FieldErrors, profile},
     http::error::ApiError,
     outbox,
-    sessions::Assurance,
+    sessions::{self, Assurance},
     state::AppState,
     throttle::{self, HourlyLimit, Route},
     users::{self, NewUser, User, email_changes, links},
@@ -49,6 +55,9 @@ pub const BAD_VERIFIER: &str = "The code_verifier does not match the code_challe
 pub const REDIRECT_NOT_ALLOWED: &str = "This redirect_to is not in ACCOUNTS_SOCIAL_REDIRECTS.";
 pub const CHALLENGE_NEEDED: &str =
     "Send the S256 code_challenge of a code_verifier (43 base64url characters).";
+pub const BAD_PROMPT: &str =
+    "Only prompt=login is accepted: a fresh sign-in at the provider, to step up.";
+pub const NO_REAUTH: &str = "This provider cannot be asked for a fresh sign-in.";
 pub const BAD_TICKET: &str = "This link request is invalid or expired. Start it again.";
 pub const LAST_WAY_IN: &str = "This is the last way to sign in to this account. Set a password or link another account first.";
 pub const PROVIDER_UNAVAILABLE: &str = "The sign-in provider cannot be reached. Try again shortly.";
@@ -107,6 +116,7 @@ pub fn app_request(
     redirect_to: Option<String>,
     code_challenge: Option<String>,
     app_state: Option<String>,
+    prompt: Option<String>,
 ) -> Result<AppRequest, ApiError> {
     let mut errors = FieldErrors::new();
     let redirect_to = redirect_to.unwrap_or_default();
@@ -124,6 +134,14 @@ pub fn app_request(
             format!("Ensure this field has no more than {MAX_APP_STATE} characters."),
         );
     }
+    let reauth = match prompt.as_deref() {
+        None => false,
+        Some("login") => true,
+        Some(_) => {
+            crate::domain::push_error(&mut errors, "prompt", BAD_PROMPT);
+            false
+        }
+    };
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -131,6 +149,7 @@ pub fn app_request(
         redirect_to,
         app_state,
         code_challenge,
+        reauth,
     })
 }
 
@@ -144,6 +163,9 @@ pub async fn start(
     client: &Client,
 ) -> Result<Started, ApiError> {
     let provider = provider(state, provider_name)?;
+    if matches!(&start, Start::App(app) if app.reauth) && !provider.can_reauthenticate() {
+        return Err(ApiError::field("prompt", NO_REAUTH));
+    }
     state.client_rate.admit(Route::SocialSignIn, &client.addr)?;
     let mut conn = state.pool.get().await?;
     let limit = HourlyLimit {
@@ -177,7 +199,12 @@ pub async fn start(
     let browser = new_browser.as_deref().or(browser).unwrap_or_default();
     let our_state = store::begin_flow(&mut conn, provider.name(), browser, &flow).await?;
     let location = provider
-        .authorize_url(&our_state, &flow.nonce, &flow.pkce_verifier)
+        .authorize_url(
+            &our_state,
+            &flow.nonce,
+            &flow.pkce_verifier,
+            flow.app.reauth,
+        )
         .map_err(|_| ApiError::Unavailable(anyhow::anyhow!(PROVIDER_UNAVAILABLE)))?;
     Ok(Started {
         location,
@@ -211,11 +238,8 @@ pub async fn callback(
         return Err(unknown());
     };
     let mut conn = state.pool.get().await?;
+    // A refusal writes nothing (no audit row per request: anyone can send these).
     let Some(flow) = store::take_flow(&mut conn, our_state, provider.name(), browser).await? else {
-        if store::flow_exists(&mut conn, our_state).await? {
-            let details = json!({ "provider": provider.name() });
-            audit::record(&mut conn, &client.origin(), "social.refused", None, details).await?;
-        }
         return Err(unknown());
     };
     drop(conn);
@@ -306,6 +330,21 @@ async fn signed_in_at_provider(
     let account = provider
         .account(&state.http, &code, &flow.pkce_verifier, &flow.nonce)
         .await?;
+    // A step-up sign-in must have been one: the provider says when its user last signed in.
+    let fresh_enough = flow.created_at - chrono::Duration::seconds(5);
+    if flow.app.reauth && account.auth_time.is_none_or(|at| at < fresh_enough) {
+        return Err(Refusal::new(
+            "invalid_request",
+            "The provider did not ask you to sign in again.",
+        ));
+    }
+    // The session's auth_time is when the user signed in at the provider; a provider that does
+    // not say gives a session that must step up before a security setting.
+    let reauth = chrono::Duration::from_std(state.settings.reauth).unwrap_or_default();
+    let auth_time = account
+        .auth_time
+        .unwrap_or(flow.created_at - reauth - chrono::Duration::seconds(1))
+        .min(Utc::now());
     let mut conn = state.pool.get().await.map_err(|e| {
         tracing::error!(error = %e, "no database connection for a social sign-in");
         Refusal::new("server_error", "Something went wrong. Try again.")
@@ -316,10 +355,12 @@ async fn signed_in_at_provider(
     for _ in 0..2 {
         let resolved = db::retrying(async || {
             conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-                resolve(
-                    conn, state, provider, flow, &account, &origin, client, &locale,
-                )
-                .await
+                let signed_in = SignedInAt {
+                    provider,
+                    account: &account,
+                    auth_time,
+                };
+                resolve(conn, &signed_in, flow, &origin, client, &locale).await
             })
             .await
         })
@@ -339,53 +380,49 @@ async fn signed_in_at_provider(
     ))
 }
 
-/// Whom `account` signs in (or links, for a link flow), and our code for them. In a
-/// transaction; the user's row is locked before anything is linked or created for it.
-#[allow(clippy::too_many_arguments)]
+/// A provider account just signed in at its provider.
+struct SignedInAt<'a> {
+    provider: &'a Provider,
+    account: &'a ProviderAccount,
+    auth_time: chrono::DateTime<Utc>,
+}
+
+/// Whom `account` signs in (or, for a link flow, which account it is to be linked to when the
+/// app redeems the code), and our code for them. In a transaction; the user's row is locked
+/// before anything is created for it.
 async fn resolve(
     conn: &mut AsyncPgConnection,
-    state: &AppState,
-    provider: &Provider,
+    at: &SignedInAt<'_>,
     flow: &Flow,
-    account: &ProviderAccount,
     origin: &Origin,
     client: &Client,
     locale: &str,
 ) -> QueryResult<Result<String, Refusal>> {
-    let known = identities::find(conn, account).await?;
-    let user = if let Some(linking) = flow.linking {
+    let (provider, account) = (at.provider, at.account);
+    let subject = account.subject();
+    let known = identities::find(conn, &subject).await?;
+    if let Some(linking) = flow.linking {
         let Some(user) = users::lock(conn, linking.user_id).await? else {
             return Ok(Err(Refusal::new("access_denied", "The account is gone.")));
         };
-        if !linking.still_holds_for(&user) {
-            return Ok(Err(Refusal::new(
-                "invalid_request",
-                "The account changed since the link began (a password reset or a recovery). Start again.",
-            )));
+        if let Err(refusal) = may_link(conn, &user, &linking).await? {
+            return Ok(Err(refusal));
         }
-        match known {
+        let link = match known {
             Some(identity) if identity.user_id != user.id => {
-                return Ok(Err(Refusal::new(
-                    "identity_taken",
-                    "This provider account is linked to another account.",
-                )));
+                return Ok(Err(Refusal::new("identity_taken", IDENTITY_TAKEN)));
             }
-            Some(identity) => {
-                identities::used(conn, identity.id, account.email.as_deref()).await?;
-            }
-            None => {
-                if let Err(refusal) = link(
-                    conn, state, provider, &user, linking, account, origin, client,
-                )
-                .await?
-                {
-                    return Ok(Err(refusal));
-                }
-            }
-        }
-        user
-    } else if let Some(identity) = known {
-        let Some(user) = signs_in(conn, &identity, account).await? else {
+            // Linked already: a sign-in.
+            Some(_) => None,
+            None => Some(store::PendingLink {
+                session_id: linking.session_id,
+                account: subject,
+            }),
+        };
+        return finish(conn, at, flow, user, link.as_ref()).await;
+    }
+    let user = if let Some(identity) = known {
+        let Some(user) = signs_in(conn, &identity, &subject).await? else {
             return Ok(Err(Refusal::new("access_denied", "The account is gone.")));
         };
         user
@@ -404,11 +441,11 @@ async fn resolve(
         email_changes::lock_address(conn, email.as_str()).await?;
         // A parallel first sign-in of this provider account may have made its account while
         // this one waited for the address: that account is this provider account's.
-        if let Some(identity) = identities::find(conn, account).await? {
-            let Some(user) = signs_in(conn, &identity, account).await? else {
+        if let Some(identity) = identities::find(conn, &subject).await? {
+            let Some(user) = signs_in(conn, &identity, &subject).await? else {
                 return Ok(Err(Refusal::new("access_denied", "The account is gone.")));
             };
-            return finish(conn, provider, flow, user).await;
+            return finish(conn, at, flow, user, None).await;
         }
         if users::find_by_email(conn, email.as_str()).await?.is_some()
             || email_changes::reserved_for_another(conn, email.as_str(), None).await?
@@ -422,14 +459,36 @@ async fn resolve(
         }
         create_account(conn, provider, &email, account, origin, client, locale).await?
     };
-    finish(conn, provider, flow, user).await
+    finish(conn, at, flow, user, None).await
+}
+
+pub const IDENTITY_TAKEN: &str = "This provider account is linked to another account.";
+pub const LINK_VOID: &str = "The account changed since the link began (a sign-out, a password reset or a recovery). Start again.";
+pub const LINK_UNVERIFIED: &str = "Confirm your email address before linking an account.";
+
+/// Whether `user` (locked) may still get the link it asked for: the account as it was, the asking
+/// session live, the address confirmed.
+async fn may_link(
+    conn: &mut AsyncPgConnection,
+    user: &User,
+    linking: &Linking,
+) -> QueryResult<Result<(), Refusal>> {
+    if !linking.still_holds_for(user)
+        || !sessions::is_live(conn, linking.session_id, user.id).await?
+    {
+        return Ok(Err(Refusal::new("invalid_request", LINK_VOID)));
+    }
+    if !user.verified {
+        return Ok(Err(Refusal::new("invalid_request", LINK_UNVERIFIED)));
+    }
+    Ok(Ok(()))
 }
 
 /// The user of a known identity, locked, its use recorded.
 async fn signs_in(
     conn: &mut AsyncPgConnection,
     identity: &identities::Identity,
-    account: &ProviderAccount,
+    account: &identities::Subject,
 ) -> QueryResult<Option<User>> {
     let user = users::lock(conn, identity.user_id).await?;
     if user.is_some() {
@@ -441,9 +500,10 @@ async fn signs_in(
 /// Our code for `user` (locked), unless the account is deactivated.
 async fn finish(
     conn: &mut AsyncPgConnection,
-    provider: &Provider,
+    at: &SignedInAt<'_>,
     flow: &Flow,
     user: User,
+    link: Option<&store::PendingLink>,
 ) -> QueryResult<Result<String, Refusal>> {
     if !user.active {
         return Ok(Err(Refusal::new(
@@ -451,39 +511,46 @@ async fn finish(
             "This account is deactivated.",
         )));
     }
-    let code = store::issue_code(conn, &user, provider.name(), &flow.app.code_challenge).await?;
+    let code = store::issue_code(
+        conn,
+        &user,
+        at.provider.name(),
+        &flow.app.code_challenge,
+        at.auth_time,
+        link,
+    )
+    .await?;
     Ok(Ok(code))
 }
 
-/// Links `account` to `user` (locked), audited and mailed with a "this wasn't me" link that
-/// rejects the session that asked for the link.
-#[allow(clippy::too_many_arguments)]
+/// Links `link`'s provider account to `user` (locked), audited and mailed with a "this wasn't me"
+/// link that rejects the session that asked for it; `false` when the provider account is
+/// someone's already, or the user has one at `provider`.
 async fn link(
     conn: &mut AsyncPgConnection,
     state: &AppState,
-    provider: &Provider,
+    provider: &str,
     user: &User,
-    linking: Linking,
-    account: &ProviderAccount,
-    origin: &Origin,
+    link: &store::PendingLink,
     client: &Client,
-) -> QueryResult<Result<(), Refusal>> {
-    let Some(identity) = identities::link(conn, user.id, provider.name(), account).await? else {
-        return Ok(Err(Refusal::new(
-            "invalid_request",
-            "An account of this provider is already linked. Unlink it first.",
-        )));
+) -> QueryResult<bool> {
+    let Some(identity) = identities::link(conn, user.id, provider, &link.account).await? else {
+        return Ok(false);
     };
-    let origin = origin.clone().by(user.id);
-    let details = json!({ "provider": provider.name(), "identity": identity.id });
+    let origin = client.origin().by(user.id);
+    let details = json!({ "provider": provider, "identity": identity.id });
     audit::record(conn, &origin, "identity.linked", Some(user.id), details).await?;
-    let reject = links::sign_in_reject(state, user, linking.session_id);
+    let reject = links::sign_in_reject(state, user, link.session_id);
+    let display = state
+        .social
+        .get(provider)
+        .map_or_else(|| provider.to_string(), |p| p.settings.display_name());
     let event = Event::IdentityLinked(IdentityLinked {
         user_id: user.id,
         email: user.email.clone(),
         username: user.username.clone(),
-        provider: provider.settings.display_name(),
-        provider_email: account.email.clone(),
+        provider: display,
+        provider_email: link.account.email.clone(),
         linked_at: Utc::now(),
         ip: origin.client_ip.clone(),
         reject_url: reject.url,
@@ -491,7 +558,7 @@ async fn link(
         locale: user.locale.clone(),
     });
     outbox::enqueue(conn, event, &client.request_id).await?;
-    Ok(Ok(()))
+    Ok(true)
 }
 
 /// A new account for a provider account nobody here has: its vouched-for address (verified),
@@ -558,7 +625,7 @@ async fn create_account(
         }
         None => user,
     };
-    let identity = identities::link(conn, user.id, provider.name(), account)
+    let identity = identities::link(conn, user.id, provider.name(), &account.subject())
         .await?
         .ok_or_else(|| {
             diesel::result::Error::DatabaseError(
@@ -582,7 +649,8 @@ async fn create_account(
 }
 
 /// `POST /api/auth/token`: our code and the app's verifier → what a password login answers.
-/// The code is spent first, whatever follows.
+/// The code is spent first, whatever follows. A link flow's code links its provider account
+/// here, once the app that asked for the link proves itself with the verifier.
 pub async fn redeem(
     state: &AppState,
     code: &str,
@@ -602,24 +670,30 @@ pub async fn redeem(
     let began = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
             let Some(user) = users::lock(conn, redeemed.user_id).await? else {
-                return Ok(None);
+                return Ok(Err(ApiError::field("code", BAD_SOCIAL_CODE)));
             };
-            let holds = user.active
-                && user.token_version == redeemed.token_version
-                && user.email_epoch == redeemed.email_epoch;
-            if !holds {
-                return Ok(None);
+            if !redeemed.still_holds_for(&user) {
+                return Ok(Err(ApiError::field("code", BAD_SOCIAL_CODE)));
+            }
+            if let Some(pending) = &redeemed.link {
+                let linking = Linking::of(&user, pending.session_id);
+                if let Err(refusal) = may_link(conn, &user, &linking).await? {
+                    return Ok(Err(ApiError::field("link", refusal.description)));
+                }
+                if !link(conn, state, &redeemed.provider, &user, pending, client).await? {
+                    return Ok(Err(ApiError::field("link", IDENTITY_TAKEN)));
+                }
             }
             let via = json!({ "provider": redeemed.provider });
-            Ok(Some(
-                begin_or_challenge(conn, state, &user, &first, client, via).await?,
-            ))
+            let began =
+                begin_or_challenge(conn, state, &user, &first, client, via, redeemed.auth_time)
+                    .await?;
+            Ok(Ok(began))
         })
         .await
     })
     .await?;
-    let began = began.ok_or_else(|| ApiError::field("code", BAD_SOCIAL_CODE))?;
-    Ok(began.answer(state))
+    Ok(began?.answer(state))
 }
 
 /// `POST /api/user/identities/{provider}`: a one-time ticket (60 s) for the caller, already
@@ -635,20 +709,26 @@ pub async fn begin_link(
     let ticket = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
             let Some(user) = users::lock(conn, auth.user.id).await? else {
-                return Ok(None);
+                return Ok(Err(ApiError::bad_token()));
             };
             if !auth.holds(conn, &user).await? {
-                return Ok(None);
+                return Ok(Err(ApiError::bad_token()));
+            }
+            if !user.verified {
+                return Ok(Err(ApiError::field("email", LINK_UNVERIFIED)));
             }
             let linking = Linking::of(&user, auth.session_id);
-            Ok(Some(
-                store::issue_ticket(conn, provider.name(), linking, &app).await?,
-            ))
+            Ok(Ok(store::issue_ticket(
+                conn,
+                provider.name(),
+                linking,
+                &app,
+            )
+            .await?))
         })
         .await
     })
-    .await?
-    .ok_or_else(ApiError::bad_token)?;
+    .await??;
     let mut url = state
         .settings
         .public_link(&format!("api/auth/{}/authorize", provider.name()));

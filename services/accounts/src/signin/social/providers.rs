@@ -15,8 +15,8 @@ use openidconnect::{
     OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
     SubjectIdentifier, TokenResponse,
     core::{
-        CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenClaims, CoreProviderMetadata,
-        CoreUserInfoClaims,
+        CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenClaims,
+        CoreProviderMetadata, CoreUserInfoClaims,
     },
 };
 use secrecy::ExposeSecret;
@@ -30,6 +30,8 @@ use crate::config::social::{Kind, Provider as Settings, Social};
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Discovery documents (and their keys) are read again this often...
 const REDISCOVER_EVERY: Duration = Duration::from_secs(3600);
+/// The oldest provider sign-in accepted without asking again (the refresh token's lifetime).
+const MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
 /// ...or sooner when an ID token names a key we lack, but not more often than this.
 const REDISCOVER_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 
@@ -72,9 +74,22 @@ pub struct ProviderAccount {
     /// The provider marks the address verified (whether we believe it is the provider's setting).
     pub email_verified: bool,
     pub username: Option<String>,
+    /// When the user last signed in at the provider (the ID token's `auth_time`), when it says.
+    pub auth_time: Option<chrono::DateTime<chrono::Utc>>,
     pub given_name: Option<String>,
     pub family_name: Option<String>,
     pub picture: Option<String>,
+}
+
+impl ProviderAccount {
+    /// Its name here, with its address.
+    pub fn subject(&self) -> super::identities::Subject {
+        super::identities::Subject {
+            issuer: self.issuer.clone(),
+            subject: self.subject.clone(),
+            email: self.email.clone(),
+        }
+    }
 }
 
 /// Why a provider's answer proves nothing.
@@ -226,6 +241,11 @@ impl Provider {
             .set_redirect_uri(self.redirect_uri.clone())
     }
 
+    /// Whether the provider can be asked for a fresh sign-in (`prompt=login`): OpenID Connect ones.
+    pub fn can_reauthenticate(&self) -> bool {
+        matches!(self.settings.kind, Kind::Oidc { .. })
+    }
+
     /// Where to send the browser: the provider's authorization endpoint with our `state`, the
     /// `nonce` (OpenID Connect) and the S256 challenge of `verifier`.
     pub fn authorize_url(
@@ -233,6 +253,7 @@ impl Provider {
         state: &str,
         nonce: &str,
         verifier: &str,
+        reauth: bool,
     ) -> Result<Url, ProviderError> {
         let challenge =
             PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(verifier.into()));
@@ -242,8 +263,11 @@ impl Provider {
             Kind::Oidc { .. } => {
                 let discovered = self.discovered().ok_or(ProviderError::Unavailable)?;
                 let nonce = nonce.to_string();
-                let (url, _, _) = self
-                    .oidc_client(&discovered.metadata)
+                let client = self.oidc_client(&discovered.metadata);
+                // `max_age` makes the provider say when its user signed in (`auth_time`), which
+                // becomes the session's: a provider's old session is not a fresh sign-in here.
+                let max_age = if reauth { Duration::ZERO } else { MAX_AGE };
+                let mut request = client
                     .authorize_url(
                         CoreAuthenticationFlow::AuthorizationCode,
                         move || CsrfToken::new(state),
@@ -251,7 +275,11 @@ impl Provider {
                     )
                     .add_scopes(scopes.filter(|s| s.as_str() != "openid"))
                     .set_pkce_challenge(challenge)
-                    .url();
+                    .set_max_age(max_age);
+                if reauth {
+                    request = request.add_prompt(CoreAuthPrompt::Login);
+                }
+                let (url, _, _) = request.url();
                 Ok(url)
             }
             Kind::Github {
@@ -384,6 +412,7 @@ impl Provider {
             email: merged.email,
             email_verified: merged.email_verified.unwrap_or(false),
             username: merged.username,
+            auth_time: claims.auth_time(),
             given_name,
             family_name,
             picture: merged.picture,
@@ -524,6 +553,7 @@ async fn github_account(
         email_verified: primary.as_ref().is_some_and(|e| e.verified),
         email: primary.map(|e| e.email),
         username: Some(user.login),
+        auth_time: None,
         given_name,
         family_name,
         picture: user.avatar_url,

@@ -10,6 +10,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::identities::Subject;
 use crate::{
     schema::{social_codes, social_link_tickets, social_states},
     users::User,
@@ -37,6 +38,8 @@ pub struct AppRequest {
     pub app_state: Option<String>,
     /// The app's S256 `code_challenge`.
     pub code_challenge: String,
+    /// The app asked for a fresh sign-in at the provider (`prompt=login`), to step up.
+    pub reauth: bool,
 }
 
 /// Whose account a link flow links, as it was when the link began.
@@ -125,6 +128,7 @@ pub async fn take_ticket(
                 redirect_to: row.redirect_to,
                 app_state: row.app_state,
                 code_challenge: row.code_challenge,
+                reauth: false,
             },
         )
     }))
@@ -176,6 +180,7 @@ pub async fn begin_flow(
             social_states::redirect_to.eq(&flow.app.redirect_to),
             social_states::app_state.eq(&flow.app.app_state),
             social_states::code_challenge.eq(&flow.app.code_challenge),
+            social_states::reauth.eq(flow.app.reauth),
             social_states::link_user_id.eq(linking.map(|l| l.user_id)),
             social_states::link_session_id.eq(linking.map(|l| l.session_id)),
             social_states::token_version.eq(linking.map(|l| l.token_version)),
@@ -188,18 +193,21 @@ pub async fn begin_flow(
     Ok(state)
 }
 
-type FlowRow = (
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    Option<Uuid>,
-    Option<Uuid>,
-    Option<i32>,
-    Option<i32>,
-    DateTime<Utc>,
-);
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = social_states)]
+struct FlowRow {
+    nonce: String,
+    pkce_verifier: String,
+    redirect_to: String,
+    app_state: Option<String>,
+    code_challenge: String,
+    reauth: bool,
+    link_user_id: Option<Uuid>,
+    link_session_id: Option<Uuid>,
+    token_version: Option<i32>,
+    email_epoch: Option<i32>,
+    created_at: DateTime<Utc>,
+}
 
 /// Spends the live flow `state` of `provider` started by the browser with cookie `browser`.
 /// Anything else (unknown, spent, expired, another provider's, another browser's) is `None` and
@@ -217,76 +225,59 @@ pub async fn take_flow(
             .filter(social_states::browser.eq(digest(browser)))
             .filter(social_states::expires_at.gt(Utc::now())),
     )
-    .returning((
-        social_states::nonce,
-        social_states::pkce_verifier,
-        social_states::redirect_to,
-        social_states::app_state,
-        social_states::code_challenge,
-        social_states::link_user_id,
-        social_states::link_session_id,
-        social_states::token_version,
-        social_states::email_epoch,
-        social_states::created_at,
-    ))
+    .returning(FlowRow::as_returning())
     .get_result(conn)
     .await
     .optional()?;
-    Ok(row.map(
-        |(
-            nonce,
-            pkce_verifier,
-            redirect_to,
-            app_state,
-            code_challenge,
-            user,
-            session,
-            version,
-            epoch,
-            created_at,
-        )| {
-            let linking = match (user, session, version, epoch) {
-                (Some(user_id), Some(session_id), Some(token_version), Some(email_epoch)) => {
-                    Some(Linking {
-                        user_id,
-                        session_id,
-                        token_version,
-                        email_epoch,
-                    })
-                }
-                _ => None,
-            };
-            Flow {
-                nonce,
-                pkce_verifier,
-                app: AppRequest {
-                    redirect_to,
-                    app_state,
-                    code_challenge,
-                },
-                linking,
-                created_at,
+    Ok(row.map(|row| {
+        let linking = match (
+            row.link_user_id,
+            row.link_session_id,
+            row.token_version,
+            row.email_epoch,
+        ) {
+            (Some(user_id), Some(session_id), Some(token_version), Some(email_epoch)) => {
+                Some(Linking {
+                    user_id,
+                    session_id,
+                    token_version,
+                    email_epoch,
+                })
             }
-        },
-    ))
+            _ => None,
+        };
+        Flow {
+            nonce: row.nonce,
+            pkce_verifier: row.pkce_verifier,
+            app: AppRequest {
+                redirect_to: row.redirect_to,
+                app_state: row.app_state,
+                code_challenge: row.code_challenge,
+                reauth: row.reauth,
+            },
+            linking,
+            created_at: row.created_at,
+        }
+    }))
 }
 
-/// Whether a flow `state` exists at all for another provider (a mix-up) or another browser; only
-/// to tell the two refusals apart in the audit, never to let one through.
-pub async fn flow_exists(conn: &mut AsyncPgConnection, state: &str) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(
-        social_states::table.find(digest(state)),
-    ))
-    .get_result(conn)
-    .await
+/// A provider account to link to the code's user when the code is redeemed, and the session that
+/// asked for the link (still live then, or nothing is linked).
+#[derive(Debug, Clone)]
+pub struct PendingLink {
+    pub session_id: Uuid,
+    pub account: Subject,
 }
 
-/// A redeemable code for `user`, signed in at `provider`, for the app that sent `code_challenge`.
+/// A redeemable code for `user`, who signed in at `provider` at `auth_time`, for the app that sent
+/// `code_challenge`; with `link`, redeeming it links that provider account first.
 pub async fn issue_code(
     conn: &mut AsyncPgConnection,
     user: &User,
     provider: &str,
     code_challenge: &str,
+    auth_time: DateTime<Utc>,
+    link: Option<&PendingLink>,
 ) -> QueryResult<String> {
     let code = random(32);
     let now = Utc::now();
@@ -301,11 +292,31 @@ pub async fn issue_code(
             social_codes::code_challenge.eq(code_challenge),
             social_codes::token_version.eq(user.token_version),
             social_codes::email_epoch.eq(user.email_epoch),
+            social_codes::auth_time.eq(auth_time),
+            social_codes::link_session_id.eq(link.map(|l| l.session_id)),
+            social_codes::link_issuer.eq(link.map(|l| &l.account.issuer)),
+            social_codes::link_subject.eq(link.map(|l| &l.account.subject)),
+            social_codes::link_email.eq(link.and_then(|l| l.account.email.as_ref())),
             social_codes::expires_at.eq(now + CODE_LIFETIME),
         ))
         .execute(conn)
         .await?;
     Ok(code)
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = social_codes)]
+struct CodeRow {
+    user_id: Uuid,
+    provider: String,
+    code_challenge: String,
+    token_version: i32,
+    email_epoch: i32,
+    auth_time: DateTime<Utc>,
+    link_session_id: Option<Uuid>,
+    link_issuer: Option<String>,
+    link_subject: Option<String>,
+    link_email: Option<String>,
 }
 
 /// A code being redeemed.
@@ -316,34 +327,52 @@ pub struct Redeemed {
     pub code_challenge: String,
     pub token_version: i32,
     pub email_epoch: i32,
+    pub auth_time: DateTime<Utc>,
+    pub link: Option<PendingLink>,
+}
+
+impl Redeemed {
+    /// Whether the account is still as it was when the code was issued.
+    pub fn still_holds_for(&self, user: &User) -> bool {
+        user.active
+            && user.token_version == self.token_version
+            && user.email_epoch == self.email_epoch
+    }
 }
 
 /// Spends `code`, whatever comes next: a code is spent by its first redemption, right or wrong.
 pub async fn spend_code(conn: &mut AsyncPgConnection, code: &str) -> QueryResult<Option<Redeemed>> {
-    let row: Option<(Uuid, String, String, i32, i32)> = diesel::delete(
+    let row: Option<CodeRow> = diesel::delete(
         social_codes::table
             .find(digest(code))
             .filter(social_codes::expires_at.gt(Utc::now())),
     )
-    .returning((
-        social_codes::user_id,
-        social_codes::provider,
-        social_codes::code_challenge,
-        social_codes::token_version,
-        social_codes::email_epoch,
-    ))
+    .returning(CodeRow::as_returning())
     .get_result(conn)
     .await
     .optional()?;
-    Ok(row.map(
-        |(user_id, provider, code_challenge, token_version, email_epoch)| Redeemed {
-            user_id,
-            provider,
-            code_challenge,
-            token_version,
-            email_epoch,
-        },
-    ))
+    Ok(row.map(|row| {
+        let link = match (row.link_session_id, row.link_issuer, row.link_subject) {
+            (Some(session_id), Some(issuer), Some(subject)) => Some(PendingLink {
+                session_id,
+                account: Subject {
+                    issuer,
+                    subject,
+                    email: row.link_email,
+                },
+            }),
+            _ => None,
+        };
+        Redeemed {
+            user_id: row.user_id,
+            provider: row.provider,
+            code_challenge: row.code_challenge,
+            token_version: row.token_version,
+            email_epoch: row.email_epoch,
+            auth_time: row.auth_time,
+            link,
+        }
+    }))
 }
 
 /// Whether `verifier` is the one whose S256 challenge is `challenge` (RFC 7636), in constant time.
