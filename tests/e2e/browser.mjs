@@ -3,7 +3,10 @@
 // "this wasn't me" link of a new sign-in mail, which ends every session and the password. Then the docs page renders
 // under its Content-Security-Policy without a violation, and browser apps on other origins: one that
 // ACCOUNTS_CORS_ORIGINS lists registers and signs in through fetch, one it does not list reads nothing.
+// Last, a social sign-in: /account/signed-in?provider=dev through make run's dev OpenID provider (its own
+// login form and consent page) and back, with no request leaving loopback.
 // Usage: node tests/e2e/browser.mjs <accounts base URL> <MailDev base URL> <listed origin> <unlisted origin>
+//          <dev OpenID provider origin>
 import { createRequire } from "node:module";
 import http from "node:http";
 import assert from "node:assert/strict";
@@ -11,8 +14,9 @@ import assert from "node:assert/strict";
 const require = createRequire(new URL("../../var/tools/", import.meta.url));
 const { chromium } = require("playwright-core");
 
-const [api, maildev, appOrigin, strangerOrigin] = process.argv.slice(2);
-assert.ok(appOrigin && strangerOrigin, "usage: browser.mjs <api> <maildev> <listed origin> <unlisted origin>");
+const [api, maildev, appOrigin, strangerOrigin, devProvider] = process.argv.slice(2);
+assert.ok(appOrigin && strangerOrigin && devProvider,
+  "usage: browser.mjs <api> <maildev> <listed origin> <unlisted origin> <dev provider origin>");
 const email = `browser-${Date.now()}@example.com`;
 const password = "first-pass-1234";
 const newPassword = "second-pass-5678";
@@ -41,6 +45,21 @@ async function linkFromMail(subject, prefix) {
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`no mail matching ${subject} for ${email}`);
+}
+
+/** A context whose pages may load only from loopback: every other request is aborted and listed in `blocked`. */
+async function loopbackOnly(browser) {
+  const context = await browser.newContext();
+  const blocked = [];
+  await context.route("**/*", (route) => {
+    const { hostname } = new URL(route.request().url());
+    if (["127.0.0.1", "localhost", "[::1]"].includes(hostname)) {
+      return route.continue();
+    }
+    blocked.push(route.request().url());
+    return route.abort("blockedbyclient");
+  });
+  return { context, blocked };
 }
 
 /** A browser app's page, served from its own origin (another port of 127.0.0.1). */
@@ -184,8 +203,34 @@ try {
     }
   }, { api, email: appEmail, password });
   assert.match(theft, /^blocked/, "an unlisted origin signed in with the app user's password");
+
+  // Social sign-in as make run prints it: the page starts the flow (PKCE in the browser), the dev
+  // provider's login form takes any name and password, its consent page continues, and the page
+  // redeems the code that comes back. The provider's pages import a web font it strips: nothing leaves.
+  const { context: social, blocked } = await loopbackOnly(browser);
+  const login = `social-${Date.now()}`;
+  const tab = await social.newPage();
+  await tab.goto(`${api}/account/signed-in?provider=dev`);
+  await tab.waitForURL((url) => url.origin === devProvider && url.pathname.startsWith("/interaction/"),
+    { timeout: 20000 });
+  await tab.fill('input[name="login"]', login);
+  await tab.fill('input[name="password"]', "any password");
+  await tab.getByRole("button", { name: "Sign-in" }).click();
+  await tab.waitForSelector('input[name="prompt"][value="consent"]', { state: "attached", timeout: 20000 });
+  assert.equal(new URL(tab.url()).origin, devProvider, "the consent page is the provider's");
+  await tab.getByRole("button", { name: "Continue" }).click();
+  await tab.waitForURL((url) => `${url.origin}${url.pathname}` === `${api}/account/signed-in`, { timeout: 20000 });
+  await tab.waitForSelector("#message.ok", { timeout: 20000 }).catch(async (e) => {
+    throw new Error(`the social sign-in did not succeed: ${await tab.textContent("#message")}`, { cause: e });
+  });
+  assert.match(await tab.textContent("#message"), /^Signed in as /);
+  assert.equal(await tab.textContent("#user-email"), `${login}@example.test`);
+  assert.deepEqual(blocked, [], "requests that left loopback during the social sign-in");
+  await social.close();
+
   console.log("browser e2e: confirm page, reset form, new login, the new sign-in link, /docs under its CSP, " +
-    "and CORS (listed origin signs up and in; unlisted origin reads nothing) all passed");
+    "CORS (listed origin signs up and in; unlisted origin reads nothing) and a social sign-in through the dev " +
+    "provider (loopback only) all passed");
 } finally {
   await browser.close();
   await Promise.all(apps.map((server) => new Promise((resolve) => server.close(resolve))));
