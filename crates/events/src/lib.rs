@@ -46,6 +46,8 @@ pub enum Event {
     RecoveryCodesReplaced(RecoveryCodesReplaced),
     IdentityLinked(IdentityLinked),
     IdentityUnlinked(IdentityUnlinked),
+    PasskeyAdded(PasskeyAdded),
+    PasskeyRemoved(PasskeyRemoved),
 }
 
 /// The language of the mail when a payload carries none (messages written before `locale` existed).
@@ -268,9 +270,42 @@ pub struct IdentityUnlinked {
     pub locale: String,
 }
 
+/// A passkey was added to the account. The link undoes it with the effects of a sign-in reject
+/// (every session ends, the passkeys added since go, a password reset is mailed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasskeyAdded {
+    pub user_id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    /// The name the user gave it (or a default like "Passkey").
+    pub name: String,
+    pub added_at: DateTime<Utc>,
+    /// The client address it was added from.
+    pub ip: String,
+    pub reject_url: String,
+    pub reject_expires_at: DateTime<Utc>,
+    #[serde(default = "default_locale")]
+    pub locale: String,
+}
+
+/// A passkey was removed from the account; a security notice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasskeyRemoved {
+    pub user_id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    /// Its name, as in [`PasskeyAdded::name`].
+    pub name: String,
+    pub removed_at: DateTime<Utc>,
+    /// The client address it was removed from.
+    pub ip: String,
+    #[serde(default = "default_locale")]
+    pub locale: String,
+}
+
 impl Event {
     /// Every routing key, for consumers that bind to all of them.
-    pub const TYPES: [&'static str; 14] = [
+    pub const TYPES: [&'static str; 16] = [
         "user-registered",
         "email-confirmation-requested",
         "password-reset-requested",
@@ -285,6 +320,8 @@ impl Event {
         "recovery-codes-replaced",
         "identity-linked",
         "identity-unlinked",
+        "passkey-added",
+        "passkey-removed",
     ];
 
     /// The event type, which is also the routing key.
@@ -304,6 +341,8 @@ impl Event {
             Event::RecoveryCodesReplaced(_) => Self::TYPES[11],
             Event::IdentityLinked(_) => Self::TYPES[12],
             Event::IdentityUnlinked(_) => Self::TYPES[13],
+            Event::PasskeyAdded(_) => Self::TYPES[14],
+            Event::PasskeyRemoved(_) => Self::TYPES[15],
         }
     }
 
@@ -324,6 +363,8 @@ impl Event {
             Event::RecoveryCodesReplaced(e) => &e.email,
             Event::IdentityLinked(e) => &e.email,
             Event::IdentityUnlinked(e) => &e.email,
+            Event::PasskeyAdded(e) => &e.email,
+            Event::PasskeyRemoved(e) => &e.email,
         }
     }
 
@@ -344,6 +385,8 @@ impl Event {
             Event::RecoveryCodesReplaced(e) => &e.locale,
             Event::IdentityLinked(e) => &e.locale,
             Event::IdentityUnlinked(e) => &e.locale,
+            Event::PasskeyAdded(e) => &e.locale,
+            Event::PasskeyRemoved(e) => &e.locale,
         }
     }
 }
@@ -541,6 +584,26 @@ mod tests {
                 ip: "192.0.2.6".into(),
                 locale: "fr".into(),
             }),
+            Event::PasskeyAdded(PasskeyAdded {
+                user_id,
+                email: "o@example.com".into(),
+                username: Some("o".into()),
+                name: "YubiKey 5C".into(),
+                added_at: now,
+                ip: "192.0.2.8".into(),
+                reject_url: "p".into(),
+                reject_expires_at: now,
+                locale: "en".into(),
+            }),
+            Event::PasskeyRemoved(PasskeyRemoved {
+                user_id,
+                email: "q@example.com".into(),
+                username: None,
+                name: "Passkey".into(),
+                removed_at: now,
+                ip: "192.0.2.9".into(),
+                locale: "fr".into(),
+            }),
         ];
         assert_eq!(events.len(), Event::TYPES.len());
         for (event, kind) in events.into_iter().zip(Event::TYPES) {
@@ -630,6 +693,40 @@ mod tests {
         assert!(value["data"]["provider_email"].is_null());
         assert_eq!(Envelope::from_json(&envelope.to_json()).unwrap(), envelope);
         assert_eq!(envelope.event.recipient(), "n@example.com");
+    }
+
+    #[test]
+    fn a_passkey_event_has_its_documented_type_and_fields() {
+        let id = Uuid::new_v4();
+        let user_id = Uuid::new_v4();
+        // The shape DESIGN gives accounts to write, without a locale (it defaults to English).
+        let added = format!(
+            r#"{{"id":"{id}","type":"passkey-added","data":{{"user_id":"{user_id}","email":"r@example.com","username":null,"name":"Phone","added_at":"2026-11-23T14:05:00Z","ip":"192.0.2.10","reject_url":"http://localhost:8080/account/reject-sign-in?token=t","reject_expires_at":"2026-11-30T14:05:00Z"}},"version":1,"occurred_at":"2026-11-23T14:05:00Z"}}"#
+        );
+        let envelope = Envelope::from_json(added.as_bytes()).unwrap();
+        assert_eq!(envelope.kind(), "passkey-added");
+        assert_eq!(envelope.event.recipient(), "r@example.com");
+        assert_eq!(envelope.event.locale(), "en");
+        let Event::PasskeyAdded(e) = &envelope.event else {
+            panic!("not a passkey-added: {envelope:?}");
+        };
+        assert_eq!(e.name, "Phone");
+        assert_eq!(
+            e.reject_url,
+            "http://localhost:8080/account/reject-sign-in?token=t"
+        );
+
+        let removed = format!(
+            r#"{{"id":"{id}","type":"passkey-removed","data":{{"user_id":"{user_id}","email":"r@example.com","username":"r","name":"Phone","removed_at":"2026-11-23T14:05:00Z","ip":"192.0.2.10","locale":"fr"}},"version":1,"occurred_at":"2026-11-23T14:05:00Z"}}"#
+        );
+        let envelope = Envelope::from_json(removed.as_bytes()).unwrap();
+        assert_eq!(envelope.kind(), "passkey-removed");
+        assert_eq!(envelope.event.locale(), "fr");
+
+        // The link is what the mail is for: an added passkey without one is refused, not mailed bare.
+        let mut value: serde_json::Value = serde_json::from_str(&added).unwrap();
+        value["data"].as_object_mut().unwrap().remove("reject_url");
+        assert!(Envelope::from_json(value.to_string().as_bytes()).is_err());
     }
 
     #[test]

@@ -46,6 +46,8 @@ macro_rules! embed_locale {
             "identity-linked/subject.txt", "identity-linked/body.txt", "identity-linked/body.html",
             "identity-unlinked/subject.txt", "identity-unlinked/body.txt",
             "identity-unlinked/body.html",
+            "passkey-added/subject.txt", "passkey-added/body.txt", "passkey-added/body.html",
+            "passkey-removed/subject.txt", "passkey-removed/body.txt", "passkey-removed/body.html",
         )
     };
     (@files $locale:literal; $($file:literal),* $(,)?) => {

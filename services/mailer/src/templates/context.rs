@@ -124,6 +124,20 @@ pub(super) fn for_event(
             unlinked_at: time(e.unlinked_at),
             ip: one_line(&e.ip),
         }),
+        Event::PasskeyAdded(e) => tera_context(&PasskeyAddedContext {
+            username: display_name(e.username.as_deref(), &e.email),
+            name: passkey_name(&e.name),
+            added_at: time(e.added_at),
+            ip: one_line(&e.ip),
+            reject: Link::parse(template, &e.reject_url)?,
+            expires_at: time(e.reject_expires_at),
+        }),
+        Event::PasskeyRemoved(e) => tera_context(&PasskeyRemovedContext {
+            username: display_name(e.username.as_deref(), &e.email),
+            name: passkey_name(&e.name),
+            removed_at: time(e.removed_at),
+            ip: one_line(&e.ip),
+        }),
     }
     .map_err(|e| TemplateError::render(template, &e))
 }
@@ -315,6 +329,32 @@ struct IdentityUnlinkedContext<'a> {
     provider: String,
     unlinked_at: String,
     ip: String,
+}
+
+/// `name` is the one the user gave the passkey (whoever added it chose it: it stays on one line),
+/// absent when it is blank, and the mail then says "a passkey". `reject` undoes the addition with
+/// the effects of a sign-in reject.
+#[derive(Serialize)]
+struct PasskeyAddedContext<'a> {
+    username: &'a str,
+    name: Option<String>,
+    added_at: String,
+    ip: String,
+    reject: Link,
+    expires_at: String,
+}
+
+#[derive(Serialize)]
+struct PasskeyRemovedContext<'a> {
+    username: &'a str,
+    name: Option<String>,
+    removed_at: String,
+    ip: String,
+}
+
+/// A passkey's name as the mail shows it: one short line, or none when it is blank.
+fn passkey_name(raw: &str) -> Option<String> {
+    Some(one_line(raw)).filter(|name| !name.is_empty())
 }
 
 fn tera_context(value: &impl Serialize) -> tera::Result<tera::Context> {

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use events::{
     EmailChanged, EmailConfirmationRequested, Event, IdentityLinked, IdentityUnlinked, MfaDisabled,
-    MfaEnabled, MfaFailures, NewSignIn, PasswordChanged, PasswordResetRequested, RecoveryCodeUsed,
-    RecoveryCodesReplaced, RoleChanged, UserRegistered,
+    MfaEnabled, MfaFailures, NewSignIn, PasskeyAdded, PasskeyRemoved, PasswordChanged,
+    PasswordResetRequested, RecoveryCodeUsed, RecoveryCodesReplaced, RoleChanged, UserRegistered,
 };
 
 /// The instant every sample mail uses, so that two renders of one template compare equal.
@@ -151,6 +151,26 @@ pub fn sample_event(kind: &str, locale: &str) -> Option<Event> {
             username,
             provider: "GitHub".to_string(),
             unlinked_at: now,
+            ip: "203.0.113.7".to_string(),
+            locale,
+        }),
+        "passkey-added" => Event::PasskeyAdded(PasskeyAdded {
+            user_id,
+            email,
+            username,
+            name: "YubiKey 5C".to_string(),
+            added_at: now,
+            ip: "203.0.113.7".to_string(),
+            reject_url: link("/account/reject-sign-in"),
+            reject_expires_at: now + chrono::Duration::days(7),
+            locale,
+        }),
+        "passkey-removed" => Event::PasskeyRemoved(PasskeyRemoved {
+            user_id,
+            email,
+            username,
+            name: "YubiKey 5C".to_string(),
+            removed_at: now,
             ip: "203.0.113.7".to_string(),
             locale,
         }),

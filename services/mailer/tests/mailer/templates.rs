@@ -85,7 +85,7 @@ fn every_mail(templates: &Templates) -> Vec<(String, RenderedMail)> {
 
 /// The second wording of templates that have two, beside the sample's: its snapshot name, its
 /// event type and what changes in the sample payload.
-fn variants() -> [(&'static str, &'static str, serde_json::Value); 4] {
+fn variants() -> [(&'static str, &'static str, serde_json::Value); 5] {
     [
         // A social sign-in's welcome: the provider vouched for the address, so there is no link.
         (
@@ -107,6 +107,12 @@ fn variants() -> [(&'static str, &'static str, serde_json::Value); 4] {
             "identity-linked-without-provider-address",
             "identity-linked",
             json!({"provider_email": null}),
+        ),
+        // A passkey whose name is blank is "a passkey".
+        (
+            "passkey-added-without-name",
+            "passkey-added",
+            json!({"name": ""}),
         ),
     ]
 }
@@ -149,6 +155,7 @@ fn a_hostile_username_device_role_or_product_never_reaches_html_unescaped() {
         "method": "<script>alert(4)</script>",
         "provider": "<img src=x onerror=alert(5)>",
         "provider_email": "<script>alert(6)</script>@evil.example",
+        "name": "<script>alert(7)</script> <img src=x onerror=alert(8)>",
     });
     for locale in locale_codes() {
         for kind in Event::TYPES {
@@ -217,6 +224,7 @@ fn a_javascript_link_in_a_payload_is_refused_not_rendered() {
         ("mfa-enabled", "reject_url"),
         ("mfa-disabled", "reset_url"),
         ("identity-linked", "reject_url"),
+        ("passkey-added", "reject_url"),
     ] {
         for bad in ["javascript:alert(1)", "data:text/html,hi", "/relative"] {
             let event = event_with(kind, "fr", json!({ field: bad }));
@@ -272,6 +280,14 @@ fn a_french_payload_gets_french_subjects() {
         (
             "identity-unlinked",
             "Un compte GitHub a été dissocié de votre compte Accounts",
+        ),
+        (
+            "passkey-added",
+            "Une clé d’accès a été ajoutée à votre compte Accounts",
+        ),
+        (
+            "passkey-removed",
+            "Une clé d’accès a été retirée de votre compte Accounts",
         ),
     ];
     assert_eq!(expected.len(), Event::TYPES.len());
@@ -990,6 +1006,192 @@ fn identity_unlinked_is_a_notice_with_the_provider_the_time_and_the_place_and_no
 }
 
 #[test]
+fn passkey_added_names_the_passkey_the_time_the_place_and_the_way_out() {
+    let link = "https://accounts.example.com/account/reject-sign-in?token=sample-token";
+    let mail = render("passkey-added", "en");
+    assert_eq!(mail.subject, "A passkey was added to your Accounts account");
+    for expected in [
+        "A passkey named “YubiKey 5C” was added to your Accounts account: from now on, it can sign you in.",
+        "Time: November 23, 2026 at 14:05 UTC",
+        "Location (approximate): IP address 203.0.113.7",
+        "removes this passkey and any added after it",
+        "The link works once, until November 30, 2026 at 14:05 UTC.",
+    ] {
+        assert!(mail.text.contains(expected), "{expected}: {}", mail.text);
+        assert!(mail.html.contains(expected), "{expected}: {}", mail.html);
+    }
+    assert!(
+        mail.text.contains(&format!("This wasn't me: {link}")),
+        "{}",
+        mail.text
+    );
+    assert!(
+        mail.html
+            .contains(&format!("<a href=\"{link}\">This wasn't me</a>")),
+        "{}",
+        mail.html
+    );
+    let fr = render("passkey-added", "fr");
+    for expected in [
+        "Une clé d’accès nommée «\u{a0}YubiKey 5C\u{a0}» a été ajoutée à votre compte Accounts\u{a0}: elle permet désormais de vous connecter.",
+        "Date\u{a0}: 23 novembre 2026 à 14:05 UTC",
+        "adresse IP 203.0.113.7",
+        "retire cette clé d’accès et celles ajoutées depuis",
+        "reste valable jusqu’au 30 novembre 2026 à 14:05 UTC.",
+    ] {
+        assert!(fr.text.contains(expected), "{expected}: {}", fr.text);
+        assert!(fr.html.contains(expected), "{expected}: {}", fr.html);
+    }
+    assert!(
+        fr.text
+            .contains(&format!("Ce n’était pas moi\u{a0}: {link}")),
+        "{}",
+        fr.text
+    );
+    assert!(
+        fr.html
+            .contains(&format!("<a href=\"{link}\">Ce n’était pas moi</a>")),
+        "{}",
+        fr.html
+    );
+}
+
+#[test]
+fn a_passkey_without_a_name_is_a_passkey_and_keeps_the_way_out() {
+    for (kind, locale, expected) in [
+        (
+            "passkey-added",
+            "en",
+            "Hello, ada!\n\nA passkey was added to your Accounts account",
+        ),
+        (
+            "passkey-added",
+            "fr",
+            "Bonjour ada,\n\nUne clé d’accès a été ajoutée",
+        ),
+        (
+            "passkey-removed",
+            "en",
+            "Hello, ada!\n\nA passkey was removed from your Accounts account on",
+        ),
+        (
+            "passkey-removed",
+            "fr",
+            "Bonjour ada,\n\nUne clé d’accès a été retirée de votre compte Accounts le",
+        ),
+    ] {
+        for name in [json!(""), json!(" \r\n\t ")] {
+            let mail = Templates::embedded()
+                .render(&event_with(kind, locale, json!({ "name": name })))
+                .unwrap();
+            assert!(
+                mail.text.contains(expected),
+                "{kind} {locale}: {}",
+                mail.text
+            );
+            for part in [&mail.text, &mail.html] {
+                for quote in ["“", "”", "«", "»", "named", "nommée"] {
+                    assert!(!part.contains(quote), "{kind} {locale}: {part}");
+                }
+            }
+            if kind == "passkey-added" {
+                assert!(
+                    mail.text.contains("sample-token") && mail.html.contains("sample-token"),
+                    "{locale}: the way out is still there: {}",
+                    mail.text
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_passkey_name_or_client_address_cannot_add_lines_or_markup() {
+    // Whoever added the passkey named it: the name may be an attacker's message.
+    let forged = json!({
+        "name": "Phone\n\nURGENT: call +1 555 0100",
+        "ip": "203.0.113.7\r\n\nAll is well",
+    });
+    let added = Templates::embedded()
+        .render(&event_with("passkey-added", "en", forged.clone()))
+        .unwrap();
+    for expected in [
+        "A passkey named “Phone URGENT: call +1 555 0100” was added",
+        "IP address 203.0.113.7 All is well\n",
+    ] {
+        assert!(added.text.contains(expected), "{expected}: {}", added.text);
+    }
+    assert_eq!(
+        added.subject,
+        "A passkey was added to your Accounts account"
+    );
+    let removed = Templates::embedded()
+        .render(&event_with("passkey-removed", "en", forged))
+        .unwrap();
+    assert!(
+        removed.text.contains(
+            "The passkey “Phone URGENT: call +1 555 0100” was removed from your Accounts account on November 23, 2026 at 14:05 UTC, from IP address 203.0.113.7 All is well. It no longer"
+        ),
+        "{}",
+        removed.text
+    );
+    for mail in [&added, &removed] {
+        for line in ["\nURGENT", "\nAll is well"] {
+            assert!(!mail.text.contains(line), "{line}: {}", mail.text);
+        }
+    }
+
+    let hostile = json!({"name": "<img src=x onerror=alert(1)> & \"Phone\""});
+    for kind in ["passkey-added", "passkey-removed"] {
+        let mail = Templates::embedded()
+            .render(&event_with(kind, "en", hostile.clone()))
+            .unwrap();
+        assert!(
+            mail.html
+                .contains("“&lt;img src=x onerror=alert(1)&gt; &amp; &quot;Phone&quot;”"),
+            "{kind}: {}",
+            mail.html
+        );
+        // The text part is not HTML: the name reads as typed.
+        assert!(
+            mail.text
+                .contains("“<img src=x onerror=alert(1)> & \"Phone\"”"),
+            "{kind}: {}",
+            mail.text
+        );
+    }
+}
+
+#[test]
+fn passkey_removed_is_a_notice_with_the_name_the_time_and_the_place_and_no_link() {
+    let mail = render("passkey-removed", "en");
+    assert_eq!(
+        mail.subject,
+        "A passkey was removed from your Accounts account"
+    );
+    for expected in [
+        "The passkey “YubiKey 5C” was removed from your Accounts account on November 23, 2026 at 14:05 UTC, from IP address 203.0.113.7. It no longer signs you in.",
+        "someone has access to your account: sign out every session and change your password",
+        "contact support",
+    ] {
+        assert!(mail.text.contains(expected), "{expected}: {}", mail.text);
+        assert!(mail.html.contains(expected), "{expected}: {}", mail.html);
+    }
+    let fr = render("passkey-removed", "fr");
+    for expected in [
+        "La clé d’accès «\u{a0}YubiKey 5C\u{a0}» a été retirée de votre compte Accounts le 23 novembre 2026 à 14:05 UTC, depuis l’adresse IP 203.0.113.7. Elle ne permet plus de vous connecter.",
+        "fermez toutes les sessions et changez votre mot de passe",
+    ] {
+        assert!(fr.text.contains(expected), "{expected}: {}", fr.text);
+        assert!(fr.html.contains(expected), "{expected}: {}", fr.html);
+    }
+    for mail in [&mail, &fr] {
+        assert!(!mail.html.contains("href"), "{}", mail.html);
+        assert!(!mail.text.contains("://"), "{}", mail.text);
+    }
+}
+
+#[test]
 fn without_a_username_the_mail_greets_the_local_part() {
     let mail = Templates::embedded()
         .render(&Event::UserRegistered(UserRegistered {
@@ -1161,6 +1363,50 @@ fn mailer_render_shows_the_social_account_notices() {
             "identity-unlinked",
             "fr",
             "Un compte GitHub a été dissocié de votre compte Accounts",
+        ),
+    ] {
+        let output = mailer(&["render", kind, "--locale", locale], &[]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{kind} {locale}: {stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains(&format!(
+                "----- subject ({locale}/{kind}/subject.txt: embedded) -----\n{expected}\n"
+            )),
+            "{kind} {locale}: {stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("----- html ({locale}/{kind}/body.html: embedded")),
+            "{kind} {locale}: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn mailer_render_shows_the_passkey_notices() {
+    for (kind, locale, expected) in [
+        (
+            "passkey-added",
+            "en",
+            "A passkey was added to your Accounts account",
+        ),
+        (
+            "passkey-added",
+            "fr",
+            "Une clé d’accès a été ajoutée à votre compte Accounts",
+        ),
+        (
+            "passkey-removed",
+            "en",
+            "A passkey was removed from your Accounts account",
+        ),
+        (
+            "passkey-removed",
+            "fr",
+            "Une clé d’accès a été retirée de votre compte Accounts",
         ),
     ] {
         let output = mailer(&["render", kind, "--locale", locale], &[]);
