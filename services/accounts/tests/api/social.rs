@@ -277,6 +277,8 @@ async fn a_vouched_for_provider_account_becomes_a_verified_account_without_a_pas
     // Registered without a confirmation link: the provider vouched for the address.
     let registered = w.app.outbox_events("user-registered").await;
     assert_eq!(registered.len(), 1);
+    // The browser that signed up is the account's first device: no new-sign-in notice.
+    assert!(w.app.outbox_events("new-sign-in").await.is_empty());
     assert!(registered[0].get("confirmation_url").is_none());
     // The same provider account signs in to the same account again; the list shows it.
     let again = w.social_login("dev", &login).await;

@@ -32,7 +32,7 @@ use serde_json::json;
 use url::Url;
 use uuid::Uuid;
 
-use super::{Client, Outcome, begin_or_challenge};
+use super::{Client, Outcome, begin_or_challenge, devices};
 use crate::{
     audit::{self, Origin},
     auth::Authenticated,
@@ -642,6 +642,10 @@ async fn create_account(
         locale: user.locale.clone(),
     });
     outbox::enqueue(conn, event, &client.request_id).await?;
+    // Registration counts as the first device, as a password registration's does: the browser
+    // that signed up is not "a new device" when it redeems the code.
+    let device = &client.device;
+    devices::remember(conn, user.id, &devices::key(&device.user_agent, &device.ip)).await?;
     let origin = origin.clone().by(user.id);
     let details = json!({ "provider": provider.name(), "identity": identity.id });
     audit::record(conn, &origin, "user.registered", Some(user.id), details).await?;
