@@ -63,6 +63,10 @@ pub struct Settings {
     pub product_name: String,
     /// Social login providers and the app URLs a flow may answer to.
     pub social: social::Social,
+    /// The WebAuthn relying party: its id (a host name; `None` turns passkeys off) and the
+    /// origins allowed to use it.
+    pub webauthn_rp_id: Option<String>,
+    pub webauthn_origins: Vec<Url>,
 }
 
 impl Settings {
@@ -177,6 +181,8 @@ impl Settings {
             outbox_retention: seconds("ACCOUNTS_OUTBOX_RETENTION_SECONDS", "604800")?,
             product_name: env.var("MAILER_PRODUCT_NAME", "Accounts"),
             social: social::from_env(&env, &public_url)?,
+            webauthn_rp_id: webauthn_rp_id(&env, &public_url)?,
+            webauthn_origins: webauthn_origins(&env, &public_url)?,
             public_url,
         })
     }
@@ -204,6 +210,52 @@ impl Settings {
             .join(path.trim_start_matches('/'))
             .expect("a relative path joins onto an http URL")
     }
+}
+
+/// `ACCOUNTS_WEBAUTHN_RP_ID`, by default the public URL's host; browsers refuse an IP address
+/// there, so an IP-address public URL leaves passkeys off unless the id is set.
+fn webauthn_rp_id<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    public_url: &Url,
+) -> anyhow::Result<Option<String>> {
+    if let Some(id) = env.optional("ACCOUNTS_WEBAUTHN_RP_ID") {
+        let host = url::Host::parse(&id).ok();
+        return match host {
+            Some(url::Host::Domain(_)) => Ok(Some(id.to_ascii_lowercase())),
+            _ => Err(anyhow!(
+                "ACCOUNTS_WEBAUTHN_RP_ID is {id:?}; expected a host name such as example.com (browsers refuse IP addresses)"
+            )),
+        };
+    }
+    Ok(match public_url.host() {
+        Some(url::Host::Domain(domain)) => Some(domain.to_string()),
+        _ => None,
+    })
+}
+
+/// `ACCOUNTS_WEBAUTHN_ORIGINS`: comma-separated origins, by default the public URL's.
+fn webauthn_origins<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    public_url: &Url,
+) -> anyhow::Result<Vec<Url>> {
+    let Some(list) = env.optional("ACCOUNTS_WEBAUTHN_ORIGINS") else {
+        let origin = public_url.origin().ascii_serialization();
+        return Ok(vec![Url::parse(&origin)?]);
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            Url::parse(o)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "ACCOUNTS_WEBAUTHN_ORIGINS has {o:?}; expected origins such as https://app.example.com, comma-separated"
+                    )
+                })
+        })
+        .collect()
 }
 
 /// A comma- or space-separated list of CIDR blocks; a bare address means just that address.

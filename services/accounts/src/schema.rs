@@ -204,6 +204,7 @@ diesel::table! {
         created_at -> Timestamptz,
         expires_at -> Timestamptz,
         spent_at -> Nullable<Timestamptz>,
+        passkey_ceremony -> Nullable<Uuid>,
     }
 }
 
@@ -288,6 +289,31 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    passkeys (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        credential_id -> Bytea,
+        name -> Text,
+        passkey -> Jsonb,
+        created_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    webauthn_ceremonies (id) {
+        id -> Uuid,
+        kind -> Text,
+        user_id -> Nullable<Uuid>,
+        session_id -> Nullable<Uuid>,
+        token_version -> Nullable<Int4>,
+        email_epoch -> Nullable<Int4>,
+        state -> Jsonb,
+        expires_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::joinable!(email_changes -> users (user_id));
 diesel::joinable!(user_roles -> users (user_id));
@@ -301,6 +327,7 @@ diesel::joinable!(recovery_codes -> users (user_id));
 diesel::joinable!(mfa_challenges -> users (user_id));
 diesel::joinable!(mfa_failures -> users (user_id));
 diesel::joinable!(identities -> users (user_id));
+diesel::joinable!(passkeys -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     refresh_tokens,
@@ -315,5 +342,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     recovery_codes,
     mfa_challenges,
     mfa_failures,
-    identities
+    identities,
+    passkeys
 );

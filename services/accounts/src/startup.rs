@@ -130,6 +130,7 @@ impl Application {
         let tokens = Arc::new(TokenIssuer::load(&settings)?);
         let pages = Arc::new(Pages::new());
         let social = Arc::new(Providers::new(&settings.social, &settings.public_url));
+        let webauthn = crate::signin::mfa::passkeys::relying_party(&settings)?.map(Arc::new);
         tokio::spawn(social.clone().keep_discovered(shutdown.clone()));
         let metrics = telemetry::metrics_handle();
         let login_guard = Arc::new(LoginGuard::new(settings.lockout));
@@ -150,6 +151,7 @@ impl Application {
                 sealing: sealing.clone(),
                 pages: pages.clone(),
                 social: social.clone(),
+                webauthn: webauthn.clone(),
                 http: providers::http_client(),
                 metrics: metrics.clone(),
             });

@@ -29,6 +29,8 @@ pub struct AppState {
     pub pages: Arc<Pages>,
     /// The social login providers, discovered in the background.
     pub social: Arc<Providers>,
+    /// The WebAuthn relying party; `None` when passkeys are off.
+    pub webauthn: Option<Arc<webauthn_rs::Webauthn>>,
     /// This worker's client for talking to providers (no redirects followed).
     pub http: reqwest::Client,
     pub metrics: PrometheusHandle,

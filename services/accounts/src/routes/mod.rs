@@ -8,6 +8,7 @@ pub(crate) mod confirm;
 pub(crate) mod email;
 pub(crate) mod health;
 pub(crate) mod mfa;
+pub(crate) mod passkeys;
 pub(crate) mod password;
 pub mod schemas;
 pub(crate) mod sessions;
@@ -51,6 +52,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .delete(mfa::remove_totp),
         Endpoint::at("/api/user/mfa/totp/confirm").post(mfa::confirm_totp),
         Endpoint::at("/api/user/mfa/recovery-codes").post(mfa::regenerate_recovery_codes),
+        Endpoint::at("/api/users/login/passkey/options").post(passkeys::login_options),
+        Endpoint::at("/api/users/login/passkey").post(passkeys::login),
+        Endpoint::at("/api/user/passkeys/options").post(passkeys::registration_options),
+        Endpoint::at("/api/user/passkeys")
+            .get(passkeys::list)
+            .post(passkeys::add),
+        Endpoint::at("/api/user/passkeys/{id}").delete(passkeys::remove),
         Endpoint::at("/api/auth/token").post(social::token),
         Endpoint::at("/api/user/identities").get(social::list),
         Endpoint::at("/api/user/identities/{provider}")

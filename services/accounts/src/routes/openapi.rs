@@ -13,8 +13,8 @@ use utoipa::{
 };
 
 use crate::routes::{
-    Endpoint, admin, confirm, email, health, mfa, password, schemas::ErrorBody, sessions, social,
-    user, users,
+    Endpoint, admin, confirm, email, health, mfa, passkeys, password, schemas::ErrorBody, sessions,
+    social, user, users,
 };
 
 struct TokenAuth;
@@ -96,6 +96,8 @@ impl Modify for CommonResponses {
         mfa::regenerate_recovery_codes,
         social::authorize, social::callback, social::token, social::list, social::link,
         social::unlink, social::signed_in_page,
+        passkeys::registration_options, passkeys::add, passkeys::list, passkeys::remove,
+        passkeys::login_options, passkeys::login,
         user::current, user::update,
         confirm::confirm, confirm::resend, confirm::success_page, confirm::request_page,
         password::forgot, password::reset, password::reset_page,

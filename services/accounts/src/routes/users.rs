@@ -332,6 +332,10 @@ pub struct SecondFactorLogin {
     /// One of the recovery codes (`xxxx-xxxx-xxxx`). Give it or `code` (null is absent).
     #[schema(max_length = 64)]
     recovery_code: Option<String>,
+    /// A passkey assertion for the challenge's `passkey_options`, as
+    /// `PublicKeyCredential.toJSON()` produces it (instead of a code).
+    #[schema(value_type = Option<Object>)]
+    credential: Option<serde_json::Value>,
 }
 
 /// A password login that needs a second factor: no tokens yet.
@@ -348,6 +352,11 @@ pub struct MfaChallenge {
     methods: Vec<&'static str>,
     /// Seconds until the challenge expires (300).
     expires_in: i64,
+    /// When the account has passkeys: `{"publicKey": ...}` for
+    /// `PublicKeyCredential.parseRequestOptionsFromJSON`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    passkey_options: Option<serde_json::Value>,
 }
 
 impl From<SecondFactorNeeded> for MfaChallengeResponse {
@@ -357,12 +366,15 @@ impl From<SecondFactorNeeded> for MfaChallengeResponse {
                 challenge: needed.challenge,
                 methods: needed.methods,
                 expires_in: needed.expires_in,
+                passkey_options: needed
+                    .passkey_options
+                    .map(|options| serde_json::json!({ "publicKey": options })),
             },
         }
     }
 }
 
-pub const ONE_FACTOR: &str = "Give either a code or a recovery code.";
+pub const ONE_FACTOR: &str = "Give one of a code, a recovery code or a passkey credential.";
 
 #[utoipa::path(post, path = "/api/users/login/mfa", tag = "users", request_body = SecondFactorLogin,
     responses((status = 200, description = "Logged in, with two factors", body = UserResponse),
@@ -383,14 +395,16 @@ pub async fn login_second_factor(
     }
     let code = input.code.filter(|c| !c.is_empty());
     let recovery_code = input.recovery_code.filter(|c| !c.is_empty());
-    let proof = match (&code, &recovery_code) {
-        (Some(code), None) => Some(Proof::Totp(code)),
-        (None, Some(code)) => Some(Proof::RecoveryCode(code)),
-        (None, None) => {
+    let credential = input.credential.filter(|c| !c.is_null());
+    let proof = match (&code, &recovery_code, &credential) {
+        (Some(code), None, None) => Some(Proof::Totp(code)),
+        (None, Some(code), None) => Some(Proof::RecoveryCode(code)),
+        (None, None, Some(credential)) => Some(Proof::Passkey(credential)),
+        (None, None, None) => {
             push_error(&mut errors, "code", REQUIRED);
             None
         }
-        (Some(_), Some(_)) => {
+        _ => {
             push_error(&mut errors, "recovery_code", ONE_FACTOR);
             None
         }

@@ -67,6 +67,21 @@ impl Assurance {
         self
     }
 
+    /// `self` plus a passkey whose authenticator verified the user (`swk` and `user`), so `mfa`.
+    pub fn with_passkey(mut self) -> Self {
+        for value in ["swk", "user", "mfa"] {
+            if !self.amr.iter().any(|m| m == value) {
+                self.amr.push(value.into());
+            }
+        }
+        self
+    }
+
+    /// A passkey alone, with user verification: two factors in one (`aal2`).
+    pub fn passkey() -> Self {
+        Self { amr: Vec::new() }.with_passkey()
+    }
+
     /// What `session` began with.
     pub fn of(session: &Session) -> Self {
         Self {

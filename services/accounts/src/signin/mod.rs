@@ -4,6 +4,7 @@
 
 pub mod devices;
 pub mod mfa;
+pub mod passkey;
 pub mod password;
 pub mod recovery;
 mod session;
@@ -101,15 +102,26 @@ pub async fn begin_or_challenge(
     presented_at: DateTime<Utc>,
 ) -> QueryResult<Began> {
     if mfa::enabled(conn, user.id).await? {
-        let challenge = challenge::issue(conn, user, &first.amr).await?;
-        let mut details = json!({ "methods": ["totp", "recovery_code"], "amr": first.amr });
+        let passkey = passkey::second_factor_options(conn, state, user).await?;
+        let mut methods = Vec::new();
+        if mfa::totp::enabled(conn, user.id).await? {
+            methods.push("totp");
+        }
+        methods.push("recovery_code");
+        if passkey.is_some() {
+            methods.push("passkey");
+        }
+        let (ceremony, passkey_options) = passkey.unzip();
+        let challenge = challenge::issue(conn, user, &first.amr, ceremony).await?;
+        let mut details = json!({ "methods": methods, "amr": first.amr });
         merge(&mut details, via);
         let origin = client.origin().by(user.id);
         audit::record(conn, &origin, "login.second_factor", Some(user.id), details).await?;
         return Ok(Began::SecondFactor(SecondFactorNeeded {
             challenge,
-            methods: vec!["totp", "recovery_code"],
+            methods,
             expires_in: challenge::LIFETIME.num_seconds(),
+            passkey_options,
         }));
     }
     let signed_in = complete(conn, state, user, first, client, via, presented_at).await?;
@@ -128,6 +140,8 @@ pub struct SecondFactorNeeded {
     pub methods: Vec<&'static str>,
     /// Seconds the challenge lives.
     pub expires_in: i64,
+    /// The passkey ceremony's `publicKey` options, when the account has passkeys.
+    pub passkey_options: Option<serde_json::Value>,
 }
 
 /// A password login: identify, check the password (throttled, the same cost whether or not the
@@ -221,17 +235,35 @@ pub async fn with_second_factor(
             if !pending.still_holds_for(&user) {
                 return Ok(Finish::BadChallenge);
             }
-            match mfa::verify(conn, state, &user, proof, &attempt).await? {
+            let verdict = match proof {
+                Proof::Passkey(credential) => {
+                    let ceremony = pending.passkey_ceremony;
+                    let origin = origin.clone().by(user.id);
+                    match passkey::verify_second_factor(
+                        conn, state, &user, ceremony, credential, &origin,
+                    )
+                    .await?
+                    {
+                        true => Verdict::Accepted,
+                        false => Verdict::Rejected,
+                    }
+                }
+                _ => mfa::verify(conn, state, &user, proof, &attempt).await?,
+            };
+            match verdict {
                 Verdict::Throttled(wait) => Ok(Finish::Throttled(wait)),
                 Verdict::Rejected => Ok(Finish::Rejected),
                 Verdict::Accepted => {
                     if !challenge::spend(conn, challenge).await? {
                         return Err(diesel::result::Error::RollbackTransaction);
                     }
-                    let assurance = Assurance {
+                    let first = Assurance {
                         amr: pending.amr.clone(),
-                    }
-                    .with_second_factor("otp");
+                    };
+                    let assurance = match proof {
+                        Proof::Passkey(_) => first.with_passkey(),
+                        _ => first.with_second_factor("otp"),
+                    };
                     let signed_in = complete(
                         conn,
                         state,
@@ -252,6 +284,7 @@ pub async fn with_second_factor(
     let field = match proof {
         Proof::Totp(_) => "code",
         Proof::RecoveryCode(_) => "recovery_code",
+        Proof::Passkey(_) => "credential",
     };
     match finished {
         Ok(Finish::SignedIn(signed_in)) => {

@@ -56,13 +56,15 @@ pub async fn take_back(
     // codes the intruder generated would let them back in (with `None`, as for a revert, every
     // one goes: the owner enrols again).
     let removed_totp = mfa::totp::remove_enabled_since(conn, user.id, since).await?;
+    // A passkey the intruder added would sign them straight back in.
+    let removed_passkeys = mfa::passkeys::remove_since(conn, user.id, since).await? > 0;
     // Every recovery code: a set regenerated with a stolen session before the rejected sign-in
     // (no mail tells of it) would let the intruder back in after the reset. The owner, signed in
     // again with the authenticator, makes a new set.
     mfa::recovery_codes::remove_all(conn, user.id).await?;
     // A provider account the intruder linked would sign them straight back in.
     social::identities::unlink_since(conn, user.id, since).await?;
-    if removed_totp {
+    if removed_totp || removed_passkeys {
         mfa::after_removal(conn, &user, request_id).await?;
     }
     if user.active {

@@ -46,6 +46,7 @@ pub async fn require(
 ) -> Result<(), ApiError> {
     let mut conn = state.pool.get().await?;
     let has_second_factor = mfa::enabled(&mut conn, auth.user.id).await?;
+    let has_totp = mfa::totp::enabled(&mut conn, auth.user.id).await?;
     drop(conn);
     if fresh(state, auth, has_second_factor) {
         return Ok(());
@@ -54,6 +55,11 @@ pub async fn require(
     let (Some(current_password), Some(_)) = (current_password, &auth.user.password_hash) else {
         return Err(ApiError::Reauthenticate);
     };
+    // An account whose only second factor is a passkey proves it by signing in again (a
+    // passkey sign-in is fresh and aal2), not with a code here.
+    if has_second_factor && !has_totp {
+        return Err(ApiError::Reauthenticate);
+    }
     if has_second_factor && offered.code.is_none_or(str::is_empty) {
         return Err(ApiError::field("code", CODE_NEEDED));
     }

@@ -17,6 +17,7 @@ mod mfa;
 mod mfa_recovery;
 mod openapi;
 mod operators;
+mod passkeys;
 mod reauth;
 mod recovery;
 mod refusals;

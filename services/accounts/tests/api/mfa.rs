@@ -26,7 +26,7 @@ const REAUTHENTICATE: &str = "Enter your current password to change this.";
 const WRONG_CURRENT_PASSWORD: &str = "Your current password was entered incorrectly.";
 const UNVERIFIED_ADDRESS: &str = "Confirm your email address before adding a second factor.";
 const NOTHING_PENDING: &str = "No authenticator setup is in progress in this session: start it again (POST /api/user/mfa/totp).";
-const ONE_FACTOR: &str = "Give either a code or a recovery code.";
+const ONE_FACTOR: &str = "Give one of a code, a recovery code or a passkey credential.";
 const REQUIRED: &str = "This field is required.";
 const TOO_LARGE: &str = "The request body is too large.";
 

@@ -52,6 +52,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/user/identities/{provider}"),
     ("delete", "/api/user/identities/{provider}"),
     ("get", "/account/signed-in"),
+    ("post", "/api/user/passkeys/options"),
+    ("post", "/api/user/passkeys"),
+    ("get", "/api/user/passkeys"),
+    ("delete", "/api/user/passkeys/{id}"),
+    ("post", "/api/users/login/passkey/options"),
+    ("post", "/api/users/login/passkey"),
 ];
 
 #[tokio::test]

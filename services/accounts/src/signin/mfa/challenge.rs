@@ -23,6 +23,8 @@ pub struct Pending {
     pub token_version: i32,
     pub email_epoch: i32,
     pub amr: Vec<String>,
+    /// The passkey ceremony the challenge names, when the account has passkeys.
+    pub passkey_ceremony: Option<Uuid>,
 }
 
 impl Pending {
@@ -43,6 +45,7 @@ pub async fn issue(
     conn: &mut AsyncPgConnection,
     user: &User,
     amr: &[String],
+    passkey_ceremony: Option<Uuid>,
 ) -> QueryResult<String> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
@@ -59,6 +62,7 @@ pub async fn issue(
             mfa_challenges::token_version.eq(user.token_version),
             mfa_challenges::email_epoch.eq(user.email_epoch),
             mfa_challenges::amr.eq(amr),
+            mfa_challenges::passkey_ceremony.eq(passkey_ceremony),
             mfa_challenges::created_at.eq(now),
             mfa_challenges::expires_at.eq(expires_at),
         ))

@@ -1,8 +1,10 @@
-//! Second factors: TOTP and recovery codes (passkeys join them later). What turns them on and
-//! off, and the one check every second-factor code goes through, at login and at step-up.
+//! Second factors: TOTP, passkeys and recovery codes. What turns them on and off, and the one
+//! check every second-factor code goes through, at login and at step-up (passkey assertions are
+//! checked by `signin::passkey`, outside the guessing limits).
 
 pub mod challenge;
 pub mod guessing;
+pub mod passkeys;
 pub mod recovery_codes;
 pub mod totp;
 
@@ -32,6 +34,9 @@ use crate::{
 pub enum Proof<'a> {
     Totp(&'a str),
     RecoveryCode(&'a str),
+    /// A passkey assertion, as `PublicKeyCredential.toJSON()` produces it: checked by
+    /// `signin::passkey`, never by [`verify`] (it does not count toward the guessing limits).
+    Passkey(&'a serde_json::Value),
 }
 
 impl<'a> Proof<'a> {
@@ -95,12 +100,16 @@ pub async fn verify(
     attempt: &Attempt<'_>,
 ) -> QueryResult<Verdict> {
     let now = Utc::now();
+    if let Proof::Passkey(_) = proof {
+        return Ok(Verdict::Rejected);
+    }
     if let Some(wait) = refusal(conn, user, attempt).await? {
         return Ok(Verdict::Throttled(wait));
     }
     let origin = attempt.origin.clone().by(user.id);
     let accepted = match proof {
         Proof::Totp(code) => totp::verify(conn, &state.sealing, user.id, code).await?,
+        Proof::Passkey(_) => false,
         Proof::RecoveryCode(code) => {
             match recovery_codes::spend(conn, &state.sealing, user.id, code).await? {
                 Some(left) => {
@@ -135,6 +144,7 @@ pub async fn verify(
     let method = match proof {
         Proof::Totp(_) => "totp",
         Proof::RecoveryCode(_) => "recovery_code",
+        Proof::Passkey(_) => "passkey",
     };
     failed(conn, user, attempt, method, Notify::Owner).await?;
     Ok(Verdict::Rejected)
@@ -203,7 +213,7 @@ pub async fn failed(
 
 /// Whether the account has a second factor, so a password alone does not sign it in.
 pub async fn enabled(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<bool> {
-    totp::enabled(conn, user_id).await
+    Ok(totp::enabled(conn, user_id).await? || passkeys::count(conn, user_id).await? > 0)
 }
 
 /// The account's second factors, as `GET /api/user/mfa` shows them.
@@ -216,7 +226,7 @@ pub struct Status {
 pub async fn status(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Status> {
     Ok(Status {
         totp: totp::enabled(conn, user_id).await?,
-        passkeys: 0,
+        passkeys: passkeys::count(conn, user_id).await?,
         recovery_codes_left: recovery_codes::left(conn, user_id).await?,
     })
 }
@@ -243,7 +253,10 @@ pub async fn turned_on(
         &devices::key(&session.user_agent, &session.ip),
     )
     .await?;
-    let assurance = Assurance::of(session).with_second_factor("otp");
+    let assurance = match method {
+        "passkey" => Assurance::of(session).with_passkey(),
+        _ => Assurance::of(session).with_second_factor("otp"),
+    };
     let raised = sessions::raise(conn, session.id, &assurance).await?;
     let reject = links::sign_in_reject(state, user, session.id);
     let event = Event::MfaEnabled(MfaEnabled {
@@ -321,6 +334,7 @@ pub async fn after_removal(
 /// `true` when there was one.
 pub async fn remove_all(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<bool> {
     let removed = totp::remove(conn, user_id).await?;
+    let passkeys = passkeys::remove_since(conn, user_id, None).await?;
     recovery_codes::remove_all(conn, user_id).await?;
-    Ok(removed)
+    Ok(removed || passkeys > 0)
 }

@@ -1,0 +1,3 @@
+ALTER TABLE mfa_challenges DROP COLUMN passkey_ceremony;
+DROP TABLE webauthn_ceremonies;
+DROP TABLE passkeys;
