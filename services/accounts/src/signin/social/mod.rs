@@ -767,7 +767,8 @@ pub async fn unlink(
             if !linked.iter().any(|i| i.provider == provider_name) {
                 return Ok(Err(ApiError::NotFound));
             }
-            if user.password_hash.is_none() && linked.len() == 1 {
+            let passkeys = crate::signin::mfa::passkeys::count(conn, user.id).await?;
+            if user.password_hash.is_none() && linked.len() == 1 && passkeys == 0 {
                 return Ok(Err(ApiError::field("provider", LAST_WAY_IN)));
             }
             identities::unlink(conn, user.id, provider_name).await?;
