@@ -170,6 +170,12 @@ impl Application {
                 )
                 .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES))
                 .app_data(web::QueryConfig::default().error_handler(query_error))
+                // A path segment that does not parse (a passkey id that is no uuid) names
+                // nothing: 404 in the envelope.
+                .app_data(
+                    web::PathConfig::default()
+                        .error_handler(|_, _| crate::http::error::ApiError::NotFound.into()),
+                )
                 .configure(routes::configure)
                 .configure(openapi::configure)
                 .default_service(web::to(routes::not_found))

@@ -602,6 +602,16 @@ async fn hostile_credentials_get_a_4xx_with_the_envelope() {
         assert!(status.is_client_error(), "{status}");
         assert!(errors(answer).await.is_object());
     }
+    // A passkey id that is no uuid names nothing: 404 in the envelope.
+    let not_an_id = app
+        .client
+        .delete(app.url("/api/user/passkeys/null%2Cnull"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_an_id.status(), StatusCode::NOT_FOUND);
+    assert!(errors(not_an_id).await.is_object());
     // And on registration, an attestation object that is not CBOR.
     let options = json_of(
         app.post_authed("/api/user/passkeys/options", &access, &json!({}))
@@ -622,4 +632,44 @@ async fn hostile_credentials_get_a_4xx_with_the_envelope() {
         .await;
     assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
     assert!(errors(answer).await["credential"].is_array());
+}
+
+#[tokio::test]
+async fn the_passkeys_page_and_its_script_are_served_under_the_pages_policy() {
+    let app = spawn(&[]).await;
+    let page = app
+        .client
+        .get(app.url("/account/passkeys"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(r#"<script src="assets/passkeys.js" defer></script>"#),
+        "{html}"
+    );
+    assert!(!html.contains("<script>"), "no inline script: {html}");
+    let script = app
+        .client
+        .get(app.url("/account/assets/passkeys.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), StatusCode::OK);
+    assert!(
+        script.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let script = script.text().await.unwrap();
+    assert!(script.contains("PublicKeyCredential.parseCreationOptionsFromJSON"));
+    assert!(script.contains("PublicKeyCredential.parseRequestOptionsFromJSON"));
 }
