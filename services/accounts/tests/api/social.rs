@@ -573,6 +573,26 @@ async fn password_account(w: &World) -> (String, String) {
 }
 
 impl World {
+    /// Asks for a link of `provider` for the account of `access`, for the app `with`, and opens
+    /// the authorize URL in a browser without our cookie: the URL (a path here) and the answer.
+    async fn open_link(&self, access: &str, provider: &str, with: &App) -> (String, Response) {
+        let answer: Value = self
+            .app
+            .post_authed(
+                &format!("/api/user/identities/{provider}"),
+                access,
+                &json!({ "redirect_to": APP, "code_challenge": with.challenge() }),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let authorize = answer["authorize_url"].as_str().expect("an authorize_url");
+        let path = authorize[PUBLIC.len()..].to_string();
+        let started = get_with_cookie(&self.app, &self.app.url(&path), None).await;
+        (path, started)
+    }
+
     /// Links `provider` to the account of `access` as `login` (the app's URL it ends at).
     async fn link(&self, access: &str, provider: &str, login: &str, browser: &mut Browser) -> Url {
         let with = App::new();
@@ -656,21 +676,9 @@ async fn a_link_started_by_one_account_and_completed_in_another_browser_links_no
     let w = world().await;
     let (_, access) = password_account(&w).await;
     let with = App::new();
-    let answer: Value = w
-        .app
-        .post_authed(
-            "/api/user/identities/dev",
-            &access,
-            &json!({ "redirect_to": APP, "code_challenge": with.challenge() }),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let authorize = answer["authorize_url"].as_str().unwrap();
     // The intruder's browser opens the link and gets the provider's URL; the victim is lured to
     // complete it at the provider, then to our callback in the victim's own browser.
-    let started = get_with_cookie(&w.app, &w.app.url(&authorize[PUBLIC.len()..]), None).await;
+    let (authorize, started) = w.open_link(&access, "dev", &with).await;
     let login = new_login();
     w.put_account(&login, &unique_email(), true).await;
     let callback = w.at_provider(location(&started).as_str(), &login).await;
@@ -687,7 +695,7 @@ async fn a_link_started_by_one_account_and_completed_in_another_browser_links_no
         0
     );
     // The ticket worked once.
-    let again = get_with_cookie(&w.app, &w.app.url(&authorize[PUBLIC.len()..]), None).await;
+    let again = get_with_cookie(&w.app, &w.app.url(&authorize), None).await;
     assert_eq!(again.status(), StatusCode::BAD_REQUEST);
 }
 
@@ -1049,22 +1057,10 @@ async fn a_link_ticket_completed_in_the_victims_browser_links_nothing_without_th
     let w = world().await;
     let (_, intruder) = password_account(&w).await;
     let with = App::new();
-    let ticket: Value = w
-        .app
-        .post_authed(
-            "/api/user/identities/dev",
-            &intruder,
-            &json!({ "redirect_to": APP, "code_challenge": with.challenge() }),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let authorize = ticket["authorize_url"].as_str().unwrap();
     // The victim, lured to the URL, goes through it in the victim's own browser.
     let victim_login = new_login();
     w.put_account(&victim_login, &unique_email(), true).await;
-    let started = get_with_cookie(&w.app, &w.app.url(&authorize[PUBLIC.len()..]), None).await;
+    let (_, started) = w.open_link(&intruder, "dev", &with).await;
     let victim = Browser {
         cookie: set_cookie(&started),
     };
@@ -1113,19 +1109,7 @@ async fn a_link_dies_with_the_session_that_asked_for_it() {
     let w = world().await;
     let (_, access) = password_account(&w).await;
     let with = App::new();
-    let ticket: Value = w
-        .app
-        .post_authed(
-            "/api/user/identities/dev",
-            &access,
-            &json!({ "redirect_to": APP, "code_challenge": with.challenge() }),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let authorize = ticket["authorize_url"].as_str().unwrap();
-    let started = get_with_cookie(&w.app, &w.app.url(&authorize[PUBLIC.len()..]), None).await;
+    let (_, started) = w.open_link(&access, "dev", &with).await;
     let browser = Browser {
         cookie: set_cookie(&started),
     };
