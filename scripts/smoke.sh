@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The `make run` path, headless: starts the stack with scripts/run.sh on its own ports and databases,
 # drives the mail links, the docs page, two browser apps on other origins (one listed in
-# ACCOUNTS_CORS_ORIGINS, one not) and a social sign-in through make run's dev OpenID provider in
-# headless Chromium (tests/e2e/browser.mjs), then stops it with Ctrl-C (SIGINT) and checks that
-# everything it started is gone.
+# ACCOUNTS_CORS_ORIGINS, one not), a social sign-in through make run's dev OpenID provider and passkeys
+# (a virtual authenticator) in headless Chromium (tests/e2e/browser.mjs), then stops it with Ctrl-C
+# (SIGINT) and checks that everything it started is gone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +13,9 @@ if [ ! -d var/tools/node_modules/playwright-core ] || [ ! -d var/tools/node_modu
 fi
 
 tag=smoke_$$
-export ACCOUNTS_ADDR=127.0.0.1:18180 ACCOUNTS_PUBLIC_URL=http://127.0.0.1:18180 MAILER_ADDR=127.0.0.1:18181
+# The public URL is localhost, as make run's default is: WebAuthn refuses an IP address as the relying
+# party, so with 127.0.0.1 passkeys would be off. accounts still listens on 127.0.0.1 only.
+export ACCOUNTS_ADDR=127.0.0.1:18180 ACCOUNTS_PUBLIC_URL=http://localhost:18180 MAILER_ADDR=127.0.0.1:18181
 export MAIL_WEB_PORT=18108 MAIL_SMTP_PORT=18125 DEV_OIDC_PORT=18192
 # make run's dev OpenID provider, not providers from the caller's environment.
 unset ACCOUNTS_SOCIAL_PROVIDERS ACCOUNTS_SOCIAL_REDIRECTS

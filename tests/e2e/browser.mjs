@@ -4,7 +4,9 @@
 // under its Content-Security-Policy without a violation, and browser apps on other origins: one that
 // ACCOUNTS_CORS_ORIGINS lists registers and signs in through fetch, one it does not list reads nothing.
 // Last, a social sign-in: /account/signed-in?provider=dev through make run's dev OpenID provider (its own
-// login form and consent page) and back, with no request leaving loopback.
+// login form and consent page) and back, with no request leaving loopback. Then passkeys on /account/passkeys
+// with Chromium's virtual authenticator: sign in with the password, add a passkey, and in a fresh document sign
+// in with the passkey alone, then with the password and the passkey as the second factor.
 // Usage: node tests/e2e/browser.mjs <accounts base URL> <MailDev base URL> <listed origin> <unlisted origin>
 //          <dev OpenID provider origin>
 import { createRequire } from "node:module";
@@ -30,11 +32,11 @@ async function post(path, body, headers = {}) {
   return { status: response.status, body: await response.text() };
 }
 
-/** Waits for a mail to `email` whose subject matches, and returns the first link starting with `prefix`. */
-async function linkFromMail(subject, prefix) {
+/** Waits for a mail to `to` whose subject matches, and returns the first link starting with `prefix`. */
+async function linkFromMail(subject, prefix, to = email) {
   for (let i = 0; i < 150; i++) {
     const mails = await (await fetch(`${maildev}/api/email`)).json();
-    const mail = mails.find((m) => m.to.some((t) => t.address === email) && subject.test(m.subject));
+    const mail = mails.find((m) => m.to.some((t) => t.address === to) && subject.test(m.subject));
     if (mail) {
       const links = [...mail.html.matchAll(/href="([^"]+)"/g)].map((m) => m[1].replaceAll("&amp;", "&"));
       const link = links.find((l) => l.startsWith(prefix));
@@ -44,7 +46,16 @@ async function linkFromMail(subject, prefix) {
     }
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new Error(`no mail matching ${subject} for ${email}`);
+  throw new Error(`no mail matching ${subject} for ${to}`);
+}
+
+/** Waits until the page's `#message` reads `expected` as a success, or fails with the error it shows instead. */
+async function succeeds(page, expected, what) {
+  await page.locator("#message.error").or(page.locator("#message.ok", { hasText: expected }))
+    .waitFor({ timeout: 20000 });
+  const text = await page.textContent("#message");
+  assert.equal(await page.getAttribute("#message", "class"), "ok", `${what}: ${text}`);
+  return text;
 }
 
 /** A context whose pages may load only from loopback: every other request is aborted and listed in `blocked`. */
@@ -228,9 +239,68 @@ try {
   assert.deepEqual(blocked, [], "requests that left loopback during the social sign-in");
   await social.close();
 
+  // Passkeys (WebAuthn refuses an IP address as the relying party: the public URL is localhost). A virtual
+  // authenticator stands in for the platform's: it keeps resident keys and always verifies its user. It belongs
+  // to this tab, so "a fresh page" is a new document in the same tab: nothing of the last one's memory is left.
+  const passkeyEmail = `passkey-${Date.now()}@example.com`;
+  const account = await post("/api/users", { user: { email: passkeyEmail, password, confirm_password: password } });
+  assert.equal(account.status, 201, account.body);
+  const confirmPasskeyEmail = await linkFromMail(/welcome|confirm/i, `${api}/api/users/confirm?token=`, passkeyEmail);
+  const confirmed = await fetch(confirmPasskeyEmail, { headers: { Accept: "application/json" } });
+  assert.equal(confirmed.status, 200, "a passkey needs a confirmed address");
+  const userId = (await confirmed.json()).user.id;
+
+  const keys = await browser.newPage();
+  const pageErrors = [];
+  keys.on("pageerror", (e) => pageErrors.push(String(e)));
+  await keys.addInitScript(() => {
+    window.__violations = [];
+    document.addEventListener("securitypolicyviolation", (e) =>
+      window.__violations.push(`${e.violatedDirective} ${e.blockedURI}`));
+  });
+  const cdp = await keys.context().newCDPSession(keys);
+  await cdp.send("WebAuthn.enable");
+  const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
+    options: { protocol: "ctap2", transport: "internal", hasResidentKey: true, hasUserVerification: true,
+               isUserVerified: true },
+  });
+  const passkeysPage = `${api}/account/passkeys`;
+  await keys.goto(passkeysPage);
+  await keys.fill("#email", passkeyEmail);
+  await keys.fill("#password", password);
+  await keys.click("#password-sign-in button");
+  await succeeds(keys, "Signed in as", "the password sign-in");
+  await keys.fill("#passkey-name", "Smoke test");
+  await keys.click("#add-passkey button");
+  assert.equal(await succeeds(keys, "added", "adding a passkey"), 'Passkey "Smoke test" added.');
+  assert.equal(await keys.locator("#recovery-codes li").count(), 10, "the first passkey shows the recovery codes");
+  const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
+  assert.equal(credentials.length, 1, JSON.stringify(credentials));
+  assert.equal(credentials[0].isResidentCredential, true, "a discoverable credential (a passkey)");
+  assert.equal(credentials[0].rpId, "localhost");
+  assert.equal(Buffer.from(credentials[0].userHandle, "base64").toString("hex"), userId.replaceAll("-", ""),
+    "the user handle is the account's id");
+
+  await keys.goto(passkeysPage);
+  await keys.click("#passkey-sign-in");
+  assert.equal(await succeeds(keys, "Signed in as", "the passkey sign-in"), `Signed in as ${passkeyEmail}.`);
+
+  // The passkey is now the account's second factor: the password alone no longer signs in.
+  await keys.goto(passkeysPage);
+  await keys.fill("#email", passkeyEmail);
+  await keys.fill("#password", password);
+  await keys.click("#password-sign-in button");
+  assert.equal(await succeeds(keys, "Signed in as", "the password and passkey sign-in"), `Signed in as ${passkeyEmail}.`);
+  const used = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
+  assert.equal(used.credentials.length, 1, "signing in made no new credential");
+  assert.ok(used.credentials[0].signCount > credentials[0].signCount, "the sign counter moved with each use");
+  assert.deepEqual(await keys.evaluate(() => window.__violations), [], "CSP violations on /account/passkeys");
+  assert.deepEqual(pageErrors, [], "script errors on /account/passkeys");
+  await keys.close();
+
   console.log("browser e2e: confirm page, reset form, new login, the new sign-in link, /docs under its CSP, " +
-    "CORS (listed origin signs up and in; unlisted origin reads nothing) and a social sign-in through the dev " +
-    "provider (loopback only) all passed");
+    "CORS (listed origin signs up and in; unlisted origin reads nothing), a social sign-in through the dev " +
+    "provider (loopback only) and passkeys (add one, sign in with it alone and as a second factor) all passed");
 } finally {
   await browser.close();
   await Promise.all(apps.map((server) => new Promise((resolve) => server.close(resolve))));

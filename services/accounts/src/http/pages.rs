@@ -29,6 +29,10 @@ impl Pages {
                 "signed_in.html",
                 include_str!("../../templates/signed_in.html"),
             ),
+            (
+                "passkeys.html",
+                include_str!("../../templates/passkeys.html"),
+            ),
         ])
         .expect("the embedded page templates parse");
         tera.autoescape_on(vec![".html"]);
@@ -68,6 +72,10 @@ pub fn asset(name: &str) -> Option<(&'static str, &'static str)> {
         "signed-in.js" => Some((
             "text/javascript; charset=utf-8",
             include_str!("../../assets/signed-in.js"),
+        )),
+        "passkeys.js" => Some((
+            "text/javascript; charset=utf-8",
+            include_str!("../../assets/passkeys.js"),
         )),
         _ => None,
     }

@@ -82,6 +82,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         Endpoint::at("/account/revert-email").get(email::revert_page),
         Endpoint::at("/account/reject-sign-in").get(sessions::reject_sign_in_page),
         Endpoint::at("/account/signed-in").get(social::signed_in_page),
+        Endpoint::at("/account/passkeys").get(passkeys::passkeys_page),
         Endpoint::at("/account/assets/{name}").get(assets::asset),
         Endpoint::at("/.well-known/jwks.json").get(health::jwks),
         Endpoint::at("/healthz").get(health::healthz),

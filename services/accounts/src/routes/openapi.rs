@@ -97,7 +97,7 @@ impl Modify for CommonResponses {
         social::authorize, social::callback, social::token, social::list, social::link,
         social::unlink, social::signed_in_page,
         passkeys::registration_options, passkeys::add, passkeys::list, passkeys::remove,
-        passkeys::login_options, passkeys::login,
+        passkeys::login_options, passkeys::login, passkeys::passkeys_page,
         user::current, user::update,
         confirm::confirm, confirm::resend, confirm::success_page, confirm::request_page,
         password::forgot, password::reset, password::reset_page,

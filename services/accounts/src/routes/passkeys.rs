@@ -255,3 +255,12 @@ pub async fn login(
     let user = passkey::sign_in(&state, ceremony, &credential, &from).await?;
     Ok(HttpResponse::Ok().json(UserResponse { user }))
 }
+
+/// A page that signs in with a password (a passkey as the second factor when the account has
+/// one), adds a passkey and signs in with a passkey alone, in the browser's own WebAuthn JSON:
+/// the flows can be seen without an app, and its script is the README's example.
+#[utoipa::path(get, path = "/account/passkeys", tag = "pages",
+    responses((status = 200, description = "HTML page", content_type = "text/html")))]
+pub async fn passkeys_page(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    super::confirm::page(&state, "passkeys.html", &[])
+}

@@ -58,6 +58,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/user/passkeys/{id}"),
     ("post", "/api/users/login/passkey/options"),
     ("post", "/api/users/login/passkey"),
+    ("get", "/account/passkeys"),
 ];
 
 #[tokio::test]
