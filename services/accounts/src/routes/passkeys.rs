@@ -130,11 +130,11 @@ pub async fn add(
     if body
         .name
         .as_deref()
-        .is_some_and(|n| n.chars().any(char::is_control))
+        .is_some_and(|n| !passkeys::name_is_plain(n))
     {
         return Err(ApiError::field(
             "name",
-            "Control characters are not allowed.",
+            "Control, invisible and direction characters are not allowed.",
         ));
     }
     let added = passkey::add(

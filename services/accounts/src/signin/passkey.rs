@@ -279,30 +279,36 @@ pub async fn sign_in(
     let (user_id, credential_id) = webauthn
         .identify_discoverable_authentication(&assertion)
         .map_err(|_| unknown())?;
-    let Some(stored) = passkeys::by_credential(&mut conn, credential_id).await? else {
-        return Err(unknown());
-    };
-    if stored.user_id != user_id {
-        return Err(unknown());
-    }
-    let passkey = stored.passkey().ok_or_else(unknown)?;
-    let origin = client.origin().by(stored.user_id);
-    let result = match webauthn.finish_discoverable_authentication_v2(
-        &assertion,
-        ceremony_state,
-        &passkey,
-    ) {
-        Ok(result) => result,
-        Err(error) => return Err(refused(&mut conn, &stored, error, &origin).await?),
-    };
+    let credential_id = credential_id.to_vec();
     let signed_in = db::retrying(async || {
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-            let Some(user) = users::lock(conn, stored.user_id).await? else {
-                return Ok(None);
+            // The passkey is read, checked and updated under the user's lock: a removal, a reject
+            // or an operator's reset that commits first leaves nothing to sign in with, and two
+            // assertions race on one counter no more.
+            let Some(user) = users::lock(conn, user_id).await? else {
+                return Ok(Err(unknown()));
             };
-            if !user.active {
-                return Ok(None);
+            let Some(stored) = passkeys::by_credential(conn, &credential_id).await? else {
+                return Ok(Err(unknown()));
+            };
+            if stored.user_id != user.id || !user.active {
+                return Ok(Err(unknown()));
             }
+            let Some(passkey) = stored.passkey() else {
+                return Ok(Err(unknown()));
+            };
+            let verified = webauthn.finish_discoverable_authentication_v2(
+                &assertion,
+                ceremony_state.clone(),
+                &passkey,
+            );
+            let result = match verified {
+                Ok(result) => result,
+                Err(error) => {
+                    let origin = client.origin().by(user.id);
+                    return Ok(Err(refused(conn, &stored, error, &origin).await?));
+                }
+            };
             passkeys::used(conn, &stored, &result).await?;
             let via = json!({ "passkey": stored.id });
             let signed_in = complete(
@@ -315,14 +321,12 @@ pub async fn sign_in(
                 Utc::now(),
             )
             .await?;
-            Ok(Some(signed_in))
+            Ok(Ok(signed_in))
         })
         .await
     })
     .await?;
-    let Some(signed_in) = signed_in else {
-        return Err(unknown());
-    };
+    let signed_in = signed_in?;
     metrics::counter!("accounts_logins_total", "outcome" => "ok").increment(1);
     Ok(signed_in.into_body(state))
 }

@@ -673,3 +673,121 @@ async fn the_passkeys_page_and_its_script_are_served_under_the_pages_policy() {
     assert!(script.contains("PublicKeyCredential.parseCreationOptionsFromJSON"));
     assert!(script.contains("PublicKeyCredential.parseRequestOptionsFromJSON"));
 }
+
+#[tokio::test]
+async fn a_passkey_sign_in_in_flight_does_not_outlive_the_passkeys_removal() {
+    use diesel_async::RunQueryDsl;
+    let app = spawn(&[]).await;
+    let (_, id, access) = account(&app).await;
+    let mut token = authenticator();
+    assert_eq!(
+        register(&app, &access, &mut token).await.status(),
+        StatusCode::CREATED
+    );
+    let credential_id = credential_id(&app).await;
+    let options = json_of(
+        app.post("/api/users/login/passkey/options", &json!({}))
+            .await,
+    )
+    .await;
+    let credential = assert_with(
+        &mut token,
+        &options["publicKey"],
+        ORIGIN,
+        Some((&credential_id, &id)),
+    );
+    let reject = app.link_token("passkey-added", "reject_url").await;
+    // The user row is held, so that the reject and the sign-in queue behind it in that order.
+    let mut holder = app.conn().await;
+    diesel::sql_query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    diesel::sql_query(format!("SELECT 1 FROM users WHERE id = '{id}' FOR UPDATE"))
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let rejecting = {
+        let app_url = app.url("/api/users/sign-in/reject");
+        let client = app.client.clone();
+        tokio::spawn(async move {
+            client
+                .post(app_url)
+                .json(&json!({ "token": reject }))
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let signing_in = {
+        let app_url = app.url("/api/users/login/passkey");
+        let client = app.client.clone();
+        let body = json!({ "ceremony": options["ceremony"], "credential": credential });
+        tokio::spawn(async move { client.post(app_url).json(&body).send().await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    diesel::sql_query("COMMIT")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(
+        rejecting.await.unwrap().unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        signing_in.await.unwrap().unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let live =
+        format!("SELECT count(*) AS n FROM sessions WHERE user_id = '{id}' AND ended_at IS NULL");
+    assert_eq!(count(&app, &live).await, 0);
+}
+
+#[tokio::test]
+async fn a_passkey_name_cannot_hide_or_reverse_text_and_a_credential_must_be_a_public_key() {
+    let app = spawn(&[]).await;
+    let (_, _, access) = account(&app).await;
+    for name in [
+        "\u{202e}evil\u{202c}",
+        "\u{200b}\u{200b}",
+        "a\u{2028}b",
+        "\u{feff}",
+    ] {
+        let options = json_of(
+            app.post_authed("/api/user/passkeys/options", &access, &json!({}))
+                .await,
+        )
+        .await;
+        let credential = authenticator()
+            .do_registration(Url::parse(ORIGIN).unwrap(), creation(&options))
+            .unwrap();
+        let answer = app
+            .post_authed(
+                "/api/user/passkeys",
+                &access,
+                &json!({ "ceremony": options["ceremony"], "credential": credential, "name": name }),
+            )
+            .await;
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{name:?}");
+        assert!(errors(answer).await["name"].is_array());
+    }
+    let options = json_of(
+        app.post_authed("/api/user/passkeys/options", &access, &json!({}))
+            .await,
+    )
+    .await;
+    let credential = authenticator()
+        .do_registration(Url::parse(ORIGIN).unwrap(), creation(&options))
+        .unwrap();
+    let mut credential = serde_json::to_value(credential).unwrap();
+    credential["type"] = json!("password");
+    let answer = app
+        .post_authed(
+            "/api/user/passkeys",
+            &access,
+            &json!({ "ceremony": options["ceremony"], "credential": credential }),
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(count(&app, "SELECT count(*) AS n FROM passkeys").await, 0);
+}

@@ -381,9 +381,35 @@ pub fn second_factor_options(
 
 /// A credential from the client: `toJSON()`'s shape, parsed; `None` when it is not one.
 pub fn parse_registration(credential: &Value) -> Option<RegisterPublicKeyCredential> {
-    serde_json::from_value(credential.clone()).ok()
+    public_key_credential(credential)
 }
 
 pub fn parse_assertion(credential: &Value) -> Option<PublicKeyCredential> {
+    public_key_credential(credential)
+}
+
+fn public_key_credential<T: DeserializeOwned>(credential: &Value) -> Option<T> {
+    if credential.get("type").and_then(Value::as_str) != Some("public-key") {
+        return None;
+    }
     serde_json::from_value(credential.clone()).ok()
+}
+
+/// Whether `name` is fit to show in a mail: no control, format (zero-width, direction) or line
+/// separator characters, which could hide it or make it read as something else.
+pub fn name_is_plain(name: &str) -> bool {
+    !name.chars().any(|c| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{00AD}'
+                    | '\u{061C}'
+                    | '\u{180E}'
+                    | '\u{200B}'..='\u{200F}'
+                    | '\u{2028}'..='\u{202E}'
+                    | '\u{2060}'..='\u{206F}'
+                    | '\u{FEFF}'
+                    | '\u{FFF9}'..='\u{FFFB}'
+            )
+    })
 }
