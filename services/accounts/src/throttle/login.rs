@@ -189,7 +189,7 @@ pub fn delay_after(failures: i32) -> Duration {
 /// `current_password` on a profile change. One guard serves the whole process (it remembers the
 /// lockouts Postgres reported, see [`Lockouts`]).
 ///
-/// ```ignore
+/// ```text
 /// let attempt = state.login_guard
 ///     .begin(&mut conn, email.as_str(), &client, &origin, Utc::now())
 ///     .await?; // 429 with Retry-After when a limit holds; no bcrypt then
