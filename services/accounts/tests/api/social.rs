@@ -1226,3 +1226,29 @@ async fn a_providers_old_session_is_not_a_fresh_sign_in_until_it_asks_again() {
         StatusCode::BAD_REQUEST
     );
 }
+
+#[tokio::test]
+async fn an_answer_without_iss_from_a_provider_that_always_sends_it_is_refused() {
+    let w = world().await;
+    let login = new_login();
+    w.put_account(&login, &format!("{login}@example.org"), true)
+        .await;
+    let mut browser = Browser::default();
+    let callback = w
+        .to_provider_and_back("dev", &App::new(), &mut browser, &login)
+        .await;
+    assert!(param(&callback, "iss").is_some(), "the provider sends iss");
+    let mut stripped = callback.clone();
+    let pairs: Vec<(String, String)> = callback
+        .query_pairs()
+        .filter(|(k, _)| k != "iss")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    stripped.query_pairs_mut().clear().extend_pairs(pairs);
+    let back = location(&w.callback(&stripped, &browser).await);
+    assert_eq!(param(&back, "error").as_deref(), Some("invalid_request"));
+    assert_eq!(
+        count(&w.app, "SELECT count(*) AS n FROM social_codes").await,
+        0
+    );
+}

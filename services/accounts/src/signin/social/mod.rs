@@ -314,8 +314,15 @@ async fn signed_in_at_provider(
     client: &Client,
     locale: String,
 ) -> Result<String, Refusal> {
+    // RFC 9207: an answer naming another issuer is a mix-up, and so is one without `iss` from a
+    // provider that says it always sends one.
+    if returned.iss.is_none() && provider.sends_iss() {
+        return Err(Refusal::new(
+            "invalid_request",
+            "The answer did not say which issuer sent it.",
+        ));
+    }
     if let (Some(iss), Some(issuer)) = (returned.iss.as_deref(), provider.issuer()) {
-        // RFC 9207: an answer naming another issuer is a mix-up.
         if iss != issuer {
             return Err(Refusal::new(
                 "invalid_request",

@@ -15,8 +15,10 @@ use openidconnect::{
     OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
     SubjectIdentifier, TokenResponse,
     core::{
-        CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenClaims,
-        CoreProviderMetadata, CoreUserInfoClaims,
+        CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreClaimName, CoreClaimType,
+        CoreClient, CoreClientAuthMethod, CoreGrantType, CoreIdToken, CoreIdTokenClaims,
+        CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
+        CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType, CoreUserInfoClaims,
     },
 };
 use secrecy::ExposeSecret;
@@ -34,6 +36,32 @@ const REDISCOVER_EVERY: Duration = Duration::from_secs(3600);
 const MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
 /// ...or sooner when an ID token names a key we lack, but not more often than this.
 const REDISCOVER_AT_MOST_EVERY: Duration = Duration::from_secs(60);
+
+/// What discovery says beyond OpenID Connect Core: whether the provider puts `iss` in its
+/// authorization responses (RFC 9207). When it says so, an answer without one is refused.
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
+pub struct IssParameter {
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
+}
+
+impl openidconnect::AdditionalProviderMetadata for IssParameter {}
+
+/// A provider's discovery document, with [`IssParameter`].
+pub type Metadata = openidconnect::ProviderMetadata<
+    IssParameter,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
 
 /// An HTTP client for talking to providers: no redirects (a redirect is how an SSRF is steered),
 /// bounded time.
@@ -60,7 +88,7 @@ pub struct Provider {
 
 #[derive(Clone)]
 struct Discovered {
-    metadata: Arc<CoreProviderMetadata>,
+    metadata: Arc<Metadata>,
     at: Instant,
 }
 
@@ -180,7 +208,7 @@ impl Provider {
             tracing::warn!(provider = %self.name(), "the configured issuer is not a URL");
             return false;
         };
-        match CoreProviderMetadata::discover_async(issuer, http).await {
+        match Metadata::discover_async(issuer, http).await {
             Ok(metadata) => {
                 *self
                     .discovered
@@ -201,7 +229,7 @@ impl Provider {
 
     fn oidc_client(
         &self,
-        metadata: &CoreProviderMetadata,
+        metadata: &Metadata,
     ) -> CoreClient<
         openidconnect::EndpointSet,
         openidconnect::EndpointNotSet,
@@ -298,6 +326,15 @@ impl Provider {
         }
     }
 
+    /// Whether the provider says it sends `iss` with its authorization responses (RFC 9207).
+    pub fn sends_iss(&self) -> bool {
+        self.discovered().is_some_and(|d| {
+            d.metadata
+                .additional_metadata()
+                .authorization_response_iss_parameter_supported
+        })
+    }
+
     /// The issuer an RFC 9207 `iss` parameter must equal, when the provider has one.
     pub fn issuer(&self) -> Option<String> {
         match &self.settings.kind {
@@ -313,7 +350,7 @@ impl Provider {
     /// `nonce` check out.
     fn verify(
         &self,
-        metadata: &CoreProviderMetadata,
+        metadata: &Metadata,
         id_token: &CoreIdToken,
         nonce: &str,
     ) -> Result<CoreIdTokenClaims, openidconnect::ClaimsVerificationError> {
@@ -629,8 +666,8 @@ mod tests {
         }
     }
 
-    fn metadata(published: &[&Signer]) -> CoreProviderMetadata {
-        let mut metadata: CoreProviderMetadata = serde_json::from_value(json!({
+    fn metadata(published: &[&Signer]) -> Metadata {
+        let mut metadata: Metadata = serde_json::from_value(json!({
             "issuer": ISSUER,
             "authorization_endpoint": format!("{ISSUER}/auth"),
             "token_endpoint": format!("{ISSUER}/token"),
