@@ -322,13 +322,13 @@ async fn signed_in_at_provider(
             "The answer did not say which issuer sent it.",
         ));
     }
-    if let (Some(iss), Some(issuer)) = (returned.iss.as_deref(), provider.issuer()) {
-        if iss != issuer {
-            return Err(Refusal::new(
-                "invalid_request",
-                "The answer came from another issuer.",
-            ));
-        }
+    if let (Some(iss), Some(issuer)) = (returned.iss.as_deref(), provider.issuer())
+        && iss != issuer
+    {
+        return Err(Refusal::new(
+            "invalid_request",
+            "The answer came from another issuer.",
+        ));
     }
     let code = returned.code.ok_or(Refusal::new(
         "invalid_request",
