@@ -20,7 +20,9 @@ use crate::{
     outbox,
     sessions::{self, Assurance, Ending},
     signin::devices,
-    signin::{self, Notice, Outcome, SecondFactorNeeded, mfa::Proof, password::Identifier},
+    signin::{
+        self, Notice, Outcome, SecondFactor, SecondFactorNeeded, mfa::Proof, password::Identifier,
+    },
     state::AppState,
     throttle::{self, HourlyLimit, Route},
     users::email_changes,
@@ -397,9 +399,9 @@ pub async fn login_second_factor(
     let recovery_code = input.recovery_code.filter(|c| !c.is_empty());
     let credential = input.credential.filter(|c| !c.is_null());
     let proof = match (&code, &recovery_code, &credential) {
-        (Some(code), None, None) => Some(Proof::Totp(code)),
-        (None, Some(code), None) => Some(Proof::RecoveryCode(code)),
-        (None, None, Some(credential)) => Some(Proof::Passkey(credential)),
+        (Some(code), None, None) => Some(SecondFactor::Code(Proof::Totp(code))),
+        (None, Some(code), None) => Some(SecondFactor::Code(Proof::RecoveryCode(code))),
+        (None, None, Some(credential)) => Some(SecondFactor::Passkey(credential)),
         (None, None, None) => {
             push_error(&mut errors, "code", REQUIRED);
             None

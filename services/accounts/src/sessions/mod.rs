@@ -58,20 +58,20 @@ impl Assurance {
     }
 
     /// `self` plus a second factor (`method`: `otp` for TOTP and recovery codes), so `mfa`.
-    pub fn with_second_factor(mut self, method: &str) -> Self {
-        for value in [method, "mfa"] {
-            if !self.amr.iter().any(|m| m == value) {
-                self.amr.push(value.into());
-            }
-        }
-        self
+    pub fn with_second_factor(self, method: &str) -> Self {
+        self.adding(&[method, "mfa"])
     }
 
     /// `self` plus a passkey whose authenticator verified the user (`swk` and `user`), so `mfa`.
-    pub fn with_passkey(mut self) -> Self {
-        for value in ["swk", "user", "mfa"] {
+    pub fn with_passkey(self) -> Self {
+        self.adding(&["swk", "user", "mfa"])
+    }
+
+    /// `self` with each of `values` once, in order.
+    fn adding(mut self, values: &[&str]) -> Self {
+        for value in values {
             if !self.amr.iter().any(|m| m == value) {
-                self.amr.push(value.into());
+                self.amr.push((*value).into());
             }
         }
         self

@@ -214,11 +214,19 @@ pub async fn with_password(
     }
 }
 
+/// What finishes a login: a code (TOTP or recovery, counted by the guessing limits) or a passkey
+/// assertion (`PublicKeyCredential.toJSON()`'s shape; never counted).
+#[derive(Debug, Clone, Copy)]
+pub enum SecondFactor<'a> {
+    Code(Proof<'a>),
+    Passkey(&'a serde_json::Value),
+}
+
 /// Finishes a login that a password began: `challenge` and one second factor.
 pub async fn with_second_factor(
     state: &AppState,
     challenge: &str,
-    proof: Proof<'_>,
+    factor: SecondFactor<'_>,
     client: &Client,
 ) -> Result<UserBody, ApiError> {
     let origin = client.origin();
@@ -235,20 +243,23 @@ pub async fn with_second_factor(
             if !pending.still_holds_for(&user) {
                 return Ok(Finish::BadChallenge);
             }
-            let verdict = match proof {
-                Proof::Passkey(credential) => {
+            let verdict = match factor {
+                SecondFactor::Code(proof) => {
+                    mfa::verify(conn, state, &user, proof, &attempt).await?
+                }
+                SecondFactor::Passkey(credential) => {
                     let ceremony = pending.passkey_ceremony;
                     let origin = origin.clone().by(user.id);
-                    match passkey::verify_second_factor(
+                    let held = passkey::verify_second_factor(
                         conn, state, &user, ceremony, credential, &origin,
                     )
-                    .await?
-                    {
-                        true => Verdict::Accepted,
-                        false => Verdict::Rejected,
+                    .await?;
+                    if held {
+                        Verdict::Accepted
+                    } else {
+                        Verdict::Rejected
                     }
                 }
-                _ => mfa::verify(conn, state, &user, proof, &attempt).await?,
             };
             match verdict {
                 Verdict::Throttled(wait) => Ok(Finish::Throttled(wait)),
@@ -260,9 +271,9 @@ pub async fn with_second_factor(
                     let first = Assurance {
                         amr: pending.amr.clone(),
                     };
-                    let assurance = match proof {
-                        Proof::Passkey(_) => first.with_passkey(),
-                        _ => first.with_second_factor("otp"),
+                    let assurance = match factor {
+                        SecondFactor::Code(_) => first.with_second_factor("otp"),
+                        SecondFactor::Passkey(_) => first.with_passkey(),
                     };
                     let signed_in = complete(
                         conn,
@@ -281,10 +292,10 @@ pub async fn with_second_factor(
         .await
     })
     .await;
-    let field = match proof {
-        Proof::Totp(_) => "code",
-        Proof::RecoveryCode(_) => "recovery_code",
-        Proof::Passkey(_) => "credential",
+    let field = match factor {
+        SecondFactor::Code(Proof::Totp(_)) => "code",
+        SecondFactor::Code(Proof::RecoveryCode(_)) => "recovery_code",
+        SecondFactor::Passkey(_) => "credential",
     };
     match finished {
         Ok(Finish::SignedIn(signed_in)) => {

@@ -1,6 +1,6 @@
 //! Second factors: TOTP, passkeys and recovery codes. What turns them on and off, and the one
-//! check every second-factor code goes through, at login and at step-up (passkey assertions are
-//! checked by `signin::passkey`, outside the guessing limits).
+//! check every second-factor code goes through, at login and at step-up. A passkey is no code:
+//! its assertions are checked by `signin::passkey`, outside the guessing limits.
 
 pub mod challenge;
 pub mod guessing;
@@ -34,9 +34,6 @@ use crate::{
 pub enum Proof<'a> {
     Totp(&'a str),
     RecoveryCode(&'a str),
-    /// A passkey assertion, as `PublicKeyCredential.toJSON()` produces it: checked by
-    /// `signin::passkey`, never by [`verify`] (it does not count toward the guessing limits).
-    Passkey(&'a serde_json::Value),
 }
 
 impl<'a> Proof<'a> {
@@ -100,16 +97,12 @@ pub async fn verify(
     attempt: &Attempt<'_>,
 ) -> QueryResult<Verdict> {
     let now = Utc::now();
-    if let Proof::Passkey(_) = proof {
-        return Ok(Verdict::Rejected);
-    }
     if let Some(wait) = refusal(conn, user, attempt).await? {
         return Ok(Verdict::Throttled(wait));
     }
     let origin = attempt.origin.clone().by(user.id);
     let accepted = match proof {
         Proof::Totp(code) => totp::verify(conn, &state.sealing, user.id, code).await?,
-        Proof::Passkey(_) => false,
         Proof::RecoveryCode(code) => {
             match recovery_codes::spend(conn, &state.sealing, user.id, code).await? {
                 Some(left) => {
@@ -144,7 +137,6 @@ pub async fn verify(
     let method = match proof {
         Proof::Totp(_) => "totp",
         Proof::RecoveryCode(_) => "recovery_code",
-        Proof::Passkey(_) => "passkey",
     };
     failed(conn, user, attempt, method, Notify::Owner).await?;
     Ok(Verdict::Rejected)

@@ -10,8 +10,8 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use uuid::Uuid;
 use webauthn_rs::prelude::{
-    AuthenticationResult, CreationChallengeResponse, DiscoverableAuthentication, Passkey,
-    PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
+    AuthenticationResult, DiscoverableAuthentication, Passkey, PasskeyAuthentication,
+    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
     RequestChallengeResponse, Webauthn, WebauthnBuilder, WebauthnError,
 };
 
@@ -348,10 +348,6 @@ fn public_key_json<T: Serialize>(options: &T) -> Value {
         .get_mut("publicKey")
         .map(Value::take)
         .unwrap_or_default()
-}
-
-pub fn creation_json(options: &CreationChallengeResponse) -> Value {
-    public_key_json(options)
 }
 
 pub fn request_json(options: &RequestChallengeResponse) -> Value {
