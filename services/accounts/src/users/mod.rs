@@ -130,6 +130,13 @@ impl From<User> for UserBody {
     }
 }
 
+/// Whether `user` is still as a pending step (an `mfa` challenge, a passkey ceremony, a social
+/// link or code) recorded it: active, with the same token version and email epoch. A password
+/// change or reset, a revert, a reject, an operator's reset or a deactivation since voids the step.
+pub fn unchanged_since(user: &User, token_version: i32, email_epoch: i32) -> bool {
+    user.active && user.token_version == token_version && user.email_epoch == email_epoch
+}
+
 /// An `ILIKE` pattern matching values that contain `search` literally: LIKE's wildcards escaped.
 pub fn contains_pattern(search: &str) -> String {
     let escaped = search

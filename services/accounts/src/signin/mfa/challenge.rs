@@ -30,9 +30,7 @@ pub struct Pending {
 impl Pending {
     /// Whether the account is still as it was when the password was checked.
     pub fn still_holds_for(&self, user: &User) -> bool {
-        user.active
-            && user.token_version == self.token_version
-            && user.email_epoch == self.email_epoch
+        crate::users::unchanged_since(user, self.token_version, self.email_epoch)
     }
 }
 

@@ -244,10 +244,12 @@ impl Owner {
     /// Whether `user` is this ceremony's, still as it was (a reset, a revert, a reject or a
     /// deactivation since voids it).
     pub fn still_holds_for(&self, user: &User) -> bool {
-        self.user_id == Some(user.id)
-            && user.active
-            && self.token_version == Some(user.token_version)
-            && self.email_epoch == Some(user.email_epoch)
+        match (self.user_id, self.token_version, self.email_epoch) {
+            (Some(id), Some(version), Some(epoch)) => {
+                id == user.id && crate::users::unchanged_since(user, version, epoch)
+            }
+            _ => false,
+        }
     }
 }
 

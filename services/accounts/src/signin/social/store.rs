@@ -64,9 +64,7 @@ impl Linking {
     /// Whether the account is still as it was: a reset, a revert, a reject or a deactivation
     /// since voids the link.
     pub fn still_holds_for(&self, user: &User) -> bool {
-        user.active
-            && user.token_version == self.token_version
-            && user.email_epoch == self.email_epoch
+        crate::users::unchanged_since(user, self.token_version, self.email_epoch)
     }
 }
 
@@ -334,9 +332,7 @@ pub struct Redeemed {
 impl Redeemed {
     /// Whether the account is still as it was when the code was issued.
     pub fn still_holds_for(&self, user: &User) -> bool {
-        user.active
-            && user.token_version == self.token_version
-            && user.email_epoch == self.email_epoch
+        crate::users::unchanged_since(user, self.token_version, self.email_epoch)
     }
 }
 
