@@ -101,10 +101,14 @@ pub async fn begin_or_challenge(
     via: serde_json::Value,
     presented_at: DateTime<Utc>,
 ) -> QueryResult<Began> {
-    if mfa::enabled(conn, user.id).await? {
-        let passkey = passkey::second_factor_options(conn, state, user).await?;
+    let factors = mfa::factors(conn, user.id).await?;
+    if factors.any() {
+        let passkey = match factors.passkeys {
+            0 => None,
+            _ => passkey::second_factor_options(conn, state, user).await?,
+        };
         let mut methods = Vec::new();
-        if mfa::totp::enabled(conn, user.id).await? {
+        if factors.totp {
             methods.push("totp");
         }
         methods.push("recovery_code");

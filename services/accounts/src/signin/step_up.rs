@@ -45,9 +45,9 @@ pub async fn require(
     client: &Client,
 ) -> Result<(), ApiError> {
     let mut conn = state.pool.get().await?;
-    let has_second_factor = mfa::enabled(&mut conn, auth.user.id).await?;
-    let has_totp = mfa::totp::enabled(&mut conn, auth.user.id).await?;
+    let factors = mfa::factors(&mut conn, auth.user.id).await?;
     drop(conn);
+    let (has_second_factor, has_totp) = (factors.any(), factors.totp);
     if fresh(state, auth, has_second_factor) {
         return Ok(());
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use diesel::QueryResult;
-use diesel_async::AsyncPgConnection;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use events::{
     Event, MfaDisabled, MfaEnabled, MfaFailures, RecoveryCodeUsed, RecoveryCodesReplaced,
 };
@@ -203,9 +203,35 @@ pub async fn failed(
     Ok(())
 }
 
+/// The account's second factors, read in one query.
+#[derive(Debug, Clone, Copy, diesel::QueryableByName)]
+pub struct Factors {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub totp: bool,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub passkeys: i64,
+}
+
+impl Factors {
+    /// Whether there is any: a password alone then does not sign the account in.
+    pub fn any(&self) -> bool {
+        self.totp || self.passkeys > 0
+    }
+}
+
+pub async fn factors(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Factors> {
+    diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM totp_authenticators WHERE user_id = $1 AND secret IS NOT NULL) AS totp, \
+                (SELECT count(*) FROM passkeys WHERE user_id = $1) AS passkeys",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(user_id)
+    .get_result(conn)
+    .await
+}
+
 /// Whether the account has a second factor, so a password alone does not sign it in.
 pub async fn enabled(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<bool> {
-    Ok(totp::enabled(conn, user_id).await? || passkeys::count(conn, user_id).await? > 0)
+    Ok(factors(conn, user_id).await?.any())
 }
 
 /// The account's second factors, as `GET /api/user/mfa` shows them.
@@ -216,9 +242,10 @@ pub struct Status {
 }
 
 pub async fn status(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Status> {
+    let factors = factors(conn, user_id).await?;
     Ok(Status {
-        totp: totp::enabled(conn, user_id).await?,
-        passkeys: passkeys::count(conn, user_id).await?,
+        totp: factors.totp,
+        passkeys: factors.passkeys,
         recovery_codes_left: recovery_codes::left(conn, user_id).await?,
     })
 }

@@ -205,17 +205,6 @@ pub async fn enabled_at(
         .map(Option::flatten)
 }
 
-/// Whether the user has a confirmed TOTP.
-pub async fn enabled(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(
-        totp_authenticators::table
-            .find(user_id)
-            .filter(totp_authenticators::secret.is_not_null()),
-    ))
-    .get_result(conn)
-    .await
-}
-
 /// Removes the user's TOTP, confirmed or pending; `true` when a confirmed one went.
 pub async fn remove(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<bool> {
     let removed: Vec<Option<Vec<u8>>> = diesel::delete(totp_authenticators::table.find(user_id))
