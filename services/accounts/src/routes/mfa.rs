@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use diesel_async::AsyncConnection;
 use serde::{Deserialize, Serialize};
 
-use super::schemas::ErrorBody;
+use super::schemas::{ErrorBody, StepUp};
 use crate::{
     audit::Origin,
     auth::Authenticated,
@@ -19,7 +19,7 @@ use crate::{
             self, Notify,
             totp::{self, Confirmation},
         },
-        step_up::{self, Offered},
+        step_up,
     },
     state::AppState,
     users,
@@ -28,25 +28,6 @@ use crate::{
 pub const UNVERIFIED_ADDRESS: &str = "Confirm your email address before adding a second factor.";
 pub const NO_SECOND_FACTOR: &str = "Turn on a second factor first.";
 pub const NOTHING_PENDING: &str = "No authenticator setup is in progress in this session: start it again (POST /api/user/mfa/totp).";
-
-/// Proof of a recent sign-in for a security setting: `{}` from a fresh session (see step-up),
-/// else `current_password`, plus `code` when the account has a second factor.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StepUp {
-    current_password: Option<String>,
-    /// A TOTP or recovery code.
-    code: Option<String>,
-}
-
-impl StepUp {
-    fn offered(&self) -> Offered<'_> {
-        Offered {
-            current_password: self.current_password.as_deref(),
-            code: self.code.as_deref(),
-        }
-    }
-}
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MfaStatusResponse {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::schemas::{ErrorBody, UserResponse};
+use super::schemas::{ErrorBody, StepUp, UserResponse};
 use crate::{
     audit::Origin,
     auth::Authenticated,
@@ -16,30 +16,10 @@ use crate::{
     signin::{
         self,
         mfa::passkeys::{self, MAX_NAME, PasskeyBody},
-        passkey,
-        step_up::{self, Offered},
+        passkey, step_up,
     },
     state::AppState,
 };
-
-/// Step-up proof: `{}` from a fresh session, else `current_password` plus `code` (a TOTP or
-/// recovery code) when the account has TOTP; an account whose only second factor is a passkey
-/// signs in again instead.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PasskeyStepUp {
-    current_password: Option<String>,
-    code: Option<String>,
-}
-
-impl PasskeyStepUp {
-    fn offered(&self) -> Offered<'_> {
-        Offered {
-            current_password: self.current_password.as_deref(),
-            code: self.code.as_deref(),
-        }
-    }
-}
 
 /// A ceremony's id and its options in the browser's JSON form.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -54,7 +34,7 @@ pub struct CeremonyResponse {
 }
 
 #[utoipa::path(post, path = "/api/user/passkeys/options", tag = "passkeys", security(("token" = [])),
-    request_body(content = Option<PasskeyStepUp>, description = "Optional step-up proof when the session is not fresh"),
+    request_body(content = Option<StepUp>, description = "Optional step-up proof when the session is not fresh"),
     responses((status = 200, description = "A registration ceremony for the caller", body = CeremonyResponse),
         (status = 400, description = "Passkeys are off, the address is not confirmed, or a wrong current_password or code", body = ErrorBody),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
@@ -66,7 +46,7 @@ pub async fn registration_options(
     from: signin::Client,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body: PasskeyStepUp = super::optional_body(&body)?;
+    let body: StepUp = super::optional_body(&body)?;
     step_up::require(&state, &auth, body.offered(), &from).await?;
     let (ceremony, public_key) = passkey::registration_options(&state, &auth).await?;
     Ok(HttpResponse::Ok().json(CeremonyResponse {
@@ -178,7 +158,7 @@ pub async fn list(
 
 #[utoipa::path(delete, path = "/api/user/passkeys/{id}", tag = "passkeys", security(("token" = [])),
     params(("id" = Uuid, Path)),
-    request_body(content = Option<PasskeyStepUp>, description = "Optional step-up proof when the session is not fresh"),
+    request_body(content = Option<StepUp>, description = "Optional step-up proof when the session is not fresh"),
     responses((status = 204, description = "Removed; a passkey-removed mail goes out (and mfa-disabled when no second factor remains)"),
         (status = 400, description = "The last way in, or a wrong current_password or code", body = ErrorBody),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
@@ -193,7 +173,7 @@ pub async fn remove(
     origin: Origin,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body: PasskeyStepUp = super::optional_body(&body)?;
+    let body: StepUp = super::optional_body(&body)?;
     step_up::require(&state, &auth, body.offered(), &from).await?;
     passkey::remove(&state, &auth, id.into_inner(), &from, &origin).await?;
     Ok(HttpResponse::NoContent().finish())

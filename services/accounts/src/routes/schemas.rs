@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use crate::{
     domain::REQUIRED,
     http::error::{ApiError, unknown_property},
+    signin::step_up::Offered,
     users::UserBody,
 };
 
@@ -96,4 +97,24 @@ pub struct Accepted {}
 pub struct EmailOnly {
     #[schema(required = true, nullable = false, format = Email, max_length = 254)]
     pub email: Option<String>,
+}
+
+/// Proof of a recent sign-in for a security setting: `{}` from a fresh session (see step-up),
+/// else `current_password`, plus `code` (a TOTP or recovery code) when the account has TOTP; an
+/// account whose only second factor is a passkey signs in again instead.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepUp {
+    current_password: Option<String>,
+    /// A TOTP or recovery code.
+    code: Option<String>,
+}
+
+impl StepUp {
+    pub fn offered(&self) -> Offered<'_> {
+        Offered {
+            current_password: self.current_password.as_deref(),
+            code: self.code.as_deref(),
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use serde::{Deserialize, Serialize};
 
-use super::schemas::ErrorBody;
+use super::schemas::{ErrorBody, StepUp};
 use crate::{
     audit::Origin,
     auth::Authenticated,
@@ -257,18 +257,9 @@ pub async fn link(
     }))
 }
 
-/// Step-up proof for an unlink: `{}` from a fresh session.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UnlinkRequest {
-    current_password: Option<String>,
-    /// A TOTP or recovery code.
-    code: Option<String>,
-}
-
 #[utoipa::path(delete, path = "/api/user/identities/{provider}", tag = "social", security(("token" = [])),
     params(("provider" = String, Path)),
-    request_body(content = Option<UnlinkRequest>, description = "Optional: `current_password` and `code` when the session is not fresh"),
+    request_body(content = Option<StepUp>, description = "Optional: `current_password` and `code` when the session is not fresh"),
     responses((status = 204, description = "Unlinked; an identity-unlinked mail goes out"),
         (status = 400, description = "The last way in, or a wrong current_password or code", body = ErrorBody),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
@@ -283,12 +274,8 @@ pub async fn unlink(
     origin: Origin,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body: UnlinkRequest = super::optional_body(&body)?;
-    let offered = Offered {
-        current_password: body.current_password.as_deref(),
-        code: body.code.as_deref(),
-    };
-    step_up::require(&state, &auth, offered, &from).await?;
+    let body: StepUp = super::optional_body(&body)?;
+    step_up::require(&state, &auth, body.offered(), &from).await?;
     social::unlink(&state, &auth, &provider, &origin, &from).await?;
     Ok(HttpResponse::NoContent().finish())
 }
