@@ -27,7 +27,7 @@ async fn spawn(extra: &[(&'static str, &str)]) -> TestApp {
 }
 
 /// A software authenticator that verifies its user (as a platform authenticator with a PIN would).
-fn authenticator() -> SoftToken {
+pub(crate) fn authenticator() -> SoftToken {
     SoftToken::new(true).expect("a soft token").0
 }
 
@@ -58,7 +58,7 @@ fn request(public_key: &Value) -> RequestChallengeResponse {
 }
 
 /// Registers a passkey for the account of `access` with `token`: the answer.
-async fn register(app: &TestApp, access: &str, token: &mut SoftToken) -> Response {
+pub(crate) async fn register(app: &TestApp, access: &str, token: &mut SoftToken) -> Response {
     let options = app
         .post_authed("/api/user/passkeys/options", access, &json!({}))
         .await;

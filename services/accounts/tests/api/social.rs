@@ -1252,3 +1252,39 @@ async fn an_answer_without_iss_from_a_provider_that_always_sends_it_is_refused()
         0
     );
 }
+
+#[tokio::test]
+async fn a_passkey_is_a_way_in_so_the_last_social_account_may_go() {
+    let w = world().await;
+    let login = new_login();
+    w.put_account(&login, &format!("{login}@example.org"), true)
+        .await;
+    let social = w.social_login("dev", &login).await;
+    assert_eq!(social["user"]["has_password"], false);
+    let (access, _) = token_pair(&social);
+    let mut token = crate::passkeys::authenticator();
+    let added = crate::passkeys::register(&w.app, &access, &mut token).await;
+    assert_eq!(added.status(), StatusCode::CREATED);
+    let added: Value = added.json().await.unwrap();
+    let raised = added["token"].as_str().expect("an aal2 token").to_string();
+    let unlink = w
+        .app
+        .client
+        .delete(w.app.url("/api/user/identities/dev"))
+        .bearer_auth(&raised)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unlink.status(), StatusCode::NO_CONTENT);
+    // Now the passkey is the last way in: it stays.
+    let passkey = added["passkey"]["id"].as_str().unwrap();
+    let last = w
+        .app
+        .client
+        .delete(w.app.url(&format!("/api/user/passkeys/{passkey}")))
+        .bearer_auth(&raised)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(last.status(), StatusCode::BAD_REQUEST);
+}
