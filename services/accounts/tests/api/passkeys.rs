@@ -8,7 +8,9 @@ use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use url::Url;
 use webauthn_authenticator_rs::{WebauthnAuthenticator, softtoken::SoftToken};
-use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse};
+use webauthn_rs::prelude::{
+    CreationChallengeResponse, RegisterPublicKeyCredential, RequestChallengeResponse,
+};
 
 use crate::helpers::{
     Options, PASSWORD, TestApp, claims_of, count, errors, spawn_with, sql, token_pair,
@@ -57,8 +59,13 @@ fn request(public_key: &Value) -> RequestChallengeResponse {
     serde_json::from_value(json!({ "publicKey": public_key })).expect("request options")
 }
 
-/// Registers a passkey for the account of `access` with `token`: the answer.
-pub(crate) async fn register(app: &TestApp, access: &str, token: &mut SoftToken) -> Response {
+/// A registration ceremony for the account of `access`, and `token`'s answer to it: the options
+/// (with the ceremony id) and the credential.
+async fn registration(
+    app: &TestApp,
+    access: &str,
+    token: &mut SoftToken,
+) -> (Value, RegisterPublicKeyCredential) {
     let options = app
         .post_authed("/api/user/passkeys/options", access, &json!({}))
         .await;
@@ -67,6 +74,12 @@ pub(crate) async fn register(app: &TestApp, access: &str, token: &mut SoftToken)
     let credential = token
         .do_registration(Url::parse(ORIGIN).unwrap(), creation(&options))
         .expect("the authenticator registers");
+    (options, credential)
+}
+
+/// Registers a passkey for the account of `access` with `token`: the answer.
+pub(crate) async fn register(app: &TestApp, access: &str, token: &mut SoftToken) -> Response {
+    let (options, credential) = registration(app, access, token).await;
     app.post_authed(
         "/api/user/passkeys",
         access,
@@ -327,14 +340,7 @@ async fn another_users_registration_ceremony_is_refused() {
     let app = spawn(&[]).await;
     let (_, _, owner) = account(&app).await;
     let (_, _, intruder) = account(&app).await;
-    let options = json_of(
-        app.post_authed("/api/user/passkeys/options", &owner, &json!({}))
-            .await,
-    )
-    .await;
-    let credential = authenticator()
-        .do_registration(Url::parse(ORIGIN).unwrap(), creation(&options))
-        .unwrap();
+    let (options, credential) = registration(&app, &owner, &mut authenticator()).await;
     let stolen = app
         .post_authed(
             "/api/user/passkeys",
@@ -352,14 +358,7 @@ async fn a_credential_id_belongs_to_one_account() {
     let (_, _, first) = account(&app).await;
     let (_, _, second) = account(&app).await;
     let mut token = authenticator();
-    let options = json_of(
-        app.post_authed("/api/user/passkeys/options", &first, &json!({}))
-            .await,
-    )
-    .await;
-    let credential = token
-        .do_registration(Url::parse(ORIGIN).unwrap(), creation(&options))
-        .unwrap();
+    let (options, credential) = registration(&app, &first, &mut token).await;
     let mut credential = serde_json::to_value(credential).unwrap();
     let body = json!({ "ceremony": options["ceremony"], "credential": credential });
     assert_eq!(
@@ -528,14 +527,7 @@ async fn rejecting_the_sign_in_that_added_a_passkey_removes_it() {
 async fn a_registration_ceremony_dies_when_the_account_moves() {
     let app = spawn(&[]).await;
     let (_, id, access) = account(&app).await;
-    let options = json_of(
-        app.post_authed("/api/user/passkeys/options", &access, &json!({}))
-            .await,
-    )
-    .await;
-    let credential = authenticator()
-        .do_registration(Url::parse(ORIGIN).unwrap(), creation(&options))
-        .unwrap();
+    let (options, credential) = registration(&app, &access, &mut authenticator()).await;
     sql(
         &app,
         &format!("UPDATE users SET email_epoch = email_epoch + 1 WHERE id = '{id}'"),
@@ -613,14 +605,7 @@ async fn hostile_credentials_get_a_4xx_with_the_envelope() {
     assert_eq!(not_an_id.status(), StatusCode::NOT_FOUND);
     assert!(errors(not_an_id).await.is_object());
     // And on registration, an attestation object that is not CBOR.
-    let options = json_of(
-        app.post_authed("/api/user/passkeys/options", &access, &json!({}))
-            .await,
-    )
-    .await;
-    let registration = token
-        .do_registration(Url::parse(ORIGIN).unwrap(), creation(&options))
-        .unwrap();
+    let (options, registration) = registration(&app, &access, &mut token).await;
     let mut registration = serde_json::to_value(registration).unwrap();
     registration["response"]["attestationObject"] = json!(URL_SAFE_NO_PAD.encode([0xa1, 0xff]));
     let answer = app
@@ -753,14 +738,7 @@ async fn a_passkey_name_cannot_hide_or_reverse_text_and_a_credential_must_be_a_p
         "a\u{2028}b",
         "\u{feff}",
     ] {
-        let options = json_of(
-            app.post_authed("/api/user/passkeys/options", &access, &json!({}))
-                .await,
-        )
-        .await;
-        let credential = authenticator()
-            .do_registration(Url::parse(ORIGIN).unwrap(), creation(&options))
-            .unwrap();
+        let (options, credential) = registration(&app, &access, &mut authenticator()).await;
         let answer = app
             .post_authed(
                 "/api/user/passkeys",
@@ -771,14 +749,7 @@ async fn a_passkey_name_cannot_hide_or_reverse_text_and_a_credential_must_be_a_p
         assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{name:?}");
         assert!(errors(answer).await["name"].is_array());
     }
-    let options = json_of(
-        app.post_authed("/api/user/passkeys/options", &access, &json!({}))
-            .await,
-    )
-    .await;
-    let credential = authenticator()
-        .do_registration(Url::parse(ORIGIN).unwrap(), creation(&options))
-        .unwrap();
+    let (options, credential) = registration(&app, &access, &mut authenticator()).await;
     let mut credential = serde_json::to_value(credential).unwrap();
     credential["type"] = json!("password");
     let answer = app
